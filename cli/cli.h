@@ -1,0 +1,13 @@
+/*
+ * cli: meshctl, the operator command line. main.c dispatches to one function
+ * per command; each parses its own flags and returns the process exit status.
+ */
+#ifndef MESH_CLI_H
+#define MESH_CLI_H
+
+/* meshctl validate -f FILE|DIR|- ... */
+int meshctl_validate(int argc, char **argv);
+/* meshctl crds [--out DIR]: the CustomResourceDefinitions of the mesh kinds. */
+int meshctl_crds(int argc, char **argv);
+
+#endif
