@@ -14,7 +14,7 @@ ifneq ($(SANITIZE),)
 BUILD    := build/san
 endif
 
-PKGS     := yaml-0.1 json-c libpcre2-8
+PKGS     := yaml-0.1 json-c libpcre2-8 libcurl openssl libnghttp2 libprotobuf-c libmicrohttpd
 # Debian packages: to build and test, and (bench) the peers measured against.
 DEPS_DEB := build-essential pkg-config clang libyaml-dev libjson-c-dev libpcre2-dev libcmocka-dev \
             libssl-dev libcurl4-openssl-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler \
@@ -32,37 +32,57 @@ CFLAGS   += -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(HARDEN) $(shell pkg-confi
 LDFLAGS  += $(if $(SANITIZE),-fsanitize=$(SANITIZE))
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 
-LIB_SRC  := $(wildcard common/*.c) $(wildcard config/*.c)
+# Every part's sources go into one library, except the binaries' main.c files.
+PARTS    := common config controlplane ca webhook xds proxy cli
+MAINS    := controlplane/main.c cli/main.c proxy/main.c
+LIB_SRC  := $(filter-out $(MAINS),$(foreach p,$(PARTS),$(wildcard $(p)/*.c)))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 LIB      := $(BUILD)/libmesh.a
 
-MESHD_SRC  := $(wildcard controlplane/*.c)
-MESHCTL_SRC := $(wildcard cli/*.c)
+# protobuf-c code generated from xds/proto and ca/proto (never edited by hand).
+GEN      := $(BUILD)/gen
+XDS_PROTO := $(shell find xds/proto -name '*.proto' 2>/dev/null | sort)
+CA_PROTO  := $(shell find ca/proto -name '*.proto' 2>/dev/null | sort)
+GEN_C    := $(XDS_PROTO:xds/proto/%.proto=$(GEN)/%.pb-c.c) $(CA_PROTO:ca/proto/%.proto=$(GEN)/%.pb-c.c)
+GEN_OBJ  := $(GEN_C:%.c=%.o)
+CFLAGS   += -I$(GEN)
 
 TEST_SRC := $(wildcard test/*/test_*.c)
 TEST_BIN := $(TEST_SRC:test/%.c=$(BUILD)/test/%)
 
-BINS := $(BUILD)/meshd $(BUILD)/meshctl
+BINS := $(BUILD)/meshd $(BUILD)/meshctl $(if $(wildcard proxy/main.c),$(BUILD)/meshproxy)
 
 .SECONDARY:
 .PHONY: all test test-run deps deps-bench fuzz bench bench-run demo crds clean format
 all: $(BINS)
 
-$(BUILD)/obj/%.o: %.c
+$(GEN)/.stamp: $(XDS_PROTO) $(CA_PROTO)
+	@mkdir -p $(GEN)
+	$(if $^,protoc-c --c_out=$(GEN) $(if $(XDS_PROTO),-Ixds/proto) $(if $(CA_PROTO),-Ica/proto) $^)
+	@touch $@
+$(GEN_C): $(GEN)/.stamp
+$(GEN)/%.pb-c.o: $(GEN)/%.pb-c.c
+	$(CC) -std=c11 -D_GNU_SOURCE $(OPT) -g -I$(GEN) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c | $(GEN)/.stamp
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(LIB): $(LIB_OBJ)
+$(LIB): $(LIB_OBJ) $(GEN_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/meshd: $(MESHD_SRC:%.c=$(BUILD)/obj/%.o) $(LIB)
+$(BUILD)/meshd: $(BUILD)/obj/controlplane/main.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/meshctl: $(MESHCTL_SRC:%.c=$(BUILD)/obj/%.o) $(LIB)
+$(BUILD)/meshctl: $(BUILD)/obj/cli/main.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/test/%: $(BUILD)/obj/test/%.o $(BUILD)/obj/test/testutil.o $(LIB)
+$(BUILD)/meshproxy: $(BUILD)/obj/proxy/main.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+TEST_HELPERS := $(wildcard test/*.c)
+$(BUILD)/test/%: $(BUILD)/obj/test/%.o $(TEST_HELPERS:%.c=$(BUILD)/obj/%.o) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
@@ -77,9 +97,9 @@ FUZZ_SRC := $(wildcard test/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:test/fuzz/%.c=build/fuzz/%)
 FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 fuzz: $(FUZZ_BIN)
-build/fuzz/%: test/fuzz/%.c $(LIB_SRC)
+build/fuzz/%: test/fuzz/%.c $(LIB_SRC) build/gen/.stamp
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS)
+	clang $(FUZZ_FLAGS) -Ibuild/gen -o $@ $< $(LIB_SRC) $$(find build/gen -name '*.pb-c.c') $(LDLIBS)
 
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
@@ -102,12 +122,23 @@ crds: $(BUILD)/meshctl
 deps-bench:
 	@$(MAKE) --no-print-directory deps DEPS_DEB="$(DEPS_DEB) $(DEPS_BENCH)"
 
+# The integration tests' Kubernetes API server (kube-apiserver, etcd and
+# kube-controller-manager built from Debian's sources, cached) lives in ../shared.
+ENVTEST := ../shared/tools/envtest
+# Test clients nobody here wrote, from npm (lockfiles committed).
+NPM_DIRS := $(patsubst %/package-lock.json,%,$(wildcard test/*/*/package-lock.json e2e/*/package-lock.json))
 deps:
 	@missing=""; for p in $(DEPS_DEB); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v kubectl >/dev/null 2>&1 || missing="$$missing kubernetes-client"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	else echo "deps: all installed"; fi
+	@for d in $(NPM_DIRS); do [ -d $$d/node_modules ] || npm ci --prefix $$d --no-audit --no-fund; done
+	@if [ -x $(ENVTEST)/build.sh ]; then ENVTEST_CONTROLLERS=1 $(ENVTEST)/build.sh; \
+	else echo "deps: $(ENVTEST) not found (integration tests need ../shared beside the checkout)"; fi
 
 format:
 	clang-format -i $(wildcard */*.c */*.h test/*/*.c)

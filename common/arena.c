@@ -11,7 +11,7 @@ struct chunk {
 };
 
 struct arena {
-    struct chunk *head; /* chunk being filled */
+    struct chunk *head; /* chunk being filled; the last one is embedded */
     char *cur, *end;
     size_t next_size;
     size_t footprint;
@@ -72,15 +72,24 @@ static void add_chunk(arena_t *a, size_t need)
         a->next_size *= 2;
 }
 
+/* The arena header and its first chunk are one allocation: a small object
+ * (a config object compacted to its exact size) costs a single malloc. */
 arena_t *arena_new(size_t hint)
 {
-    arena_t *a = mesh_xcalloc(1, sizeof(*a));
-    if (hint < 128)
-        hint = 128;
+    if (hint < 64)
+        hint = 64;
     if (hint > MAX_CHUNK)
         hint = MAX_CHUNK;
-    a->next_size = (hint + ALIGN - 1) & ~(size_t)(ALIGN - 1);
-    a->footprint = sizeof(*a);
+    hint = (hint + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+    arena_t *a = mesh_xmalloc(sizeof(*a) + sizeof(struct chunk) + hint);
+    struct chunk *c = (struct chunk *)(a + 1);
+    c->next = NULL;
+    c->size = hint;
+    a->head = c;
+    a->cur = (char *)(c + 1);
+    a->end = a->cur + hint;
+    a->next_size = hint < 512 ? 512 : hint;
+    a->footprint = sizeof(*a) + sizeof(struct chunk) + hint;
     return a;
 }
 
@@ -88,8 +97,9 @@ void arena_free(arena_t *a)
 {
     if (a == NULL)
         return;
+    struct chunk *embedded = (struct chunk *)(a + 1);
     struct chunk *c = a->head;
-    while (c != NULL) {
+    while (c != NULL && c != embedded) {
         struct chunk *next = c->next;
         free(c);
         c = next;

@@ -154,17 +154,28 @@ static void resolve_plain(doc_node_t *n)
     const char *s = n->str;
     size_t len = n->len;
     n->type = DOC_STR;
-    if (eq_any(s, len, nulls)) {
+    if (len == 0) {
         n->type = DOC_NULL;
-    } else if (eq_any(s, len, trues)) {
+        return;
+    }
+    /* Most scalars are names: only a few first characters can start a
+     * null, a boolean or a number. */
+    char c = s[0];
+    bool word = len <= 5 && strchr("~nNyYtTfFoO", c) != NULL;
+    bool number = (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.';
+    if (!word && !number)
+        return;
+    if (word && eq_any(s, len, nulls)) {
+        n->type = DOC_NULL;
+    } else if (word && eq_any(s, len, trues)) {
         n->type = DOC_BOOL;
         n->v.b = true;
-    } else if (eq_any(s, len, falses)) {
+    } else if (word && eq_any(s, len, falses)) {
         n->type = DOC_BOOL;
         n->v.b = false;
-    } else if (parse_int(s, len, &n->v.i)) {
+    } else if (number && parse_int(s, len, &n->v.i)) {
         n->type = DOC_INT;
-    } else if (parse_float(s, len, &n->v.f)) {
+    } else if (number && parse_float(s, len, &n->v.f)) {
         n->type = DOC_FLOAT;
     }
 }
@@ -438,8 +449,14 @@ static int parse_yaml_chunk(const char *buf, size_t len, uint32_t line_base, doc
             struct anchor *a = y.anchors;
             while (a && strcmp(a->name, (const char *)ev.data.alias.anchor) != 0)
                 a = a->next;
+            bool open = false; /* an alias inside its own anchor would make a cycle */
+            for (int i = 0; a != NULL && i < y.depth && !open; i++)
+                open = y.stack[i].node == a->node;
             if (a == NULL)
                 st = set_err(&y, line, "unknown anchor \"%s\"", (const char *)ev.data.alias.anchor);
+            else if (open)
+                st = set_err(&y, line, "alias \"%s\" refers to a node that contains it",
+                             (const char *)ev.data.alias.anchor);
             else
                 st = attach(&y, a->node, &root);
             break;
@@ -534,26 +551,27 @@ static int parse_yaml_fixing(const char *buf, size_t len, uint32_t line_base, do
 {
     char *copy = NULL;
     int rc = 0;
+    size_t done = 0; /* fixes only move forward: each quotes a later scalar */
     for (int tries = 0;; tries++) {
         struct flow_colon_fix fix = {0};
-        rc = parse_yaml_chunk(buf, len, line_base, cb, ud, ndocs, tries < 64 ? &fix : NULL);
+        rc = parse_yaml_chunk(buf, len, line_base, cb, ud, ndocs, tries < 16 ? &fix : NULL);
         if (!fix.wanted)
             break;
-        size_t inner = fix.end - fix.start, extra = 2;
-        for (size_t i = fix.start; i < fix.end; i++)
-            extra += buf[i] == '"' || buf[i] == '\\';
-        char *next = mesh_xmalloc(len + extra);
-        memcpy(next, buf, fix.start);
-        size_t k = fix.start;
-        next[k++] = '"';
-        for (size_t i = fix.start; i < fix.start + inner; i++) {
-            if (buf[i] == '"' || buf[i] == '\\')
-                next[k++] = '\\';
-            next[k++] = buf[i];
+        bool plain = fix.start >= done;
+        for (size_t i = fix.start; i < fix.end && plain; i++)
+            plain = buf[i] != '"' && buf[i] != '\\' && buf[i] != '\n' && buf[i] != '\'';
+        if (!plain) { /* not the IPv6-like case: report libyaml's error as it is */
+            rc = parse_yaml_chunk(buf, len, line_base, cb, ud, ndocs, NULL);
+            break;
         }
-        next[k++] = '"';
-        memcpy(next + k, buf + fix.end, len - fix.end);
-        len += extra;
+        char *next = mesh_xmalloc(len + 2);
+        memcpy(next, buf, fix.start);
+        next[fix.start] = '"';
+        memcpy(next + fix.start + 1, buf + fix.start, fix.end - fix.start);
+        next[fix.end + 1] = '"';
+        memcpy(next + fix.end + 2, buf + fix.end, len - fix.end);
+        len += 2;
+        done = fix.end + 2;
         free(copy);
         copy = next;
         buf = copy;

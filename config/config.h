@@ -183,4 +183,19 @@ int cfg_crd_write(FILE *out, cfg_kind_t kind);
 
 #include "store.h"
 
+/* ---- encoding back to JSON (config/encode.c) ---- */
+
+struct json_object;
+
+/* The object as JSON: apiVersion, kind, metadata (the modelled ObjectMeta
+ * fields) and every present body field under its YAML name; durations as
+ * Go-style strings, enums by name, free-form values as written. Decoding the
+ * result gives an equal object. Returns a new json-c reference (json_object_put),
+ * or NULL when o has no valid kind. */
+struct json_object *cfg_object_to_json(const cfg_object_t *o);
+/* The present fields of one message described by desc, as a JSON object. */
+struct json_object *cfg_message_to_json(const cfg_desc_t *desc, const void *msg);
+/* A document tree node as JSON (NULL for a null node). */
+struct json_object *cfg_doc_to_json(const doc_node_t *n);
+
 #endif

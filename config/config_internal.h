@@ -19,6 +19,10 @@ CFG_ALL_KINDS(CFG_X_VALIDATOR_DECL)
 int cfg_decode_message(cfg_vctx_t *v, arena_t *a, const cfg_desc_t *desc, const doc_node_t *n,
                        void *out);
 
+/* Copies a decoded object into an arena of exactly its size (one
+ * allocation). Returns a new object with one reference; o is untouched. */
+cfg_object_t *cfg_object_compact(const cfg_object_t *o);
+
 /* ---- names ---- */
 bool cfg_is_dns1123_label(const char *s); /* [a-z0-9]([-a-z0-9]*[a-z0-9])?, <= 63 */
 bool cfg_is_dns1123_subdomain(const char *s); /* dot-separated labels, <= 253 */

@@ -314,6 +314,39 @@ static const char *nearest_field(const cfg_desc_t *desc, const char *name)
 
 /* ---- decoding ---- */
 
+/* Path appends without formatting: the decoder extends the path for every
+ * field it visits, and the path is only read when an error is reported. */
+static size_t path_field(cfg_vctx_t *v, const char *name, size_t n)
+{
+    size_t mark = v->plen;
+    if (v->plen + n + 2 < sizeof(v->path)) {
+        v->path[v->plen++] = '.';
+        memcpy(v->path + v->plen, name, n);
+        v->plen += n;
+        v->path[v->plen] = '\0';
+    }
+    return mark;
+}
+
+static size_t path_index(cfg_vctx_t *v, uint32_t i)
+{
+    size_t mark = v->plen;
+    char digits[12];
+    size_t n = 0;
+    do {
+        digits[n++] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i != 0);
+    if (v->plen + n + 3 < sizeof(v->path)) {
+        v->path[v->plen++] = '[';
+        while (n > 0)
+            v->path[v->plen++] = digits[--n];
+        v->path[v->plen++] = ']';
+        v->path[v->plen] = '\0';
+    }
+    return mark;
+}
+
 struct dstate {
     cfg_vctx_t *v;
     arena_t *a;
@@ -537,7 +570,7 @@ static bool decode_field(struct dstate *d, const cfg_field_t *f, const doc_node_
         char *arr = arena_alloc(d->a, (cnt ? cnt : 1) * elem);
         for (uint32_t i = 0; i < cnt; i++) {
             const doc_node_t *it = n->v.seq.items[i];
-            size_t mark = cfg_vpush(d->v, "[%u]", i);
+            size_t mark = path_index(d->v, i);
             if (f->kind == CFG_K_STRS) {
                 ((char **)arr)[i] = decode_str(d, it, f->flags);
             } else if (f->kind == CFG_K_U32S) {
@@ -604,7 +637,7 @@ static void decode_msg(struct dstate *d, const cfg_desc_t *desc, const doc_node_
             d->errors++;
             continue;
         }
-        size_t mark = cfg_vpush(d->v, ".%s", f->name);
+        size_t mark = path_field(d->v, p->key, p->key_len);
         d->v->line = p->line ? p->line : n->line;
         if (decode_field(d, f, p->value, base)) {
             *has |= 1ull << fi;

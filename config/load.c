@@ -146,7 +146,7 @@ cfg_object_t *cfg_object_decode(const doc_node_t *root, uint32_t line, const cfg
         return NULL;
     }
 
-    a = arena_new(512);
+    a = arena_new(4096); /* scratch: the result is compacted into its own arena */
     obj = arena_alloc(a, sizeof(*obj));
     obj->_arena = a;
     atomic_init(&obj->_refs, 1);
@@ -201,7 +201,9 @@ cfg_object_t *cfg_object_decode(const doc_node_t *root, uint32_t line, const cfg
         cfg_object_unref(obj);
         return NULL;
     }
-    return obj;
+    cfg_object_t *compact = cfg_object_compact(obj);
+    cfg_object_unref(obj);
+    return compact;
 }
 
 struct load_ctx {

@@ -157,6 +157,36 @@ static void test_yaml_unknown_alias_and_deep_nesting(void **state)
     free(deep);
 }
 
+static void test_yaml_alias_cycle_rejected(void **state)
+{
+    (void)state;
+    struct docs s;
+    parse(&s, "a: &a [1, *a]\n", DOC_FMT_YAML);
+    assert_int_equal(s.n, 1);
+    assert_null(s.root[0]);
+    assert_non_null(strstr(s.err[0], "refers to a node that contains it"));
+    release(&s);
+}
+
+static void test_yaml_flow_scalars_ending_in_colon(void **state)
+{
+    (void)state;
+    struct docs s;
+    /* IPv6 addresses in flow sequences read as strings, as kubectl reads them */
+    parse(&s, "addresses: [1.2.3.4, 2001:db8::, fe80::]\n", DOC_FMT_YAML);
+    assert_int_equal(s.n, 1);
+    const doc_node_t *a = doc_map_get(s.root[0], "addresses");
+    assert_int_equal(a->v.seq.n, 3);
+    assert_string_equal(doc_str(a->v.seq.items[1]), "2001:db8::");
+    assert_string_equal(doc_str(a->v.seq.items[2]), "fe80::");
+    release(&s);
+    /* hostile input that once made the retry grow without bound: one error, quickly */
+    parse(&s, "{\"\"\"\xc6\x80\"a:{", DOC_FMT_YAML);
+    assert_int_equal(s.n, 1);
+    assert_null(s.root[0]);
+    release(&s);
+}
+
 static void test_json_documents(void **state)
 {
     (void)state;
@@ -197,6 +227,8 @@ int main(void)
         cmocka_unit_test(test_yaml_anchors_aliases_and_merge),
         cmocka_unit_test(test_yaml_duplicate_key_rejected),
         cmocka_unit_test(test_yaml_unknown_alias_and_deep_nesting),
+        cmocka_unit_test(test_yaml_alias_cycle_rejected),
+        cmocka_unit_test(test_yaml_flow_scalars_ending_in_colon),
         cmocka_unit_test(test_json_documents),
         cmocka_unit_test(test_json_syntax_error_names_line),
     };

@@ -228,6 +228,41 @@ static void test_alias_bomb_is_bounded(void **state)
     tu_free(&r);
 }
 
+static void test_compact_object_shares_equal_strings(void **state)
+{
+    (void)state;
+    tu_result_t r;
+    tu_load("apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+            "metadata: {name: r, namespace: prod, labels: {app: r}}\n"
+            "spec:\n"
+            "  hosts: [reviews.prod.svc.cluster.local]\n"
+            "  http:\n"
+            "  - route:\n"
+            "    - destination: {host: reviews.prod.svc.cluster.local, subset: v1}\n"
+            "      weight: 80\n"
+            "    - destination: {host: reviews.prod.svc.cluster.local, subset: v2}\n"
+            "      weight: 20\n"
+            "    timeout: 1.5s\n",
+            NULL, &r);
+    TU_EXPECT_OK(&r);
+    const cfg_VirtualService *vs = CFG_BODY(r.objs[0], VirtualService)->spec;
+    const cfg_HTTPRoute *h = &vs->http.v[0];
+    assert_string_equal(vs->hosts.v[0], "reviews.prod.svc.cluster.local");
+    assert_string_equal(h->route.v[1].destination->subset, "v2");
+    assert_int_equal(h->route.v[1].weight, 20);
+    assert_int_equal(h->timeout, 1500 * CFG_NS_PER_MS);
+    assert_true(CFG_HAS(h, HTTPRoute, timeout));
+    assert_false(CFG_HAS(h, HTTPRoute, retries));
+    /* stored once for the whole object */
+    assert_ptr_equal(vs->hosts.v[0], h->route.v[0].destination->host);
+    assert_ptr_equal(h->route.v[0].destination->host, h->route.v[1].destination->host);
+    assert_string_equal(r.objs[0]->namespace, "prod");
+    assert_string_equal(r.objs[0]->meta->labels.v[0].str, "r");
+    /* one allocation of exactly the object's size */
+    assert_true(cfg_object_footprint(r.objs[0]) < 2048);
+    tu_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -240,6 +275,7 @@ int main(void)
         cmocka_unit_test(test_broken_document_does_not_stop_others),
         cmocka_unit_test(test_json_input_same_path),
         cmocka_unit_test(test_alias_bomb_is_bounded),
+        cmocka_unit_test(test_compact_object_shares_equal_strings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
