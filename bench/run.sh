@@ -9,7 +9,11 @@
 # function and appending its name to SECTIONS. Results to keep go to
 # bench/RESULTS.md by hand, with the machine and the date.
 BUILD=${BUILD:-build}
+# A section runs when its script or binary exists (the parts arrive one by one).
 SECTIONS="config_load"
+for s in inject ca_sign kube_sync xds_load proxy; do
+    [ -f "bench/$s.sh" ] && SECTIONS="$SECTIONS $s"
+done
 
 machine() {
     cpu=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo 2>/dev/null | head -1)
@@ -35,6 +39,11 @@ bench_config_load() {
     fi
     "$bin"
 }
+
+# Sections kept in their own scripts (each prints its heading and figures).
+for s in inject ca_sign kube_sync xds_load proxy; do
+    eval "bench_$s() { BUILD=\"\$BUILD\" sh bench/$s.sh; }"
+done
 
 echo "meshd benchmarks"
 machine

@@ -24,7 +24,7 @@ for t in $(find "$BUILD/test" -type f -perm -u+x -name 'test_*' | sort); do
     passed=$((passed + p))
     failed=$((failed + f))
 done
-for t in $(find test -name 'test_*.sh' | sort); do
+for t in $(find test e2e -name 'test_*.sh' -not -path '*/node_modules/*' 2>/dev/null | sort); do
     echo "== $t"
     sh "$t" >"$log" 2>&1
     rc=$?
