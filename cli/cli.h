@@ -10,4 +10,9 @@ int meshctl_validate(int argc, char **argv);
 /* meshctl crds [--out DIR]: the CustomResourceDefinitions of the mesh kinds. */
 int meshctl_crds(int argc, char **argv);
 
+/* meshctl kube-inject -f FILE|-: the manifest with the sidecar injected. */
+int meshctl_kube_inject(int argc, char **argv);
+/* meshctl ca sign ...: a workload certificate from meshd's CA (debugging). */
+int meshctl_ca(int argc, char **argv);
+
 #endif

@@ -15,6 +15,8 @@ static void usage(FILE *out)
           "commands:\n"
           "  validate -f FILE|DIR|-   check mesh configuration offline; exit 1 if any document is rejected\n"
           "  crds [--out DIR]         print (or write) the CustomResourceDefinitions of the mesh kinds\n"
+          "  kube-inject -f FILE|-    print the manifest with the sidecar injected into every pod template\n"
+          "  ca sign ...              get a workload certificate from meshd's CA (debugging)\n"
           "  version                  print the version\n",
           out);
 }
@@ -30,6 +32,10 @@ int main(int argc, char **argv)
         return meshctl_validate(argc - 1, argv + 1);
     if (strcmp(cmd, "crds") == 0)
         return meshctl_crds(argc - 1, argv + 1);
+    if (strcmp(cmd, "kube-inject") == 0)
+        return meshctl_kube_inject(argc - 1, argv + 1);
+    if (strcmp(cmd, "ca") == 0)
+        return meshctl_ca(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("meshctl %s\n", MESH_VERSION);
         return 0;

@@ -1,0 +1,190 @@
+/*
+ * translate_internal: shared state of one translation (xds/translate*.c).
+ *
+ * A tx_t lives for one xds_translate() call. Every protobuf-c message it
+ * builds is allocated in tx->a (freed in one shot when the result has been
+ * serialized); generated structs are created with TX_NEW from their INIT
+ * macros and repeated fields grow with TX_PUSH.
+ */
+#ifndef MESH_XDS_TRANSLATE_INTERNAL_H
+#define MESH_XDS_TRANSLATE_INTERNAL_H
+
+#include "envoy/config/cluster/v3/cluster.pb-c.h"
+#include "envoy/config/endpoint/v3/endpoint.pb-c.h"
+#include "envoy/config/listener/v3/listener.pb-c.h"
+#include "envoy/config/rbac/v3/rbac.pb-c.h"
+#include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/extensions/filters/http/cors/v3/cors.pb-c.h"
+#include "envoy/extensions/filters/http/fault/v3/fault.pb-c.h"
+#include "envoy/extensions/filters/http/rbac/v3/rbac.pb-c.h"
+#include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
+#include "envoy/extensions/filters/listener/http_inspector/v3/http_inspector.pb-c.h"
+#include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb-c.h"
+#include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/filters/network/rbac/v3/rbac.pb-c.h"
+#include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+#include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
+#include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
+#include "google/protobuf/any.pb-c.h"
+#include "google/protobuf/duration.pb-c.h"
+#include "google/protobuf/struct.pb-c.h"
+#include "google/protobuf/wrappers.pb-c.h"
+#include "xds.h"
+
+/* Short names for the generated types used everywhere. */
+typedef Envoy__Config__Cluster__V3__Cluster pb_cluster_t;
+typedef Envoy__Config__Endpoint__V3__ClusterLoadAssignment pb_cla_t;
+typedef Envoy__Config__Listener__V3__Listener pb_listener_t;
+typedef Envoy__Config__Listener__V3__FilterChain pb_chain_t;
+typedef Envoy__Config__Listener__V3__Filter pb_filter_t;
+typedef Envoy__Config__Route__V3__RouteConfiguration pb_rc_t;
+typedef Envoy__Config__Route__V3__VirtualHost pb_vhost_t;
+typedef Envoy__Config__Route__V3__Route pb_route_t;
+typedef Envoy__Config__Core__V3__Address pb_address_t;
+typedef Envoy__Config__Core__V3__TransportSocket pb_tsock_t;
+typedef Envoy__Config__Core__V3__HeaderValueOption pb_hvo_t;
+typedef Envoy__Config__Route__V3__HeaderMatcher pb_hmatch_t;
+typedef Envoy__Type__Matcher__V3__StringMatcher pb_smatch_t;
+typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter pb_hfilter_t;
+typedef Envoy__Config__Rbac__V3__RBAC pb_rbac_t;
+typedef Google__Protobuf__Any pb_any_t;
+
+typedef struct tx_out {
+    const char *name;
+    const ProtobufCMessage *msg;
+} tx_out_t;
+
+typedef struct tx {
+    arena_t *a;
+    const xds_input_t *in;
+    const xds_proxy_t *px;
+    const reg_t *reg;
+    const char *trust_domain;
+    const char *root_ns;
+    /* scope */
+    const cfg_object_t *sidecar; /* the Sidecar applying to the proxy, or NULL */
+    const reg_service_t **svcs; /* services the proxy sees, sorted by hostname */
+    size_t nsvcs;
+    const cfg_object_t **vss; /* VirtualServices visible to the proxy */
+    size_t nvss;
+    const cfg_object_t **drs; /* DestinationRules visible to the proxy */
+    size_t ndrs;
+    /* output */
+    tx_out_t *out[XDS_NTYPES];
+    size_t nout[XDS_NTYPES];
+    char **warnings;
+    size_t nwarnings;
+} tx_t;
+
+/* ---- allocation helpers (translate.c) ---- */
+
+void *tx_dup(tx_t *t, const void *src, size_t size);
+#define TX_NEW(t, T, INIT) ((T *)tx_dup((t), &(T)INIT, sizeof(T)))
+/* Makes room for element n of an arena array (capacity doubles at powers of two). */
+void *tx_grow(tx_t *t, void *arr, size_t n, size_t esize);
+#define TX_PUSH(t, arr, n, item)                                                                   \
+    do {                                                                                           \
+        (arr) = tx_grow((t), (arr), (n), sizeof(*(arr)));                                          \
+        (arr)[(n)++] = (item);                                                                     \
+    } while (0)
+char *tx_str(tx_t *t, const char *s);
+char *tx_printf(tx_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tx_warn(tx_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Any holding msg (packed into the arena). */
+pb_any_t *tx_any(tx_t *t, const void *msg);
+Google__Protobuf__Duration *tx_duration(tx_t *t, int64_t ns);
+Google__Protobuf__UInt32Value *tx_u32(tx_t *t, uint32_t v);
+Google__Protobuf__UInt64Value *tx_u64(tx_t *t, uint64_t v);
+Google__Protobuf__BoolValue *tx_bool(tx_t *t, bool v);
+pb_address_t *tx_socket_address(tx_t *t, const char *ip, uint32_t port);
+Envoy__Config__Core__V3__ConfigSource *tx_ads(tx_t *t);
+Envoy__Type__V3__FractionalPercent *tx_fraction(tx_t *t, double percent);
+Envoy__Config__Core__V3__RuntimeFractionalPercent *tx_runtime_fraction(tx_t *t, double percent);
+pb_smatch_t *tx_smatch_exact(tx_t *t, const char *s);
+pb_smatch_t *tx_smatch_prefix(tx_t *t, const char *s);
+pb_smatch_t *tx_smatch_suffix(tx_t *t, const char *s);
+pb_smatch_t *tx_smatch_regex(tx_t *t, const char *re);
+pb_filter_t *tx_network_filter(tx_t *t, const char *name, const void *cfg);
+pb_hfilter_t *tx_http_filter(tx_t *t, const char *name, const void *cfg);
+/* Records a finished top-level resource. */
+void tx_emit(tx_t *t, xds_type_t type, const char *name, const void *msg);
+
+/* ---- lookups shared by the builders (translate.c) ---- */
+
+/* The DestinationRule that applies to host for this proxy, or NULL. */
+const cfg_DestinationRule *tx_dr_for(tx_t *t, const char *host, const cfg_object_t **obj);
+/* The subset of a DestinationRule, or NULL. */
+const cfg_Subset *tx_dr_subset(const cfg_DestinationRule *dr, const char *name);
+/* True when the proxy's workload labels match a STRMAP selector. */
+bool tx_proxy_selected(tx_t *t, const cfg_map_t *selector);
+/* Service visible to the proxy with this hostname, or NULL. */
+const reg_service_t *tx_service(tx_t *t, const char *host);
+
+/* The traffic policy effective for a service port and subset, Istio-merged:
+ * top level, its port-level entry, the subset's, the subset's port-level. */
+typedef struct tx_policy {
+    const cfg_LoadBalancerSettings *lb;
+    const cfg_ConnectionPoolSettings *pool;
+    const cfg_OutlierDetection *outlier;
+    const cfg_ClientTLSSettings *tls;
+} tx_policy_t;
+void tx_policy_for(const cfg_DestinationRule *dr, const cfg_Subset *subset, uint32_t port,
+                   tx_policy_t *out);
+
+/* ---- builders ---- */
+
+void tx_build_clusters(tx_t *t); /* translate_cluster.c: CDS + EDS */
+void tx_build_routes(tx_t *t); /* translate_route.c: RDS */
+void tx_build_listeners(tx_t *t); /* translate_listener.c: LDS (+ security) */
+void tx_build_grpc(tx_t *t); /* translate_grpc.c: everything a proxyless gRPC client receives */
+
+/* translate_cluster.c */
+/* The endpoints of a cluster (ready ones unless include_not_ready), grouped by
+ * locality, each group weighted by the sum of its endpoints' weights. */
+pb_cla_t *tx_load_assignment(tx_t *t, const char *name, const reg_service_t *s, uint32_t port,
+                             const cfg_Subset *subset, bool include_not_ready);
+/* Sets a cluster's outlier_detection (and panic threshold) from a DestinationRule. */
+void tx_apply_outlier(tx_t *t, pb_cluster_t *c, const cfg_OutlierDetection *od);
+
+/* translate_route.c */
+/* The default outbound route of a cluster (no VirtualService). */
+pb_route_t *tx_default_route(tx_t *t, const char *cluster, const char *operation, bool hash_lb);
+/* The default route of a service port (no VirtualService), with the hash
+ * policy of its DestinationRule's consistentHash load balancer. */
+pb_route_t *tx_service_default_route(tx_t *t, const reg_service_t *s, uint32_t port,
+                                     const char *operation);
+/* The hash policy of a consistentHash load balancer, or NULL when it names none. */
+Envoy__Config__Route__V3__RouteAction__HashPolicy *tx_hash_policy(tx_t *t,
+                                                                  const cfg_ConsistentHashLB *ch);
+/* The first mesh-bound VirtualService visible to the proxy whose hosts match host. */
+const cfg_object_t *tx_vs_for_host(tx_t *t, const char *host);
+/* Appends a mesh-bound VirtualService's routes for a port; returns routes added. */
+size_t tx_vs_mesh_routes(tx_t *t, const cfg_object_t *vs, uint32_t port, const char *operation,
+                         pb_route_t ***out, size_t *n);
+/* Istio's virtual-host domains of a service port (FQDN, short forms, address; each also with ":PORT"). */
+void tx_service_domains(tx_t *t, pb_vhost_t *vh, const reg_service_t *s, uint32_t port);
+/* The RouteConfiguration of a gateway port (router proxies). */
+pb_rc_t *tx_gateway_routes(tx_t *t, const char *name, uint32_t port,
+                           const cfg_object_t *const *gws, size_t ngws,
+                           const cfg_Server *const *servers, size_t nservers);
+
+/* translate_authz.c */
+typedef struct tx_authz {
+    const cfg_object_t *pa_workload, *pa_ns, *pa_mesh; /* PeerAuthentications in effect */
+    pb_rbac_t *http[3]; /* LOG, DENY, ALLOW (NULL when none) */
+    pb_rbac_t *tcp[3];
+} tx_authz_t;
+/* The effective mTLS mode (cfg_MtlsMode_STRICT/PERMISSIVE/DISABLE) of a port. */
+int tx_mtls_mode(tx_t *t, uint32_t port);
+/* Compiles the AuthorizationPolicies of the proxy into RBAC filters. */
+void tx_authz_build(tx_t *t, tx_authz_t *out);
+/* Builds an UpstreamTlsContext transport socket for ISTIO_MUTUAL. */
+pb_tsock_t *tx_istio_mutual_upstream(tx_t *t, const char *sni, const reg_service_t *svc,
+                                     bool h2);
+/* A DownstreamTlsContext transport socket using the workload certificate. */
+pb_tsock_t *tx_istio_mutual_downstream(tx_t *t, bool http);
+
+#endif
