@@ -50,7 +50,7 @@ CFLAGS   += -I$(GEN)
 TEST_SRC := $(wildcard test/*/test_*.c)
 TEST_BIN := $(TEST_SRC:test/%.c=$(BUILD)/test/%)
 
-BINS := $(BUILD)/meshd $(BUILD)/meshctl $(if $(wildcard proxy/main.c),$(BUILD)/meshproxy)
+BINS := $(BUILD)/meshd $(BUILD)/meshctl $(if $(wildcard proxy/main.c),$(BUILD)/meshproxy) $(BUILD)/backend
 
 .SECONDARY:
 .PHONY: all test test-run deps deps-bench fuzz bench bench-run demo crds clean format
@@ -77,6 +77,10 @@ $(BUILD)/meshd: $(BUILD)/obj/controlplane/main.o $(LIB)
 
 $(BUILD)/meshctl: $(BUILD)/obj/cli/main.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# A tiny HTTP backend for the demo and the benchmarks (not part of meshd).
+$(BUILD)/backend: examples/backend/backend.c
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
 
 $(BUILD)/meshproxy: $(BUILD)/obj/proxy/main.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -15,4 +15,7 @@ int meshctl_kube_inject(int argc, char **argv);
 /* meshctl ca sign ...: a workload certificate from meshd's CA (debugging). */
 int meshctl_ca(int argc, char **argv);
 
+/* meshctl proxy-status [--debug-addr ADDR]: each proxy's xDS sync state. */
+int meshctl_proxy_status(int argc, char **argv);
+
 #endif

@@ -17,6 +17,7 @@ static void usage(FILE *out)
           "  crds [--out DIR]         print (or write) the CustomResourceDefinitions of the mesh kinds\n"
           "  kube-inject -f FILE|-    print the manifest with the sidecar injected into every pod template\n"
           "  ca sign ...              get a workload certificate from meshd's CA (debugging)\n"
+          "  proxy-status             each connected proxy and whether its config is in sync\n"
           "  version                  print the version\n",
           out);
 }
@@ -36,6 +37,8 @@ int main(int argc, char **argv)
         return meshctl_kube_inject(argc - 1, argv + 1);
     if (strcmp(cmd, "ca") == 0)
         return meshctl_ca(argc - 1, argv + 1);
+    if (strcmp(cmd, "proxy-status") == 0 || strcmp(cmd, "ps") == 0)
+        return meshctl_proxy_status(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("meshctl %s\n", MESH_VERSION);
         return 0;

@@ -4,6 +4,7 @@
  * informers in kube mode), the debug server, and runs the loop.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -21,6 +22,7 @@
 #include "debug.h"
 #include "informer.h"
 #include "kube.h"
+#include "serve.h"
 
 #ifndef MESH_VERSION
 #define MESH_VERSION "0.1.0"
@@ -34,6 +36,12 @@ struct flags {
     const char *context;
     const char *debug_addr; /* NULL: the mode's default; "" or "off": none */
     bool once;
+    /* what meshd serves (NULL: the mode's default) */
+    const char *grpc_addr, *secure_grpc_addr, *webhook_addr, *monitoring_addr;
+    const char *trust_domain, *cacerts_dir, *ca_root_file, *jwt_key_file, *jwt_issuer;
+    const char *injector_config;
+    bool ca_ecdsa;
+    unsigned debounce_ms;
 };
 
 static void usage(FILE *out)
@@ -54,6 +62,24 @@ static void usage(FILE *out)
           "  --debug-addr ADDR     debug HTTP server (/ready, /debug/configz, /debug):\n"
           "                        HOST:PORT, :PORT, or off (default :8080 in kube mode,\n"
           "                        127.0.0.1:8080 in local mode)\n"
+          "  --grpc-addr ADDR      xDS over plaintext gRPC (default :15010; local mode\n"
+          "                        127.0.0.1:15010); off disables it\n"
+          "  --secure-grpc-addr ADDR  xDS and the CA over TLS (default :15012; local mode:\n"
+          "                        127.0.0.1:15012 when a CA root is given)\n"
+          "  --webhook-addr ADDR   injection and validation webhooks over HTTPS (default\n"
+          "                        :15017 in kube mode, off in local mode)\n"
+          "  --monitoring-addr ADDR  /metrics (default :15014; local mode 127.0.0.1:15014)\n"
+          "  --trust-domain NAME   SPIFFE trust domain (default cluster.local)\n"
+          "  --cacerts-dir DIR     plug-in CA: ca-cert.pem, ca-key.pem, root-cert.pem,\n"
+          "                        cert-chain.pem (kube mode reads the cacerts secret)\n"
+          "  --ca-root-file FILE   local mode self-signed root (created 0600 if missing)\n"
+          "  --ca-ecdsa            a new self-signed root uses ECDSA P-256 (default RSA 2048)\n"
+          "  --jwt-key-file FILE   local mode: PEM public key(s) or JWKS that sign workload\n"
+          "                        tokens (kube mode uses TokenReview)\n"
+          "  --jwt-issuer ISS      local mode: the issuer those tokens must carry\n"
+          "  --injector-config FILE  sidecar injection values (kube mode: the\n"
+          "                        istio-sidecar-injector ConfigMap)\n"
+          "  --debounce-ms N       quiet time before a config push (default 100)\n"
           "  --log-level LEVEL     debug, info, warn or error (default info)\n"
           "  --once                load the configuration, print a summary and exit:\n"
           "                        status 1 if any document was rejected, else 0\n"
@@ -132,6 +158,49 @@ static int parse_flags(int argc, char **argv, struct flags *fl, int *status)
             if (m < 0)
                 goto bad;
             fl->debug_addr = v;
+            continue;
+        }
+        if (strcmp(a, "--ca-ecdsa") == 0) {
+            fl->ca_ecdsa = true;
+            continue;
+        }
+        {
+            static const struct {
+                const char *name;
+                size_t off;
+            } strs[] = {
+                {"--grpc-addr", offsetof(struct flags, grpc_addr)},
+                {"--secure-grpc-addr", offsetof(struct flags, secure_grpc_addr)},
+                {"--webhook-addr", offsetof(struct flags, webhook_addr)},
+                {"--monitoring-addr", offsetof(struct flags, monitoring_addr)},
+                {"--trust-domain", offsetof(struct flags, trust_domain)},
+                {"--cacerts-dir", offsetof(struct flags, cacerts_dir)},
+                {"--ca-root-file", offsetof(struct flags, ca_root_file)},
+                {"--jwt-key-file", offsetof(struct flags, jwt_key_file)},
+                {"--jwt-issuer", offsetof(struct flags, jwt_issuer)},
+                {"--injector-config", offsetof(struct flags, injector_config)},
+            };
+            bool matched = false;
+            for (size_t k = 0; k < sizeof(strs) / sizeof(strs[0]) && !matched; k++) {
+                if ((m = flag_value(argc, argv, &i, strs[k].name, &v)) == 0)
+                    continue;
+                if (m < 0)
+                    goto bad;
+                *(const char **)((char *)fl + strs[k].off) = v;
+                matched = true;
+            }
+            if (matched)
+                continue;
+        }
+        if ((m = flag_value(argc, argv, &i, "--debounce-ms", &v)) != 0) {
+            char *end;
+            long ms = m < 0 ? -1 : strtol(v, &end, 10);
+            if (ms < 0 || ms > 600000 || *end != '\0') {
+                if (m > 0)
+                    fprintf(stderr, "meshd: --debounce-ms: \"%s\" is not a number of milliseconds (0-600000)\n", v);
+                goto bad;
+            }
+            fl->debounce_ms = (unsigned)ms;
             continue;
         }
         if ((m = flag_value(argc, argv, &i, "--log-level", &v)) != 0) {
@@ -255,6 +324,48 @@ static int read_signal(int sfd)
     return 1;
 }
 
+/* What meshd serves, with the mode's defaults. */
+static serve_t *start_serving(const struct flags *fl, cfg_store_t *store, kube_client_t *kube,
+                              debug_server_t *dbg, const char *ns)
+{
+    bool local = kube == NULL;
+    bool local_ca = fl->cacerts_dir != NULL || fl->ca_root_file != NULL;
+    serve_opts_t so = {
+        .store = store,
+        .kube = kube,
+        .debug = dbg,
+        .ns = ns,
+        .trust_domain = fl->trust_domain,
+        .grpc_addr = fl->grpc_addr ? fl->grpc_addr : local ? "127.0.0.1:15010" : ":15010",
+        .secure_grpc_addr = fl->secure_grpc_addr ? fl->secure_grpc_addr
+                            : !local            ? ":15012"
+                            : local_ca          ? "127.0.0.1:15012"
+                                                : "off",
+        .webhook_addr = fl->webhook_addr ? fl->webhook_addr : local ? "off" : ":15017",
+        .monitoring_addr = fl->monitoring_addr ? fl->monitoring_addr
+                           : local             ? "127.0.0.1:15014"
+                                               : ":15014",
+        .cacerts_dir = fl->cacerts_dir,
+        .ca_root_file = fl->ca_root_file,
+        .ca_ecdsa = fl->ca_ecdsa,
+        .jwt_key_file = fl->jwt_key_file,
+        .jwt_issuer = fl->jwt_issuer,
+        .injector_config = fl->injector_config,
+        .debounce_ms = fl->debounce_ms,
+        /* local mode's default ports are a convenience: busy ones are skipped */
+        .best_effort = local && fl->grpc_addr == NULL && fl->monitoring_addr == NULL,
+    };
+    if (local && (so.webhook_addr != NULL && strcmp(so.webhook_addr, "off") != 0) && !local_ca) {
+        log_error("--webhook-addr in local mode needs a CA root (--ca-root-file or --cacerts-dir)");
+        return NULL;
+    }
+    char err[512];
+    serve_t *s = serve_start(&so, err, sizeof(err));
+    if (s == NULL)
+        log_error("%s", err);
+    return s;
+}
+
 static int run_kube(struct flags *fl)
 {
     int status = 1, sfd = -1;
@@ -262,6 +373,7 @@ static int run_kube(struct flags *fl)
     cfg_store_t *store = NULL;
     informer_t *inf = NULL;
     debug_server_t *dbg = NULL;
+    serve_t *srv = NULL;
     char err[512];
 
     if ((sfd = signal_fd()) < 0) {
@@ -282,6 +394,9 @@ static int run_kube(struct flags *fl)
     bool fatal;
     dbg = start_debug(fl, true, &fatal);
     if (fatal)
+        goto out;
+    /* Servers subscribe to the store before the informers start writing. */
+    if ((srv = start_serving(fl, store, client, dbg, ns)) == NULL)
         goto out;
     informer_opts_t io;
     informer_opts_default(&io);
@@ -311,9 +426,11 @@ static int run_kube(struct flags *fl)
         }
     }
 out:
-    /* The debug server reads the informer and the store: it stops first. */
+    /* The debug server reads the informer and the store: it stops first;
+     * the servers go once nothing writes the store any more. */
     debug_server_stop(dbg);
     informer_stop(inf);
+    serve_stop(srv);
     cfg_store_free(store);
     kube_client_free(client);
     if (sfd >= 0)
@@ -358,6 +475,7 @@ static int run_local(struct flags *fl)
     cfg_dir_t *dir = NULL;
     cfg_snap_t *snap = NULL;
     debug_server_t *dbg = NULL;
+    serve_t *srv = NULL;
 
     /* Signals arrive on a descriptor: the handlers do no work. */
     if (!fl->once) {
@@ -373,6 +491,8 @@ static int run_local(struct flags *fl)
             debug_add_configz(dbg, store);
             debug_add_ready(dbg, local_is_ready, NULL);
         }
+        if ((srv = start_serving(fl, store, NULL, dbg, fl->ns)) == NULL)
+            goto out;
     }
 
     cfg_load_opts_t opts = {.default_namespace = fl->ns};
@@ -415,6 +535,7 @@ out:
     debug_server_stop(dbg);
     cfg_snap_release(snap);
     cfg_dir_close(dir);
+    serve_stop(srv);
     cfg_store_free(store);
     if (sfd >= 0)
         close(sfd);

@@ -26,7 +26,8 @@ for t in $(find "$BUILD/test" -type f -perm -u+x -name 'test_*' | sort); do
 done
 for t in $(find test e2e -name 'test_*.sh' -not -path '*/node_modules/*' 2>/dev/null | sort); do
     echo "== $t"
-    sh "$t" >"$log" 2>&1
+    interp=$(sed -n '1s/^#! *//p' "$t")
+    ${interp:-sh} "$t" >"$log" 2>&1
     rc=$?
     cat "$log"
     p=$(grep -c '^ok ' "$log")

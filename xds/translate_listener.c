@@ -670,7 +670,7 @@ void tx_build_listeners(tx_t *t)
         return;
     }
     if (t->px->proxyless)
-        return; /* gRPC clients get API listeners from the ADS server, not socket listeners */
+        return; /* gRPC clients get API listeners (translate_grpc.c), not socket listeners */
     virtual_outbound(t);
     outbound_listeners(t);
     virtual_inbound(t);

@@ -13,6 +13,12 @@
  * carries), sorted by name, each with a content hash, so the ADS server can
  * compare and share identical results between proxies. Any thread may hold
  * and read a result; xds_resources_ref/unref are atomic.
+ *
+ * A proxyless gRPC client (proxy->proxyless: node metadata GENERATOR=grpc or
+ * a gRPC user agent) gets what gRPC's xDS client accepts instead of Envoy's
+ * socket listeners: API listeners named "HOST:PORT" (the FQDN and the
+ * Kubernetes short forms a client may dial as xds:///HOST:PORT), route
+ * configurations "FQDN:PORT", EDS clusters and endpoints (translate_grpc.c).
  */
 #ifndef MESH_XDS_H
 #define MESH_XDS_H

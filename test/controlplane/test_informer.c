@@ -871,7 +871,11 @@ static void test_meshd_kube_mode(void **state)
     char addr[64], logpath[PATH_MAX + 32];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
     snprintf(logpath, sizeof(logpath), "%s/meshd.log", env.run_dir);
-    const char *args[] = {"--kubeconfig", kubeconfig_via(fp_port(fp)), "--debug-addr", addr, NULL};
+    /* only the cache is under test here: every other listener off (and none
+     * outside loopback) */
+    const char *args[] = {"--kubeconfig", kubeconfig_via(fp_port(fp)), "--debug-addr", addr,
+                          "--grpc-addr", "off", "--secure-grpc-addr", "off", "--webhook-addr", "off",
+                          "--monitoring-addr", "off", NULL};
     pid_t pid = spawn_meshd(args, logpath);
     bool up = WAIT_FOR(5000, http_get(port, "/ready", NULL) != 0);
     long not_ready = http_get(port, "/ready", NULL);
@@ -938,7 +942,8 @@ static void test_meshd_local_mode_ready(void **state)
     snprintf(logpath, sizeof(logpath), "%s/meshd-local.log", env.run_dir);
     int port = free_port();
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
-    const char *args[] = {"--config-dir", dir, "--debug-addr", addr, NULL};
+    const char *args[] = {"--config-dir", dir, "--debug-addr", addr, "--grpc-addr", "off",
+                          "--monitoring-addr", "off", NULL};
     pid_t pid = spawn_meshd(args, logpath);
     bool ready = WAIT_FOR(5000, http_get(port, "/ready", NULL) == 200);
     char *body = NULL;

@@ -120,6 +120,13 @@ static const char *const WORLD =
     "    loadBalancer: {consistentHash: {httpHeaderName: x-user}}\n"
     "---\n"
     "apiVersion: networking.istio.io/v1\n"
+    "kind: DestinationRule\n"
+    "metadata: {name: far, namespace: other}\n"
+    "spec:\n"
+    "  host: far\n"
+    "  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n"
+    "---\n"
+    "apiVersion: networking.istio.io/v1\n"
     "kind: VirtualService\n"
     "metadata: {name: echo, namespace: default}\n"
     "spec:\n"
@@ -205,6 +212,14 @@ static const char *jstr(json_object *o, const char *path)
 {
     json_object *v = jget(o, path);
     return v ? json_object_get_string(v) : "";
+}
+
+/* "PREFIX.LEAF" in a static buffer (one use at a time). */
+static const char *jpath(const char *prefix, const char *leaf)
+{
+    static char buf[128];
+    snprintf(buf, sizeof(buf), "%s.%s", prefix, leaf);
+    return buf;
 }
 
 static size_t jlen(json_object *o, const char *path)
@@ -355,6 +370,49 @@ static void test_clusters_and_ring_hash(void **state)
     assert_string_equal(jstr(r, "route.hashPolicy.0.header.headerName"), "x-user");
     json_object_put(rc);
     world_close(&w);
+
+    /* an Envoy sidecar's default route hashes on it too */
+    world_open(&w, false);
+    rc = res_json(w.res, XDS_ROUTE, "7071");
+    json_object *vh = NULL;
+    for (size_t i = 0; i < jlen(rc, "virtualHosts"); i++) {
+        char p[64];
+        snprintf(p, sizeof(p), "virtualHosts.%zu", i);
+        if (strcmp(jstr(rc, jpath(p, "name")), "echo-hash.default.svc.cluster.local:7071") == 0)
+            vh = jget(rc, p);
+    }
+    assert_non_null(vh);
+    assert_string_equal(jstr(vh, "routes.0.route.hashPolicy.0.header.headerName"), "x-user");
+    json_object_put(rc);
+    world_close(&w);
+}
+
+/* ISTIO_MUTUAL through the client's certificate provider: gRPC has no SDS */
+static void test_mtls_certificate_provider(void **state)
+{
+    (void)state;
+    world_t w;
+    world_open(&w, true);
+    json_object *c = res_json(w.res, XDS_CLUSTER, "outbound|8080||far.other.svc.cluster.local");
+    json_object *u = jget(c, "transportSocket.typedConfig");
+    assert_non_null(u);
+    assert_string_equal(jstr(u, "@type"),
+                        "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext");
+    assert_string_equal(jstr(u, "sni"), "outbound_.8080_._.far.other.svc.cluster.local");
+    assert_string_equal(jstr(u, "commonTlsContext.tlsCertificateProviderInstance.instanceName"), "default");
+    assert_string_equal(jstr(u, "commonTlsContext.tlsCertificateProviderInstance.certificateName"), "default");
+    assert_string_equal(
+        jstr(u, "commonTlsContext.validationContext.caCertificateProviderInstance.instanceName"), "default");
+    assert_string_equal(
+        jstr(u, "commonTlsContext.validationContext.caCertificateProviderInstance.certificateName"), "ROOTCA");
+    assert_null(jget(u, "commonTlsContext.tlsCertificateSdsSecretConfigs"));
+    assert_null(jget(u, "commonTlsContext.combinedValidationContext"));
+    json_object_put(c);
+    /* plaintext where nothing asks for TLS and the endpoints run no sidecar */
+    c = res_json(w.res, XDS_CLUSTER, "outbound|7070||echo.default.svc.cluster.local");
+    assert_null(jget(c, "transportSocket"));
+    json_object_put(c);
+    world_close(&w);
 }
 
 static void test_endpoints_have_weighted_localities(void **state)
@@ -436,6 +494,7 @@ int main(void)
         cmocka_unit_test(test_api_listeners),
         cmocka_unit_test(test_routes),
         cmocka_unit_test(test_clusters_and_ring_hash),
+        cmocka_unit_test(test_mtls_certificate_provider),
         cmocka_unit_test(test_endpoints_have_weighted_localities),
         cmocka_unit_test(test_grpc_node),
     };
