@@ -1,0 +1,1117 @@
+/*
+ * Config snapshot: compiles xDS resources into the structures the request
+ * path reads (see config_internal.h), and the router and load balancers that
+ * read them.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config_internal.h"
+#include "envoy/config/cluster/v3/cluster.pb-c.h"
+#include "envoy/config/endpoint/v3/endpoint.pb-c.h"
+#include "envoy/config/listener/v3/listener.pb-c.h"
+#include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+
+/* Control planes still send the deprecated header-matcher fields and
+ * HeaderValueOption.append; Envoy accepts them, so the proxy reads them. */
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
+typedef Envoy__Config__Route__V3__RouteConfiguration pb_route_config_t;
+typedef Envoy__Config__Route__V3__VirtualHost pb_vhost_t;
+typedef Envoy__Config__Route__V3__Route pb_route_t;
+typedef Envoy__Config__Route__V3__RouteMatch pb_match_t;
+typedef Envoy__Config__Route__V3__RouteAction pb_action_t;
+typedef Envoy__Config__Route__V3__HeaderMatcher pb_hmatch_t;
+typedef Envoy__Type__Matcher__V3__StringMatcher pb_smatch_t;
+typedef Envoy__Config__Core__V3__HeaderValueOption pb_hvo_t;
+typedef Envoy__Config__Cluster__V3__Cluster pb_cluster_t;
+typedef Envoy__Config__Endpoint__V3__ClusterLoadAssignment pb_cla_t;
+typedef Envoy__Config__Listener__V3__Listener pb_listener_t;
+typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager
+    pb_hcm_t;
+typedef Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy pb_tcp_t;
+
+#define HCM_TYPE "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+#define TCP_TYPE "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+
+/* Building context: the snapshot under construction and the error buffer. */
+typedef struct build {
+    px_snapshot_t *s;
+    arena_t *a;
+    char *err;
+    size_t errlen;
+    char where[256]; /* "RouteConfiguration r1: virtual_hosts[0].routes[2]" */
+} build_t;
+
+static int failf(build_t *b, const char *field, const char *why)
+{
+    /* "Kind name: path.field: why" (where holds "Kind name" or "Kind name: path") */
+    const char *sep = !field[0] ? "" : strchr(b->where, ':') ? "." : ": ";
+    snprintf(b->err, b->errlen, "%s%s%s: %s", b->where, sep, field, why);
+    return -1;
+}
+
+static const char *lower_dup(arena_t *a, const char *s)
+{
+    char *d = arena_strdup(a, s);
+    for (char *p = d; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p + 32);
+    return d;
+}
+
+static int keep_code(build_t *b, pcre2_code *re)
+{
+    px_snapshot_t *s = b->s;
+    if (s->_ncodes == s->_capcodes) {
+        size_t cap = s->_capcodes ? s->_capcodes * 2 : 16;
+        pcre2_code **n = realloc(s->_codes, cap * sizeof(*n));
+        if (n == NULL) {
+            pcre2_code_free(re);
+            return failf(b, "", "out of memory");
+        }
+        s->_codes = n;
+        s->_capcodes = cap;
+    }
+    s->_codes[s->_ncodes++] = re;
+    return 0;
+}
+
+/* Compiles an anchored regex (Envoy's safe_regex matches the whole value). */
+static int compile_regex(build_t *b, const char *field, const char *pattern, bool ignore_case,
+                         pcre2_code **out)
+{
+    int ec;
+    PCRE2_SIZE off;
+    uint32_t opts = PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_UTF | (ignore_case ? PCRE2_CASELESS : 0);
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opts, &ec, &off, NULL);
+    if (re == NULL) {
+        PCRE2_UCHAR msg[160];
+        char why[300];
+        pcre2_get_error_message(ec, msg, sizeof(msg));
+        snprintf(why, sizeof(why), "invalid regex \"%s\" at offset %zu: %s", pattern, (size_t)off,
+                 (char *)msg);
+        return failf(b, field, why);
+    }
+    if (keep_code(b, re) < 0)
+        return -1;
+    *out = re;
+    return 0;
+}
+
+static int string_matcher(build_t *b, const char *field, const pb_smatch_t *sm, px_str_match_t *m)
+{
+    m->ignore_case = sm->ignore_case;
+    switch (sm->match_pattern_case) {
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT:
+        m->kind = PX_STR_EXACT;
+        m->value = arena_strdup(b->a, sm->exact);
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_PREFIX:
+        m->kind = PX_STR_PREFIX;
+        m->value = arena_strdup(b->a, sm->prefix);
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SUFFIX:
+        m->kind = PX_STR_SUFFIX;
+        m->value = arena_strdup(b->a, sm->suffix);
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_CONTAINS:
+        m->kind = PX_STR_CONTAINS;
+        m->value = arena_strdup(b->a, sm->contains);
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SAFE_REGEX:
+        m->kind = PX_STR_REGEX;
+        if (sm->safe_regex == NULL || sm->safe_regex->regex == NULL)
+            return failf(b, field, "safe_regex without a regex");
+        return compile_regex(b, field, sm->safe_regex->regex, sm->ignore_case, &m->re);
+    default:
+        return failf(b, field, "no match pattern set");
+    }
+    m->value_len = strlen(m->value);
+    return 0;
+}
+
+static int header_ops(build_t *b, const char *field, pb_hvo_t *const *add, size_t nadd,
+                      char *const *rm, size_t nrm, px_header_ops_t *ops)
+{
+    ops->add = arena_alloc(b->a, (nadd ? nadd : 1) * sizeof(*ops->add));
+    for (size_t i = 0; i < nadd; i++) {
+        if (add[i]->header == NULL || add[i]->header->key == NULL || !add[i]->header->key[0]) {
+            char f[96];
+            snprintf(f, sizeof(f), "%s_to_add[%zu].header.key", field, i);
+            return failf(b, f, "must not be empty");
+        }
+        ops->add[i].name = lower_dup(b->a, add[i]->header->key);
+        ops->add[i].value = arena_strdup(b->a, add[i]->header->value ? add[i]->header->value : "");
+        /* append (deprecated BoolValue, default true) or append_action */
+        bool append = add[i]->append ? add[i]->append->value
+                                     : add[i]->append_action ==
+                                           ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__APPEND_IF_EXISTS_OR_ADD;
+        ops->add[i].append = append;
+    }
+    ops->nadd = nadd;
+    ops->remove = arena_alloc(b->a, (nrm ? nrm : 1) * sizeof(*ops->remove));
+    for (size_t i = 0; i < nrm; i++)
+        ops->remove[i] = lower_dup(b->a, rm[i]);
+    ops->nremove = nrm;
+    return 0;
+}
+
+static uint64_t duration_ms(const Google__Protobuf__Duration *d)
+{
+    if (d == NULL || d->seconds < 0)
+        return 0;
+    return (uint64_t)d->seconds * 1000 + (uint64_t)(d->nanos > 0 ? d->nanos / 1000000 : 0);
+}
+
+static int build_match(build_t *b, const pb_match_t *pm, px_route_t *rt)
+{
+    if (pm == NULL)
+        return failf(b, "match", "is required");
+    rt->case_sensitive = pm->case_sensitive ? pm->case_sensitive->value : true;
+    switch (pm->path_specifier_case) {
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PREFIX:
+        rt->path_kind = PX_PATH_PREFIX;
+        rt->path = arena_strdup(b->a, pm->prefix);
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PATH:
+        rt->path_kind = PX_PATH_EXACT;
+        rt->path = arena_strdup(b->a, pm->path);
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_SAFE_REGEX:
+        rt->path_kind = PX_PATH_REGEX;
+        if (pm->safe_regex == NULL || pm->safe_regex->regex == NULL)
+            return failf(b, "match.safe_regex", "regex is required");
+        if (compile_regex(b, "match.safe_regex.regex", pm->safe_regex->regex, !rt->case_sensitive,
+                          &rt->path_re) < 0)
+            return -1;
+        break;
+    default:
+        return failf(b, "match", "one of prefix, path or safe_regex is required");
+    }
+    rt->path_len = rt->path ? strlen(rt->path) : 0;
+
+    rt->headers = arena_alloc(b->a, (pm->n_headers ? pm->n_headers : 1) * sizeof(*rt->headers));
+    rt->nheaders = pm->n_headers;
+    for (size_t i = 0; i < pm->n_headers; i++) {
+        const pb_hmatch_t *h = pm->headers[i];
+        px_header_match_t *hm = &rt->headers[i];
+        char field[64];
+        snprintf(field, sizeof(field), "match.headers[%zu]", i);
+        if (h->name == NULL || !h->name[0])
+            return failf(b, field, "name is required");
+        hm->name = lower_dup(b->a, h->name);
+        hm->invert = h->invert_match;
+        px_str_match_t *m = &hm->m;
+        switch (h->header_match_specifier_case) {
+        case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_EXACT_MATCH:
+            m->kind = PX_STR_EXACT;
+            m->value = arena_strdup(b->a, h->exact_match);
+            break;
+        case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_PREFIX_MATCH:
+            m->kind = PX_STR_PREFIX;
+            m->value = arena_strdup(b->a, h->prefix_match);
+            break;
+        case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_SUFFIX_MATCH:
+            m->kind = PX_STR_SUFFIX;
+            m->value = arena_strdup(b->a, h->suffix_match);
+            break;
+        case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_CONTAINS_MATCH:
+            m->kind = PX_STR_CONTAINS;
+            m->value = arena_strdup(b->a, h->contains_match);
+            break;
+        case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_SAFE_REGEX_MATCH:
+            m->kind = PX_STR_REGEX;
+            if (h->safe_regex_match == NULL || h->safe_regex_match->regex == NULL)
+                return failf(b, field, "safe_regex_match needs a regex");
+            if (compile_regex(b, field, h->safe_regex_match->regex, false, &m->re) < 0)
+                return -1;
+            break;
+        case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_PRESENT_MATCH:
+            m->kind = PX_STR_PRESENT;
+            hm->present = h->present_match;
+            break;
+        case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_STRING_MATCH:
+            if (string_matcher(b, field, h->string_match, m) < 0)
+                return -1;
+            break;
+        case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER__NOT_SET:
+            /* no specifier: the header must be present */
+            m->kind = PX_STR_PRESENT;
+            hm->present = true;
+            break;
+        default:
+            return failf(b, field, "unsupported header match (range_match)");
+        }
+        if (m->value)
+            m->value_len = strlen(m->value);
+    }
+
+    rt->query = arena_alloc(b->a, (pm->n_query_parameters ? pm->n_query_parameters : 1) *
+                                      sizeof(*rt->query));
+    rt->nquery = pm->n_query_parameters;
+    for (size_t i = 0; i < pm->n_query_parameters; i++) {
+        const Envoy__Config__Route__V3__QueryParameterMatcher *q = pm->query_parameters[i];
+        char field[64];
+        snprintf(field, sizeof(field), "match.query_parameters[%zu]", i);
+        if (q->name == NULL || !q->name[0])
+            return failf(b, field, "name is required");
+        rt->query[i].name = arena_strdup(b->a, q->name);
+        if (q->query_parameter_match_specifier_case ==
+            ENVOY__CONFIG__ROUTE__V3__QUERY_PARAMETER_MATCHER__QUERY_PARAMETER_MATCH_SPECIFIER_STRING_MATCH) {
+            if (string_matcher(b, field, q->string_match, &rt->query[i].m) < 0)
+                return -1;
+        } else {
+            rt->query[i].m.kind = PX_STR_PRESENT;
+        }
+    }
+    return 0;
+}
+
+static int build_action(build_t *b, const pb_action_t *ra, px_route_t *rt)
+{
+    switch (ra->cluster_specifier_case) {
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER:
+        if (ra->cluster == NULL || !ra->cluster[0])
+            return failf(b, "route.cluster", "must not be empty");
+        rt->action = PX_ACT_CLUSTER;
+        rt->cluster = arena_strdup(b->a, ra->cluster);
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_WEIGHTED_CLUSTERS: {
+        const Envoy__Config__Route__V3__WeightedCluster *wc = ra->weighted_clusters;
+        if (wc == NULL || wc->n_clusters == 0)
+            return failf(b, "route.weighted_clusters.clusters", "must not be empty");
+        rt->action = PX_ACT_WEIGHTED;
+        rt->weighted = arena_alloc(b->a, wc->n_clusters * sizeof(*rt->weighted));
+        rt->nweighted = wc->n_clusters;
+        uint64_t total = 0;
+        for (size_t i = 0; i < wc->n_clusters; i++) {
+            const Envoy__Config__Route__V3__WeightedCluster__ClusterWeight *cw = wc->clusters[i];
+            char field[80];
+            snprintf(field, sizeof(field), "route.weighted_clusters.clusters[%zu]", i);
+            if (cw->name == NULL || !cw->name[0])
+                return failf(b, field, "name must not be empty");
+            rt->weighted[i].cluster = arena_strdup(b->a, cw->name);
+            rt->weighted[i].weight = cw->weight ? cw->weight->value : 0;
+            total += rt->weighted[i].weight;
+            if (header_ops(b, field, cw->request_headers_to_add, cw->n_request_headers_to_add,
+                           cw->request_headers_to_remove, cw->n_request_headers_to_remove,
+                           &rt->weighted[i].req) < 0 ||
+                header_ops(b, field, cw->response_headers_to_add, cw->n_response_headers_to_add,
+                           cw->response_headers_to_remove, cw->n_response_headers_to_remove,
+                           &rt->weighted[i].resp) < 0)
+                return -1;
+        }
+        if (total == 0 || total > UINT32_MAX)
+            return failf(b, "route.weighted_clusters", "the sum of the weights must be in 1..2^32-1");
+        if (wc->total_weight && wc->total_weight->value != total) {
+            char why[120];
+            snprintf(why, sizeof(why), "total_weight %u differs from the sum of the weights %llu",
+                     wc->total_weight->value, (unsigned long long)total);
+            return failf(b, "route.weighted_clusters.total_weight", why);
+        }
+        rt->total_weight = (uint32_t)total;
+        break;
+    }
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER_HEADER:
+        return failf(b, "route.cluster_header", "is not supported");
+    default:
+        return failf(b, "route", "one of cluster or weighted_clusters is required");
+    }
+    if (ra->prefix_rewrite && ra->prefix_rewrite[0])
+        rt->prefix_rewrite = arena_strdup(b->a, ra->prefix_rewrite);
+    if (ra->host_rewrite_specifier_case ==
+        ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HOST_REWRITE_SPECIFIER_HOST_REWRITE_LITERAL)
+        rt->host_rewrite = arena_strdup(b->a, ra->host_rewrite_literal);
+    rt->timeout_ms = ra->timeout ? duration_ms(ra->timeout) : 15000; /* Envoy's default */
+    for (size_t i = 0; i < ra->n_hash_policy && rt->hash == PX_HASH_NONE; i++) {
+        const Envoy__Config__Route__V3__RouteAction__HashPolicy *hp = ra->hash_policy[i];
+        switch (hp->policy_specifier_case) {
+        case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HASH_POLICY__POLICY_SPECIFIER_HEADER:
+            if (hp->header && hp->header->header_name && hp->header->header_name[0]) {
+                rt->hash = PX_HASH_HEADER;
+                rt->hash_name = lower_dup(b->a, hp->header->header_name);
+            }
+            break;
+        case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HASH_POLICY__POLICY_SPECIFIER_CONNECTION_PROPERTIES:
+            if (hp->connection_properties && hp->connection_properties->source_ip)
+                rt->hash = PX_HASH_SOURCE_IP;
+            break;
+        case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HASH_POLICY__POLICY_SPECIFIER_QUERY_PARAMETER:
+            if (hp->query_parameter && hp->query_parameter->name && hp->query_parameter->name[0]) {
+                rt->hash = PX_HASH_QUERY;
+                rt->hash_name = arena_strdup(b->a, hp->query_parameter->name);
+            }
+            break;
+        default:
+            break; /* cookie and filter state: no hash from this policy */
+        }
+    }
+    return 0;
+}
+
+static int build_route(build_t *b, const pb_route_t *pr, px_route_t *rt)
+{
+    rt->name = pr->name && pr->name[0] ? arena_strdup(b->a, pr->name) : NULL;
+    if (build_match(b, pr->match, rt) < 0)
+        return -1;
+    switch (pr->action_case) {
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_ROUTE:
+        if (build_action(b, pr->route, rt) < 0)
+            return -1;
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_REDIRECT: {
+        const Envoy__Config__Route__V3__RedirectAction *r = pr->redirect;
+        static const int codes[] = {301, 302, 303, 307, 308};
+        rt->action = PX_ACT_REDIRECT;
+        if ((unsigned)r->response_code >= 5)
+            return failf(b, "redirect.response_code", "unknown code");
+        rt->redirect_code = codes[r->response_code];
+        if (r->host_redirect && r->host_redirect[0])
+            rt->redirect_host = arena_strdup(b->a, r->host_redirect);
+        rt->redirect_port = r->port_redirect;
+        rt->strip_query = r->strip_query;
+        if (r->scheme_rewrite_specifier_case ==
+                ENVOY__CONFIG__ROUTE__V3__REDIRECT_ACTION__SCHEME_REWRITE_SPECIFIER_HTTPS_REDIRECT &&
+            r->https_redirect)
+            rt->redirect_scheme = "https";
+        else if (r->scheme_rewrite_specifier_case ==
+                 ENVOY__CONFIG__ROUTE__V3__REDIRECT_ACTION__SCHEME_REWRITE_SPECIFIER_SCHEME_REDIRECT)
+            rt->redirect_scheme = arena_strdup(b->a, r->scheme_redirect);
+        if (r->path_rewrite_specifier_case ==
+            ENVOY__CONFIG__ROUTE__V3__REDIRECT_ACTION__PATH_REWRITE_SPECIFIER_PATH_REDIRECT)
+            rt->redirect_path = arena_strdup(b->a, r->path_redirect);
+        else if (r->path_rewrite_specifier_case ==
+                 ENVOY__CONFIG__ROUTE__V3__REDIRECT_ACTION__PATH_REWRITE_SPECIFIER_PREFIX_REWRITE)
+            rt->redirect_prefix = arena_strdup(b->a, r->prefix_rewrite);
+        else if (r->path_rewrite_specifier_case ==
+                 ENVOY__CONFIG__ROUTE__V3__REDIRECT_ACTION__PATH_REWRITE_SPECIFIER_REGEX_REWRITE)
+            return failf(b, "redirect.regex_rewrite", "is not supported");
+        break;
+    }
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_DIRECT_RESPONSE: {
+        const Envoy__Config__Route__V3__DirectResponseAction *d = pr->direct_response;
+        if (d->status < 200 || d->status > 599)
+            return failf(b, "direct_response.status", "must be in 200..599");
+        rt->action = PX_ACT_DIRECT;
+        rt->direct_status = (int)d->status;
+        if (d->body) {
+            if (d->body->specifier_case == ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING) {
+                rt->direct_body = arena_strdup(b->a, d->body->inline_string);
+                rt->direct_body_len = strlen(rt->direct_body);
+            } else if (d->body->specifier_case ==
+                       ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_BYTES) {
+                rt->direct_body = arena_strndup(b->a, (const char *)d->body->inline_bytes.data,
+                                                d->body->inline_bytes.len);
+                rt->direct_body_len = d->body->inline_bytes.len;
+            } else {
+                return failf(b, "direct_response.body", "only inline_string or inline_bytes");
+            }
+        }
+        break;
+    }
+    default:
+        return failf(b, "", "one of route, redirect or direct_response is required");
+    }
+    return header_ops(b, "request_headers", pr->request_headers_to_add, pr->n_request_headers_to_add,
+                      pr->request_headers_to_remove, pr->n_request_headers_to_remove, &rt->req) < 0 ||
+                   header_ops(b, "response_headers", pr->response_headers_to_add,
+                              pr->n_response_headers_to_add, pr->response_headers_to_remove,
+                              pr->n_response_headers_to_remove, &rt->resp) < 0
+               ? -1
+               : 0;
+}
+
+static int build_route_config(build_t *b, const pb_route_config_t *pc, px_route_config_t *rc)
+{
+    size_t base = (size_t)snprintf(b->where, sizeof(b->where), "RouteConfiguration %s",
+                                   pc->name ? pc->name : "");
+    rc->name = arena_strdup(b->a, pc->name ? pc->name : "");
+    if (header_ops(b, "request_headers", pc->request_headers_to_add, pc->n_request_headers_to_add,
+                   pc->request_headers_to_remove, pc->n_request_headers_to_remove, &rc->req) < 0 ||
+        header_ops(b, "response_headers", pc->response_headers_to_add,
+                   pc->n_response_headers_to_add, pc->response_headers_to_remove,
+                   pc->n_response_headers_to_remove, &rc->resp) < 0)
+        return -1;
+    rc->vhosts = arena_alloc(b->a, (pc->n_virtual_hosts ? pc->n_virtual_hosts : 1) * sizeof(*rc->vhosts));
+    rc->nvhosts = pc->n_virtual_hosts;
+    for (size_t i = 0; i < pc->n_virtual_hosts; i++) {
+        const pb_vhost_t *pv = pc->virtual_hosts[i];
+        px_vhost_t *vh = &rc->vhosts[i];
+        snprintf(b->where + base, sizeof(b->where) - base, ": virtual_hosts[%zu]", i);
+        vh->name = arena_strdup(b->a, pv->name ? pv->name : "");
+        if (pv->n_domains == 0)
+            return failf(b, "domains", "must not be empty");
+        vh->domains = arena_alloc(b->a, pv->n_domains * sizeof(*vh->domains));
+        vh->ndomains = pv->n_domains;
+        for (size_t d = 0; d < pv->n_domains; d++) {
+            const char *dom = pv->domains[d];
+            size_t dl = strlen(dom);
+            const char *star = strchr(dom, '*');
+            if (dl == 0 || (star && dl > 1 && star != dom && star != dom + dl - 1) ||
+                (star && strchr(star + 1, '*'))) {
+                char f[48];
+                snprintf(f, sizeof(f), "domains[%zu]", d);
+                return failf(b, f, "a wildcard may only be the whole domain, a prefix or a suffix");
+            }
+            vh->domains[d] = lower_dup(b->a, dom);
+            /* the same domain in two virtual hosts is ambiguous */
+            for (size_t j = 0; j < i; j++)
+                for (size_t k = 0; k < rc->vhosts[j].ndomains; k++)
+                    if (strcmp(rc->vhosts[j].domains[k], vh->domains[d]) == 0) {
+                        char f[48], why[200];
+                        snprintf(f, sizeof(f), "domains[%zu]", d);
+                        snprintf(why, sizeof(why), "\"%s\" is also a domain of virtual_hosts[%zu]",
+                                 dom, j);
+                        return failf(b, f, why);
+                    }
+        }
+        if (header_ops(b, "request_headers", pv->request_headers_to_add, pv->n_request_headers_to_add,
+                       pv->request_headers_to_remove, pv->n_request_headers_to_remove, &vh->req) < 0 ||
+            header_ops(b, "response_headers", pv->response_headers_to_add,
+                       pv->n_response_headers_to_add, pv->response_headers_to_remove,
+                       pv->n_response_headers_to_remove, &vh->resp) < 0)
+            return -1;
+        vh->routes = arena_alloc(b->a, (pv->n_routes ? pv->n_routes : 1) * sizeof(*vh->routes));
+        vh->nroutes = pv->n_routes;
+        for (size_t r = 0; r < pv->n_routes; r++) {
+            snprintf(b->where + base, sizeof(b->where) - base, ": virtual_hosts[%zu].routes[%zu]", i, r);
+            if (build_route(b, pv->routes[r], &vh->routes[r]) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int parse_sockaddr(const char *ip, uint32_t port, struct sockaddr_storage *ss, socklen_t *len)
+{
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    if (port > 65535)
+        return -1;
+    if (inet_pton(AF_INET, ip, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        *len = sizeof(*in4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, ip, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        *len = sizeof(*in6);
+        return 0;
+    }
+    return -1;
+}
+
+static int cmp_ring(const void *x, const void *y)
+{
+    const px_ring_entry_t *a = x, *b2 = y;
+    return a->hash < b2->hash ? -1 : a->hash > b2->hash;
+}
+
+/* Fills a cluster's endpoints from a ClusterLoadAssignment (healthy and
+ * unknown-health endpoints only; weights are endpoint x locality). */
+static int build_endpoints(build_t *b, const pb_cla_t *cla, px_cluster_t *c)
+{
+    size_t n = 0;
+    for (size_t l = 0; l < cla->n_endpoints; l++)
+        n += cla->endpoints[l]->n_lb_endpoints;
+    c->endpoints = arena_alloc(b->a, (n ? n : 1) * sizeof(*c->endpoints));
+    c->nendpoints = 0;
+    c->total_weight = 0;
+    for (size_t l = 0; l < cla->n_endpoints; l++) {
+        const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *le = cla->endpoints[l];
+        uint32_t lw = le->load_balancing_weight ? le->load_balancing_weight->value : 1;
+        if (le->priority != 0 || lw == 0)
+            continue; /* failover priorities are not used; weight 0 takes no traffic */
+        for (size_t e = 0; e < le->n_lb_endpoints; e++) {
+            const Envoy__Config__Endpoint__V3__LbEndpoint *lb = le->lb_endpoints[e];
+            char field[96];
+            snprintf(field, sizeof(field), "endpoints[%zu].lb_endpoints[%zu]", l, e);
+            if (lb->health_status != ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__UNKNOWN &&
+                lb->health_status != ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__HEALTHY)
+                continue;
+            if (lb->host_identifier_case != ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT ||
+                lb->endpoint->address == NULL ||
+                lb->endpoint->address->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS ||
+                lb->endpoint->address->socket_address->port_specifier_case !=
+                    ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE)
+                return failf(b, field, "needs endpoint.address.socket_address with port_value");
+            const Envoy__Config__Core__V3__SocketAddress *sa = lb->endpoint->address->socket_address;
+            px_endpoint_t *ep = &c->endpoints[c->nendpoints];
+            if (parse_sockaddr(sa->address, sa->port_value, &ep->sa, &ep->salen) < 0) {
+                char why[200];
+                snprintf(why, sizeof(why), "\"%s\" port %u is not an IP address and port", sa->address,
+                         sa->port_value);
+                return failf(b, field, why);
+            }
+            char buf[80];
+            snprintf(buf, sizeof(buf), strchr(sa->address, ':') ? "[%s]:%u" : "%s:%u", sa->address,
+                     sa->port_value);
+            ep->address = arena_strdup(b->a, buf);
+            uint32_t w = lb->load_balancing_weight ? lb->load_balancing_weight->value : 1;
+            if (w == 0)
+                return failf(b, field, "load_balancing_weight must be >= 1");
+            ep->weight = w * lw;
+            c->total_weight += ep->weight;
+            c->nendpoints++;
+        }
+    }
+    if (c->lb == PX_LB_RING_HASH && c->nendpoints) {
+        /* ~ 1024 ring entries overall, in proportion to the weights */
+        size_t total = 0;
+        size_t *per = arena_alloc(b->a, c->nendpoints * sizeof(*per));
+        for (size_t i = 0; i < c->nendpoints; i++) {
+            per[i] = (size_t)((1024 * (uint64_t)c->endpoints[i].weight) / c->total_weight);
+            if (per[i] == 0)
+                per[i] = 1;
+            total += per[i];
+        }
+        c->ring = arena_alloc(b->a, total * sizeof(*c->ring));
+        for (size_t i = 0; i < c->nendpoints; i++)
+            for (size_t k = 0; k < per[i]; k++) {
+                char key[112];
+                int kl = snprintf(key, sizeof(key), "%s_%zu", c->endpoints[i].address, k);
+                c->ring[c->nring].hash = px_hash64(key, (size_t)kl);
+                c->ring[c->nring].endpoint = (uint32_t)i;
+                c->nring++;
+            }
+        qsort(c->ring, c->nring, sizeof(*c->ring), cmp_ring);
+    }
+    return 0;
+}
+
+static int build_cluster(build_t *b, const pb_cluster_t *pc, px_cluster_t *c, const px_resources_t *in)
+{
+    snprintf(b->where, sizeof(b->where), "Cluster %s", pc->name ? pc->name : "");
+    if (pc->name == NULL || !pc->name[0])
+        return failf(b, "name", "must not be empty");
+    c->name = arena_strdup(b->a, pc->name);
+    switch (pc->lb_policy) {
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN:
+        c->lb = PX_LB_ROUND_ROBIN;
+        break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__LEAST_REQUEST:
+        c->lb = PX_LB_LEAST_REQUEST;
+        break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__RANDOM:
+        c->lb = PX_LB_RANDOM;
+        break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__RING_HASH:
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__MAGLEV:
+        c->lb = PX_LB_RING_HASH;
+        break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED:
+        c->lb = PX_LB_ORIGINAL_DST;
+        break;
+    default:
+        return failf(b, "lb_policy", "unsupported load-balancing policy");
+    }
+    c->connect_timeout_ms = pc->connect_timeout ? duration_ms(pc->connect_timeout) : 5000;
+    int type = pc->cluster_discovery_type_case ==
+                       ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE
+                   ? (int)pc->type
+                   : ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC;
+    switch (type) {
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS: {
+        c->eds = true;
+        const char *svc = pc->eds_cluster_config && pc->eds_cluster_config->service_name &&
+                                  pc->eds_cluster_config->service_name[0]
+                              ? pc->eds_cluster_config->service_name
+                              : pc->name;
+        c->eds_name = arena_strdup(b->a, svc);
+        c->endpoints = arena_alloc(b->a, sizeof(*c->endpoints));
+        for (size_t i = 0; i < in->nendpoints; i++) {
+            const pb_cla_t *cla = (const pb_cla_t *)in->endpoints[i];
+            if (cla->cluster_name && strcmp(cla->cluster_name, svc) == 0) {
+                snprintf(b->where, sizeof(b->where), "ClusterLoadAssignment %s", svc);
+                return build_endpoints(b, cla, c);
+            }
+        }
+        return 0; /* no assignment yet: no endpoints (503 UH) */
+    }
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC:
+        if (pc->load_assignment == NULL) {
+            c->endpoints = arena_alloc(b->a, sizeof(*c->endpoints));
+            return 0;
+        }
+        return build_endpoints(b, pc->load_assignment, c);
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST:
+        c->lb = PX_LB_ORIGINAL_DST;
+        c->endpoints = arena_alloc(b->a, sizeof(*c->endpoints));
+        return 0;
+    default:
+        return failf(b, "type", "DNS clusters are not supported (use STATIC, EDS or ORIGINAL_DST)");
+    }
+}
+
+static int build_listener(build_t *b, const pb_listener_t *pl, px_listener_t *l)
+{
+    snprintf(b->where, sizeof(b->where), "Listener %s", pl->name ? pl->name : "");
+    if (pl->name == NULL || !pl->name[0])
+        return failf(b, "name", "must not be empty");
+    l->name = arena_strdup(b->a, pl->name);
+    if (pl->address == NULL ||
+        pl->address->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS ||
+        pl->address->socket_address->port_specifier_case !=
+            ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE)
+        return failf(b, "address", "needs socket_address with port_value");
+    const Envoy__Config__Core__V3__SocketAddress *sa = pl->address->socket_address;
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (parse_sockaddr(sa->address, sa->port_value, &ss, &sl) < 0)
+        return failf(b, "address.socket_address", "not an IP address and port");
+    l->address = arena_strdup(b->a, sa->address);
+    l->port = sa->port_value;
+    const Envoy__Config__Listener__V3__FilterChain *fc =
+        pl->n_filter_chains ? pl->filter_chains[0] : pl->default_filter_chain;
+    if (fc == NULL || fc->n_filters == 0)
+        return failf(b, "filter_chains", "needs a filter chain with a network filter");
+    const Envoy__Config__Listener__V3__Filter *f = fc->filters[fc->n_filters - 1];
+    if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG ||
+        f->typed_config == NULL || f->typed_config->type_url == NULL)
+        return failf(b, "filter_chains[0].filters", "the last filter needs a typed_config");
+    const char *url = f->typed_config->type_url;
+    const char *tn = strrchr(url, '/') ? strrchr(url, '/') + 1 : url;
+    if (strcmp(tn, HCM_TYPE) == 0) {
+        pb_hcm_t *h = envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__unpack(
+            NULL, f->typed_config->value.len, f->typed_config->value.data);
+        if (h == NULL)
+            return failf(b, "filter_chains[0].filters.typed_config", "undecodable HttpConnectionManager");
+        l->kind = PX_LISTENER_HTTP;
+        l->stat_prefix = arena_strdup(b->a, h->stat_prefix ? h->stat_prefix : "");
+        int rc = 0;
+        if (h->route_specifier_case ==
+                ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS &&
+            h->rds->route_config_name && h->rds->route_config_name[0]) {
+            l->rds_name = arena_strdup(b->a, h->rds->route_config_name);
+        } else if (h->route_specifier_case ==
+                   ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG) {
+            px_route_config_t *rcfg = arena_alloc(b->a, sizeof(*rcfg));
+            char saved[256];
+            snprintf(saved, sizeof(saved), "%s", b->where);
+            rc = build_route_config(b, h->route_config, rcfg);
+            if (rc < 0) {
+                char inner[1024];
+                snprintf(inner, sizeof(inner), "%s", b->err);
+                snprintf(b->err, b->errlen, "%s: inline %s", saved, inner);
+            }
+            l->route_config = rcfg;
+        } else {
+            rc = failf(b, "HttpConnectionManager", "needs rds.route_config_name or route_config");
+        }
+        protobuf_c_message_free_unpacked(&h->base, NULL);
+        return rc;
+    }
+    if (strcmp(tn, TCP_TYPE) == 0) {
+        pb_tcp_t *t = envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__unpack(
+            NULL, f->typed_config->value.len, f->typed_config->value.data);
+        if (t == NULL)
+            return failf(b, "filter_chains[0].filters.typed_config", "undecodable TcpProxy");
+        int rc = 0;
+        l->kind = PX_LISTENER_TCP;
+        l->stat_prefix = arena_strdup(b->a, t->stat_prefix ? t->stat_prefix : "");
+        if (t->cluster_specifier_case ==
+                ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_CLUSTER &&
+            t->cluster && t->cluster[0])
+            l->tcp_cluster = arena_strdup(b->a, t->cluster);
+        else
+            rc = failf(b, "TcpProxy.cluster", "is required");
+        protobuf_c_message_free_unpacked(&t->base, NULL);
+        return rc;
+    }
+    char why[300];
+    snprintf(why, sizeof(why), "unsupported network filter \"%s\"", tn);
+    return failf(b, "filter_chains[0].filters", why);
+}
+
+px_snapshot_t *px_snapshot_build(const px_resources_t *in, char *err, size_t errlen)
+{
+    static atomic_uint_fast64_t generation;
+    build_t b = {.err = err, .errlen = errlen};
+    px_snapshot_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    atomic_init(&s->_refs, 1);
+    s->_arena = arena_new(16384);
+    b.s = s;
+    b.a = s->_arena;
+    err[0] = '\0';
+
+    s->clusters = arena_alloc(b.a, (in->nclusters ? in->nclusters : 1) * sizeof(*s->clusters));
+    for (size_t i = 0; i < in->nclusters; i++) {
+        if (build_cluster(&b, (const pb_cluster_t *)in->clusters[i], &s->clusters[i], in) < 0)
+            goto fail;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(s->clusters[j].name, s->clusters[i].name) == 0) {
+                snprintf(b.where, sizeof(b.where), "Cluster %s", s->clusters[i].name);
+                failf(&b, "name", "duplicate cluster name");
+                goto fail;
+            }
+        s->nclusters++;
+    }
+    s->route_configs =
+        arena_alloc(b.a, (in->nroutes ? in->nroutes : 1) * sizeof(*s->route_configs));
+    for (size_t i = 0; i < in->nroutes; i++) {
+        if (build_route_config(&b, (const pb_route_config_t *)in->routes[i], &s->route_configs[i]) < 0)
+            goto fail;
+        s->nroute_configs++;
+    }
+    s->listeners = arena_alloc(b.a, (in->nlisteners ? in->nlisteners : 1) * sizeof(*s->listeners));
+    for (size_t i = 0; i < in->nlisteners; i++) {
+        px_listener_t *l = &s->listeners[i];
+        if (build_listener(&b, (const pb_listener_t *)in->listeners[i], l) < 0)
+            goto fail;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(s->listeners[j].name, l->name) == 0 ||
+                (s->listeners[j].port == l->port && strcmp(s->listeners[j].address, l->address) == 0)) {
+                failf(&b, "", strcmp(s->listeners[j].name, l->name) == 0
+                                  ? "duplicate listener name"
+                                  : "another listener has the same address and port");
+                goto fail;
+            }
+        if (l->rds_name)
+            l->route_config = px_snapshot_route_config(s, l->rds_name);
+        s->nlisteners++;
+    }
+    s->generation = atomic_fetch_add(&generation, 1) + 1;
+    return s;
+fail:
+    px_snapshot_unref(s);
+    return NULL;
+}
+
+px_snapshot_t *px_snapshot_ref(px_snapshot_t *s)
+{
+    if (s)
+        atomic_fetch_add(&s->_refs, 1);
+    return s;
+}
+
+void px_snapshot_unref(px_snapshot_t *s)
+{
+    if (s == NULL || atomic_fetch_sub(&s->_refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < s->_ncodes; i++)
+        pcre2_code_free(s->_codes[i]);
+    free(s->_codes);
+    arena_free(s->_arena);
+    free(s);
+}
+
+const px_cluster_t *px_snapshot_cluster(const px_snapshot_t *s, const char *name)
+{
+    for (size_t i = 0; i < s->nclusters; i++)
+        if (strcmp(s->clusters[i].name, name) == 0)
+            return &s->clusters[i];
+    return NULL;
+}
+
+const px_route_config_t *px_snapshot_route_config(const px_snapshot_t *s, const char *name)
+{
+    for (size_t i = 0; i < s->nroute_configs; i++)
+        if (strcmp(s->route_configs[i].name, name) == 0)
+            return &s->route_configs[i];
+    return NULL;
+}
+
+/* ---- router ---- */
+
+static bool ieq_n(const char *a, const char *b2, size_t n)
+{
+    return strncasecmp(a, b2, n) == 0;
+}
+
+static bool regex_match(pcre2_code *re, const char *s, size_t n)
+{
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
+    pcre2_match_context *mc = pcre2_match_context_create(NULL);
+    bool ok = false;
+    if (md && mc) {
+        pcre2_set_match_limit(mc, PX_REGEX_MATCH_LIMIT);
+        ok = pcre2_match(re, (PCRE2_SPTR)s, n, 0, 0, md, mc) >= 0;
+    }
+    pcre2_match_context_free(mc);
+    pcre2_match_data_free(md);
+    return ok;
+}
+
+static bool str_match(const px_str_match_t *m, const char *s, size_t n)
+{
+    size_t vl = m->value_len;
+    switch (m->kind) {
+    case PX_STR_EXACT:
+        return n == vl && (m->ignore_case ? ieq_n(s, m->value, n) : memcmp(s, m->value, n) == 0);
+    case PX_STR_PREFIX:
+        return n >= vl && (m->ignore_case ? ieq_n(s, m->value, vl) : memcmp(s, m->value, vl) == 0);
+    case PX_STR_SUFFIX:
+        return n >= vl && (m->ignore_case ? ieq_n(s + n - vl, m->value, vl)
+                                          : memcmp(s + n - vl, m->value, vl) == 0);
+    case PX_STR_CONTAINS:
+        for (size_t i = 0; i + vl <= n; i++)
+            if (m->ignore_case ? ieq_n(s + i, m->value, vl) : memcmp(s + i, m->value, vl) == 0)
+                return true;
+        return false;
+    case PX_STR_REGEX:
+        return regex_match(m->re, s, n);
+    case PX_STR_PRESENT:
+        return true;
+    }
+    return false;
+}
+
+/* The request's value for header `name` (pseudo-headers included). */
+static bool req_header(const px_route_req_t *r, const char *name, const char **v, size_t *vl)
+{
+    if (strcmp(name, ":method") == 0) {
+        *v = r->method;
+        *vl = r->method_len;
+        return r->method != NULL;
+    }
+    if (strcmp(name, ":authority") == 0 || strcmp(name, "host") == 0) {
+        *v = r->host;
+        *vl = r->host_len;
+        return r->host != NULL;
+    }
+    if (strcmp(name, ":path") == 0) {
+        *v = r->path;
+        *vl = r->path_len;
+        return r->path != NULL;
+    }
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (px_h1_ieq(r->headers[i].name, r->headers[i].name_len, name)) {
+            *v = r->headers[i].value;
+            *vl = r->headers[i].value_len;
+            return true;
+        }
+    return false;
+}
+
+/* The value of query parameter `name` in the target (no percent-decoding). */
+static bool req_query(const px_route_req_t *r, const char *name, const char **v, size_t *vl)
+{
+    const char *q = memchr(r->path, '?', r->path_len);
+    if (q == NULL)
+        return false;
+    const char *end = r->path + r->path_len;
+    size_t nl = strlen(name);
+    for (const char *p = q + 1; p < end;) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *e = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(e - p));
+        const char *ke = eq ? eq : e;
+        if ((size_t)(ke - p) == nl && memcmp(p, name, nl) == 0) {
+            *v = eq ? eq + 1 : e;
+            *vl = (size_t)(e - *v);
+            return true;
+        }
+        p = e + 1;
+    }
+    return false;
+}
+
+static bool route_matches(const px_route_t *rt, const px_route_req_t *r)
+{
+    const char *q = memchr(r->path, '?', r->path_len);
+    size_t plen = q ? (size_t)(q - r->path) : r->path_len;
+    switch (rt->path_kind) {
+    case PX_PATH_PREFIX:
+        if (plen < rt->path_len ||
+            !(rt->case_sensitive ? memcmp(r->path, rt->path, rt->path_len) == 0
+                                 : ieq_n(r->path, rt->path, rt->path_len)))
+            return false;
+        break;
+    case PX_PATH_EXACT:
+        if (plen != rt->path_len || !(rt->case_sensitive ? memcmp(r->path, rt->path, plen) == 0
+                                                         : ieq_n(r->path, rt->path, plen)))
+            return false;
+        break;
+    case PX_PATH_REGEX:
+        if (!regex_match(rt->path_re, r->path, plen))
+            return false;
+        break;
+    }
+    for (size_t i = 0; i < rt->nheaders; i++) {
+        const px_header_match_t *h = &rt->headers[i];
+        const char *v;
+        size_t vl;
+        bool have = req_header(r, h->name, &v, &vl);
+        bool ok;
+        if (h->m.kind == PX_STR_PRESENT)
+            ok = have == h->present;
+        else
+            ok = have && str_match(&h->m, v, vl);
+        if (ok == h->invert)
+            return false;
+    }
+    for (size_t i = 0; i < rt->nquery; i++) {
+        const char *v;
+        size_t vl;
+        if (!req_query(r, rt->query[i].name, &v, &vl) || !str_match(&rt->query[i].m, v, vl))
+            return false;
+    }
+    return true;
+}
+
+const px_vhost_t *px_vhost_match(const px_route_config_t *rc, const char *host, size_t hl)
+{
+    const px_vhost_t *best_suffix = NULL, *best_prefix = NULL, *any = NULL;
+    size_t suffix_len = 0, prefix_len = 0;
+    for (size_t i = 0; i < rc->nvhosts; i++) {
+        const px_vhost_t *vh = &rc->vhosts[i];
+        for (size_t d = 0; d < vh->ndomains; d++) {
+            const char *dom = vh->domains[d];
+            size_t dl = strlen(dom);
+            if (dl == 1 && dom[0] == '*') {
+                if (any == NULL)
+                    any = vh;
+            } else if (dom[0] == '*') {
+                /* "*.example.com" matches a non-empty label before the suffix */
+                size_t sl = dl - 1;
+                if (hl > sl && ieq_n(host + hl - sl, dom + 1, sl) && sl > suffix_len) {
+                    best_suffix = vh;
+                    suffix_len = sl;
+                }
+            } else if (dom[dl - 1] == '*') {
+                size_t pl = dl - 1;
+                if (hl > pl && ieq_n(host, dom, pl) && pl > prefix_len) {
+                    best_prefix = vh;
+                    prefix_len = pl;
+                }
+            } else if (dl == hl && ieq_n(host, dom, hl)) {
+                return vh;
+            }
+        }
+    }
+    return best_suffix ? best_suffix : best_prefix ? best_prefix : any;
+}
+
+const px_route_t *px_route_match(const px_route_config_t *rc, const px_route_req_t *req,
+                                 const px_vhost_t **vh_out)
+{
+    const px_vhost_t *vh = px_vhost_match(rc, req->host ? req->host : "", req->host_len);
+    if (vh_out)
+        *vh_out = vh;
+    if (vh == NULL)
+        return NULL;
+    for (size_t i = 0; i < vh->nroutes; i++)
+        if (route_matches(&vh->routes[i], req))
+            return &vh->routes[i];
+    return NULL;
+}
+
+const char *px_route_pick_weighted(const px_route_t *rt, uint32_t r)
+{
+    if (rt->action == PX_ACT_CLUSTER)
+        return rt->cluster;
+    if (rt->action != PX_ACT_WEIGHTED)
+        return NULL;
+    uint32_t x = r % rt->total_weight;
+    for (size_t i = 0; i < rt->nweighted; i++) {
+        if (x < rt->weighted[i].weight)
+            return rt->weighted[i].cluster;
+        x -= rt->weighted[i].weight;
+    }
+    return rt->weighted[rt->nweighted - 1].cluster;
+}
+
+/* ---- load balancing ---- */
+
+uint64_t px_hash64(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 1099511628211ull;
+    }
+    /* finalizer: FNV alone clusters short keys */
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h;
+}
+
+static uint64_t lb_rand(px_lb_t *lb)
+{
+    /* xorshift64* */
+    uint64_t x = lb->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    lb->rng = x;
+    return x * 2685821657736338717ull;
+}
+
+void px_lb_init(px_lb_t *lb, const px_cluster_t *c, uint64_t seed)
+{
+    memset(lb, 0, sizeof(*lb));
+    lb->rng = seed ? seed : 0x9e3779b97f4a7c15ull;
+    lb->nactive = c->nendpoints;
+    lb->active = calloc(c->nendpoints ? c->nendpoints : 1, sizeof(*lb->active));
+    if (lb->active == NULL)
+        lb->nactive = 0;
+}
+
+void px_lb_free(px_lb_t *lb)
+{
+    free(lb->active);
+    lb->active = NULL;
+    lb->nactive = 0;
+}
+
+/* Index of the endpoint owning weighted position x in [0, total_weight). */
+static long by_weight(const px_cluster_t *c, uint64_t x)
+{
+    for (size_t i = 0; i < c->nendpoints; i++) {
+        if (x < c->endpoints[i].weight)
+            return (long)i;
+        x -= c->endpoints[i].weight;
+    }
+    return (long)c->nendpoints - 1;
+}
+
+long px_lb_pick(px_lb_t *lb, const px_cluster_t *c, uint64_t hash)
+{
+    if (c->nendpoints == 0 || c->total_weight == 0)
+        return -1;
+    switch (c->lb) {
+    case PX_LB_ROUND_ROBIN:
+        return by_weight(c, lb->rr_next++ % c->total_weight);
+    case PX_LB_RANDOM:
+        return by_weight(c, lb_rand(lb) % c->total_weight);
+    case PX_LB_LEAST_REQUEST: {
+        /* power of two choices, weighted draws; fewer outstanding wins */
+        long a = by_weight(c, lb_rand(lb) % c->total_weight);
+        long b2 = by_weight(c, lb_rand(lb) % c->total_weight);
+        if (lb->active == NULL || lb->nactive != c->nendpoints)
+            return a;
+        return lb->active[b2] < lb->active[a] ? b2 : a;
+    }
+    case PX_LB_RING_HASH: {
+        if (c->nring == 0)
+            return -1;
+        size_t lo = 0, hi = c->nring;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (c->ring[mid].hash < hash)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        return (long)c->ring[lo == c->nring ? 0 : lo].endpoint;
+    }
+    case PX_LB_ORIGINAL_DST:
+        return -1;
+    }
+    return -1;
+}

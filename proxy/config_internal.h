@@ -1,0 +1,285 @@
+/*
+ * config: the proxy's compiled configuration (private to proxy/).
+ *
+ * A px_snapshot_t is built from a set of xDS resources (Listeners,
+ * RouteConfigurations, Clusters, ClusterLoadAssignments as protobuf-c
+ * messages) into plain structures the request path reads: route tables with
+ * compiled regexes (PCRE2, with match limits), clusters with their healthy
+ * endpoints and ring-hash rings. It is immutable and reference-counted: every
+ * worker and connection holding it took a reference, and it is freed by the
+ * last px_snapshot_unref(). All its memory lives in one arena (plus the PCRE2
+ * codes, released with it).
+ *
+ * Building never half-applies: on any error it returns NULL with a message
+ * naming the resource, the field and the reason (what a NACK carries), and the
+ * caller keeps its previous snapshot.
+ *
+ * Load-balancer state (round-robin cursors, active request counts) is mutable
+ * and per worker: px_lb_t, kept outside the snapshot.
+ */
+#ifndef MESH_PROXY_CONFIG_INTERNAL_H
+#define MESH_PROXY_CONFIG_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <json-c/json.h>
+#include <pcre2.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "../common/arena.h"
+#include "http1_internal.h"
+
+/* PCRE2 match limit per regex evaluation (a route regex cannot stall a worker). */
+#define PX_REGEX_MATCH_LIMIT 10000u
+
+typedef enum {
+    PX_STR_EXACT,
+    PX_STR_PREFIX,
+    PX_STR_SUFFIX,
+    PX_STR_CONTAINS,
+    PX_STR_REGEX,
+    PX_STR_PRESENT, /* header/query present (or absent when inverted) */
+} px_str_kind_t;
+
+typedef struct px_str_match {
+    px_str_kind_t kind;
+    const char *value;
+    size_t value_len;
+    bool ignore_case;
+    pcre2_code *re;
+} px_str_match_t;
+
+typedef struct px_header_match {
+    const char *name; /* lower case; ":method", ":authority", ":path" are the pseudo-headers */
+    px_str_match_t m;
+    bool present; /* PX_STR_PRESENT: the wanted presence */
+    bool invert;
+} px_header_match_t;
+
+typedef struct px_query_match {
+    const char *name;
+    px_str_match_t m; /* PX_STR_PRESENT: present_match */
+} px_query_match_t;
+
+typedef struct px_header_op {
+    const char *name; /* lower case */
+    const char *value;
+    bool append; /* false: overwrite an existing value */
+} px_header_op_t;
+
+typedef struct px_header_ops {
+    px_header_op_t *add;
+    size_t nadd;
+    const char **remove;
+    size_t nremove;
+} px_header_ops_t;
+
+typedef enum { PX_PATH_PREFIX, PX_PATH_EXACT, PX_PATH_REGEX } px_path_kind_t;
+typedef enum { PX_ACT_CLUSTER, PX_ACT_WEIGHTED, PX_ACT_REDIRECT, PX_ACT_DIRECT } px_action_kind_t;
+
+typedef struct px_weighted {
+    const char *cluster;
+    uint32_t weight;
+    px_header_ops_t req, resp;
+} px_weighted_t;
+
+typedef enum { PX_HASH_NONE, PX_HASH_HEADER, PX_HASH_SOURCE_IP, PX_HASH_QUERY } px_hash_kind_t;
+
+typedef struct px_route {
+    const char *name;
+    px_path_kind_t path_kind;
+    const char *path; /* prefix or exact */
+    size_t path_len;
+    pcre2_code *path_re;
+    bool case_sensitive;
+    px_header_match_t *headers;
+    size_t nheaders;
+    px_query_match_t *query;
+    size_t nquery;
+
+    px_action_kind_t action;
+    const char *cluster; /* PX_ACT_CLUSTER */
+    px_weighted_t *weighted;
+    size_t nweighted;
+    uint32_t total_weight;
+    const char *prefix_rewrite; /* NULL: none */
+    const char *host_rewrite;   /* NULL: none */
+    uint64_t timeout_ms;        /* 0: none */
+    px_hash_kind_t hash;
+    const char *hash_name; /* header or query parameter name */
+
+    /* redirect */
+    const char *redirect_host, *redirect_path, *redirect_prefix, *redirect_scheme;
+    uint32_t redirect_port;
+    int redirect_code;
+    bool strip_query;
+    /* direct response */
+    int direct_status;
+    const char *direct_body;
+    size_t direct_body_len;
+
+    px_header_ops_t req, resp;
+} px_route_t;
+
+typedef struct px_vhost {
+    const char *name;
+    const char **domains; /* lower case */
+    size_t ndomains;
+    px_route_t *routes;
+    size_t nroutes;
+    px_header_ops_t req, resp;
+} px_vhost_t;
+
+typedef struct px_route_config {
+    const char *name;
+    px_vhost_t *vhosts;
+    size_t nvhosts;
+    px_header_ops_t req, resp;
+} px_route_config_t;
+
+typedef enum { PX_LB_ROUND_ROBIN, PX_LB_LEAST_REQUEST, PX_LB_RANDOM, PX_LB_RING_HASH,
+               PX_LB_ORIGINAL_DST } px_lb_policy_t;
+
+typedef struct px_endpoint {
+    const char *address; /* "ip:port" */
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    uint32_t weight; /* endpoint weight x locality weight, >= 1 */
+} px_endpoint_t;
+
+typedef struct px_ring_entry {
+    uint64_t hash;
+    uint32_t endpoint;
+} px_ring_entry_t;
+
+typedef struct px_cluster {
+    const char *name;
+    px_lb_policy_t lb;
+    uint64_t connect_timeout_ms;
+    bool eds;
+    const char *eds_name; /* the ClusterLoadAssignment name it reads */
+    px_endpoint_t *endpoints; /* healthy (or unknown-health) endpoints only */
+    size_t nendpoints;
+    uint64_t total_weight;
+    px_ring_entry_t *ring; /* RING_HASH */
+    size_t nring;
+} px_cluster_t;
+
+typedef enum { PX_LISTENER_HTTP, PX_LISTENER_TCP } px_listener_kind_t;
+
+typedef struct px_listener {
+    const char *name;
+    const char *address;
+    uint32_t port;
+    px_listener_kind_t kind;
+    const char *stat_prefix;
+    const char *rds_name;                 /* HTTP with RDS */
+    const px_route_config_t *route_config; /* HTTP: inline or resolved RDS */
+    const char *tcp_cluster;              /* TCP */
+} px_listener_t;
+
+typedef struct px_snapshot {
+    atomic_int _refs;
+    arena_t *_arena;
+    pcre2_code **_codes;
+    size_t _ncodes, _capcodes;
+    uint64_t generation;
+
+    px_listener_t *listeners;
+    size_t nlisteners;
+    px_route_config_t *route_configs;
+    size_t nroute_configs;
+    px_cluster_t *clusters;
+    size_t nclusters;
+} px_snapshot_t;
+
+/* The xDS resources a snapshot is built from (borrowed, not freed). */
+typedef struct px_resources {
+    const ProtobufCMessage *const *listeners; /* envoy.config.listener.v3.Listener */
+    size_t nlisteners;
+    const ProtobufCMessage *const *routes; /* RouteConfiguration */
+    size_t nroutes;
+    const ProtobufCMessage *const *clusters; /* Cluster */
+    size_t nclusters;
+    const ProtobufCMessage *const *endpoints; /* ClusterLoadAssignment */
+    size_t nendpoints;
+} px_resources_t;
+
+/* Builds a snapshot. NULL on failure with err naming resource, field, reason. */
+px_snapshot_t *px_snapshot_build(const px_resources_t *in, char *err, size_t errlen);
+/* Takes / drops a reference (any thread). unref frees with the last one. */
+px_snapshot_t *px_snapshot_ref(px_snapshot_t *s);
+void px_snapshot_unref(px_snapshot_t *s);
+
+const px_cluster_t *px_snapshot_cluster(const px_snapshot_t *s, const char *name);
+const px_route_config_t *px_snapshot_route_config(const px_snapshot_t *s, const char *name);
+
+/* The request as the router sees it. */
+typedef struct px_route_req {
+    const char *host; /* Host / :authority */
+    size_t host_len;
+    const char *method;
+    size_t method_len;
+    const char *path; /* the request target including the query */
+    size_t path_len;
+    const px_h1_header_t *headers;
+    size_t nheaders;
+} px_route_req_t;
+
+/* Finds the virtual host and route for a request; NULL when nothing matches
+ * (the proxy answers 404 with flag NR). *vh_out gets the virtual host. */
+const px_route_t *px_route_match(const px_route_config_t *rc, const px_route_req_t *req,
+                                 const px_vhost_t **vh_out);
+/* The virtual host whose domains match host (Envoy's order: exact, longest
+ * suffix wildcard, longest prefix wildcard, "*"), or NULL. */
+const px_vhost_t *px_vhost_match(const px_route_config_t *rc, const char *host, size_t host_len);
+/* The cluster of a weighted route for a random value r (any uint32). */
+const char *px_route_pick_weighted(const px_route_t *rt, uint32_t r);
+
+/* Per-worker load-balancer state of one cluster. */
+typedef struct px_lb {
+    uint64_t rr_next;
+    uint32_t *active; /* outstanding requests per endpoint */
+    size_t nactive;
+    uint64_t rng;
+} px_lb_t;
+
+void px_lb_init(px_lb_t *lb, const px_cluster_t *c, uint64_t seed);
+void px_lb_free(px_lb_t *lb);
+/* The endpoint index for the next request, or -1 when the cluster has no
+ * healthy endpoint (503, flag UH). `hash` is used by RING_HASH. */
+long px_lb_pick(px_lb_t *lb, const px_cluster_t *c, uint64_t hash);
+/* 64-bit hash (FNV-1a) of bytes, for ring hashing. */
+uint64_t px_hash64(const void *p, size_t n);
+
+/* proto3 JSON -> protobuf-c message (proxy/pbjson.c). NULL on error with err
+ * naming the field path. Free with protobuf_c_message_free_unpacked(). */
+ProtobufCMessage *px_pb_from_json(const ProtobufCMessageDescriptor *d, json_object *j, char *err,
+                                  size_t errlen);
+
+/* A set of xDS resources owned by the proxy (from a config file or the
+ * xDS client): decoded protobuf-c messages by type. */
+enum { PX_RES_LISTENER, PX_RES_ROUTE, PX_RES_CLUSTER, PX_RES_ENDPOINT, PX_RES_NTYPES };
+
+typedef struct px_bundle {
+    ProtobufCMessage **msgs[PX_RES_NTYPES];
+    size_t n[PX_RES_NTYPES], cap[PX_RES_NTYPES];
+} px_bundle_t;
+
+/* Adds the resources of a JSON (or YAML) document: an object with
+ * "resources" (a DiscoveryResponse in proto3 JSON, each resource an Any with
+ * "@type"), or an array of such objects. Returns 0, or -1 with err naming the resource index,
+ * the field path and the reason (the bundle then holds what came before). */
+int px_bundle_load_json(px_bundle_t *b, const char *text, size_t len, char *err, size_t errlen);
+/* Adds one decoded message of type t; the bundle takes ownership. */
+int px_bundle_add(px_bundle_t *b, int t, ProtobufCMessage *m);
+/* A view of the bundle for px_snapshot_build() (valid while b is unchanged). */
+void px_bundle_view(const px_bundle_t *b, px_resources_t *out);
+void px_bundle_free(px_bundle_t *b);
+
+#endif

@@ -1,0 +1,2493 @@
+/*
+ * engine: worker threads, listeners, downstream and upstream connections,
+ * HTTP/1.1 and TCP proxying (see proxy.h).
+ *
+ * Per worker: one loop, the snapshot it serves new connections with, its
+ * listening sockets, an idle pool of upstream keep-alive connections per
+ * endpoint, and load-balancer state. A downstream connection keeps a
+ * reference on the snapshot it was accepted with. One request at a time per
+ * connection: the next pipelined request is parsed only when the previous
+ * response has been written.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/hmap.h"
+#include "../common/log.h"
+#include "../common/loop.h"
+#include "config_internal.h"
+#include "proxy.h"
+
+#define IN_CAP (PX_H1_MAX_HEAD + 16384) /* a full head plus some body */
+#define OUT_HIGH (256 * 1024)           /* stop reading the other side above this */
+#define POOL_MAX_IDLE 64                /* idle upstream connections per endpoint */
+
+typedef struct buf {
+    char *data;
+    size_t len, cap;
+} buf_t;
+
+static int buf_reserve(buf_t *b, size_t n)
+{
+    if (b->cap - b->len >= n)
+        return 0;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap - b->len < n)
+        cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (d == NULL)
+        return -1;
+    b->data = d;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_add(buf_t *b, const void *p, size_t n)
+{
+    if (buf_reserve(b, n) < 0)
+        return -1;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+static int buf_str(buf_t *b, const char *s)
+{
+    return buf_add(b, s, strlen(s));
+}
+
+static void buf_consume(buf_t *b, size_t n)
+{
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+}
+
+static void buf_free(buf_t *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof(*b));
+}
+
+typedef struct worker worker_t;
+typedef struct dconn dconn_t;
+typedef struct uconn uconn_t;
+
+/* A counter that one worker writes and any thread reads. */
+typedef _Atomic uint64_t counter_t;
+#define CINC(c) atomic_fetch_add_explicit(&(c), 1, memory_order_relaxed)
+#define CDEC(c) atomic_fetch_sub_explicit(&(c), 1, memory_order_relaxed)
+#define CGET(c) atomic_load_explicit(&(c), memory_order_relaxed)
+
+typedef struct wstats {
+    counter_t cx_total, cx_active, rq_total, ucx_total, urq_total, ucx_reused;
+    counter_t rq_2xx, rq_3xx, rq_4xx, rq_5xx;
+} wstats_t;
+
+/* One listening socket of a worker. */
+typedef struct wlistener {
+    struct wlistener *next;
+    char *key;  /* name|address|port|kind */
+    char *name; /* the listener's name in the snapshot */
+    int fd;
+    loop_io_t *io;
+    worker_t *w;
+} wlistener_t;
+
+/* Outstanding requests per endpoint address (least-request state). */
+typedef struct ep_active {
+    char *address;
+    uint32_t n;
+} ep_active_t;
+
+typedef struct lb_state {
+    char *cluster;
+    px_lb_t lb;
+} lb_state_t;
+
+struct worker {
+    px_server_t *srv;
+    int id;
+    pthread_t thread;
+    loop_t *loop;
+    px_snapshot_t *snap;
+    wlistener_t *listeners;
+    hmap_t idle;   /* endpoint address -> uconn_t* list of idle connections */
+    hmap_t active; /* endpoint address -> ep_active_t* */
+    hmap_t lbs;    /* cluster name -> lb_state_t* */
+    dconn_t *conns;
+    size_t nconns;
+    bool draining;
+    uint64_t rng;
+    wstats_t st;
+    hmap_t metrics; /* label set -> px_metric_t* (this worker's only) */
+};
+
+struct px_server {
+    px_options_t opt;
+    int nworkers;
+    worker_t *workers;
+    pthread_mutex_t mu;
+    px_snapshot_t *current; /* under mu */
+    /* the listener sockets currently open: key -> fds[nworkers] */
+    struct slistener {
+        struct slistener *next;
+        char *key, *name;
+        int *fds;
+    } *listeners;
+};
+
+typedef enum { U_CONNECTING, U_ACTIVE, U_IDLE } ustate_t;
+
+struct uconn {
+    uconn_t *next_idle;
+    worker_t *w;
+    int fd;
+    loop_io_t *io;
+    loop_timer_t *timer; /* connect timeout */
+    char *address;
+    ustate_t state;
+    dconn_t *d; /* the downstream it serves (ACTIVE/CONNECTING) */
+    buf_t in, out;
+    bool reused;
+    bool peer_closed; /* the upstream sent FIN: never pooled again */
+};
+
+typedef enum {
+    D_HEAD,     /* reading a request head */
+    D_PROXY,    /* a request is being proxied */
+    D_LOCAL,    /* writing a local response */
+    D_TUNNEL,   /* upgraded connection or TCP proxy: raw bytes both ways */
+    D_CLOSING,  /* flushing, then close */
+} dstate_t;
+
+struct dconn {
+    dconn_t *next, *prev;
+    worker_t *w;
+    int fd;
+    loop_io_t *io;
+    loop_timer_t *timer;
+    px_snapshot_t *snap;
+    const px_listener_t *listener;
+    char peer[64];
+    dstate_t state;
+    bool closed;
+    bool listener_gone; /* the listener left the config: close after this request */
+    bool down_eof;      /* tunnel: the client finished sending */
+    buf_t in, out;
+
+    /* current request */
+    px_h1_msg_t req;
+    bool keep_alive;
+    bool req_body_done;
+    px_h1_body_t req_body;
+    uint64_t req_left;
+    px_h1_chunked_t req_chunk;
+    char method[16];
+    char *path_log, *authority, *request_id, *user_agent, *xff;
+    uint64_t start_ms;
+    struct timespec start_wall;
+    const char *path; /* origin-form target (inside the head in d->in) */
+    size_t path_len;
+    bool absolute; /* the request target was in absolute form */
+    const px_route_t *route;
+    const px_vhost_t *vhost;
+    const px_weighted_t *weighted;
+    const px_cluster_t *cluster;
+    char upstream_host[80];
+    uconn_t *u;
+    ep_active_t *ep;
+    const px_endpoint_t *endpoint; /* in d->snap */
+    buf_t retry_head; /* the upstream request, kept to retry a stale pooled connection */
+    bool retried;
+    uint64_t bytes_in, bytes_out;
+
+    /* response relay */
+    int64_t upstream_ms; /* time to the upstream's response head; -1: none */
+    bool resp_head_done;
+    int resp_code;
+    const char *flags;
+    px_h1_body_t resp_body;
+    uint64_t resp_left;
+    px_h1_chunked_t resp_chunk;
+    bool resp_chunked_out; /* re-encode the body chunked downstream */
+    bool resp_keep_alive;
+};
+
+static void dconn_close(dconn_t *d);
+static void dconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg);
+static void dconn_process(dconn_t *d);
+static void uconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg);
+static void uconn_close(uconn_t *u);
+
+/* ---- helpers ---- */
+
+static uint64_t wrand(worker_t *w)
+{
+    uint64_t x = w->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    return x * 2685821657736338717ull;
+}
+
+static void make_request_id(worker_t *w, char out[37])
+{
+    uint64_t a = wrand(w), b = wrand(w);
+    unsigned char r[16];
+    memcpy(r, &a, 8);
+    memcpy(r + 8, &b, 8);
+    r[6] = (unsigned char)((r[6] & 0x0f) | 0x40); /* version 4 */
+    r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0],
+             r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14],
+             r[15]);
+}
+
+static char *slice_dup(const char *p, size_t n)
+{
+    char *s = malloc(n + 1);
+    if (s) {
+        memcpy(s, p, n);
+        s[n] = '\0';
+    }
+    return s;
+}
+
+static const char *reason_phrase(int code)
+{
+    switch (code) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 408: return "Request Timeout";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return code < 300 ? "OK" : code < 400 ? "Redirect" : code < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+static void count_status(worker_t *w, int code)
+{
+    if (code >= 500)
+        CINC(w->st.rq_5xx);
+    else if (code >= 400)
+        CINC(w->st.rq_4xx);
+    else if (code >= 300)
+        CINC(w->st.rq_3xx);
+    else if (code >= 200)
+        CINC(w->st.rq_2xx);
+}
+
+/* Writes one access log line in Envoy's default format. */
+static void access_log(dconn_t *d)
+{
+    int fd = d->w->srv->opt.access_log_fd;
+    if (fd < 0 || d->start_ms == 0)
+        return;
+    char ts[40], line[2048], ust[24] = "-";
+    if (d->upstream_ms >= 0)
+        snprintf(ust, sizeof(ust), "%lld", (long long)d->upstream_ms);
+    struct tm tm;
+    gmtime_r(&d->start_wall.tv_sec, &tm);
+    size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof(ts) - n, ".%03ldZ", d->start_wall.tv_nsec / 1000000);
+    int len = snprintf(line, sizeof(line),
+                       "[%s] \"%s %s %s\" %d %s %llu %llu %llu %s \"%s\" \"%s\" \"%s\" \"%s\" \"%s\"\n",
+                       ts, d->method, d->path_log ? d->path_log : "-",
+                       d->listener && d->listener->kind == PX_LISTENER_TCP ? "-"
+                       : d->req.minor_version ? "HTTP/1.1" : "HTTP/1.0",
+                       d->resp_code, d->flags ? d->flags : "-", (unsigned long long)d->bytes_in,
+                       (unsigned long long)d->bytes_out,
+                       (unsigned long long)(loop_now(d->w->loop) - d->start_ms), ust,
+                       d->xff ? d->xff : "-", d->user_agent ? d->user_agent : "-",
+                       d->request_id ? d->request_id : "-", d->authority ? d->authority : "-",
+                       d->upstream_host[0] ? d->upstream_host : "-");
+    if (len > 0) {
+        if ((size_t)len >= sizeof(line))
+            len = (int)sizeof(line) - 1;
+        ssize_t wr = write(fd, line, (size_t)len);
+        (void)wr;
+    }
+}
+
+static void request_reset(dconn_t *d)
+{
+    free(d->path_log);
+    free(d->authority);
+    free(d->request_id);
+    free(d->user_agent);
+    free(d->xff);
+    d->path_log = d->authority = d->request_id = d->user_agent = d->xff = NULL;
+    d->start_ms = 0;
+    d->route = NULL;
+    d->absolute = false;
+    d->vhost = NULL;
+    d->weighted = NULL;
+    d->cluster = NULL;
+    d->upstream_host[0] = '\0';
+    d->bytes_in = d->bytes_out = 0;
+    d->resp_head_done = false;
+    d->upstream_ms = -1;
+    d->resp_code = 0;
+    d->flags = NULL;
+    d->retried = false;
+    d->retry_head.len = 0;
+    d->resp_chunked_out = false;
+    d->method[0] = '\0';
+}
+
+const double px_dur_bounds[PX_DUR_BUCKETS] = {0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500,
+                                               5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000};
+const double px_size_bounds[PX_SIZE_BUCKETS] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000};
+
+static size_t bucket(const double *bounds, size_t n, double v)
+{
+    size_t i = 0;
+    while (i < n && v > bounds[i])
+        i++;
+    return i;
+}
+
+/* Writes `name="value"` with the value escaped for the text format. */
+static void label(buf_t *b, const char *name, const char *v, bool comma)
+{
+    if (comma)
+        buf_str(b, ",");
+    buf_str(b, name);
+    buf_str(b, "=\"");
+    for (const char *p = v ? v : "unknown"; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            buf_add(b, "\\", 1);
+        if (*p == '\n') {
+            buf_str(b, "\\n");
+            continue;
+        }
+        buf_add(b, p, 1);
+    }
+    buf_str(b, "\"");
+}
+
+/* The labels of Istio's standard metrics for the current request or TCP
+ * connection. The destination comes from the cluster name
+ * ("outbound|PORT|SUBSET|HOST" or "inbound|PORT||HOST"). */
+static px_metric_t *metric_for(dconn_t *d, bool tcp)
+{
+    worker_t *w = d->w;
+    const px_options_t *o = &w->srv->opt;
+    bool inbound = !o->router && d->listener &&
+                   (strncmp(d->listener->name, "virtualInbound", 14) == 0 ||
+                    (d->cluster && strncmp(d->cluster->name, "inbound|", 8) == 0));
+    const char *cname = d->cluster ? d->cluster->name : (tcp && d->listener ? d->listener->tcp_cluster : NULL);
+    char svc[256] = "unknown", svc_name[128] = "unknown", svc_ns[128] = "unknown";
+    if (cname) {
+        const char *p = cname;
+        int bars = 0;
+        const char *host = cname;
+        for (; *p; p++)
+            if (*p == '|' && ++bars == 3)
+                host = p + 1;
+        if (bars == 3 && *host) {
+            snprintf(svc, sizeof(svc), "%s", host);
+            const char *dot = strchr(host, '.');
+            snprintf(svc_name, sizeof(svc_name), "%.*s", dot ? (int)(dot - host) : (int)strlen(host), host);
+            if (dot) {
+                const char *dot2 = strchr(dot + 1, '.');
+                snprintf(svc_ns, sizeof(svc_ns), "%.*s", dot2 ? (int)(dot2 - dot - 1) : (int)strlen(dot + 1), dot + 1);
+            }
+        } else {
+            snprintf(svc, sizeof(svc), "%s", cname);
+            snprintf(svc_name, sizeof(svc_name), "%s", cname);
+        }
+    }
+    char code[16];
+    snprintf(code, sizeof(code), "%d", d->resp_code);
+    buf_t b = {0};
+    label(&b, "reporter", inbound ? "destination" : "source", false);
+    label(&b, "source_workload", inbound ? "unknown" : o->workload, true);
+    label(&b, "source_workload_namespace", inbound ? "unknown" : o->workload_namespace, true);
+    label(&b, "destination_workload", inbound ? o->workload : "unknown", true);
+    label(&b, "destination_workload_namespace", inbound ? o->workload_namespace : svc_ns, true);
+    label(&b, "destination_service", svc, true);
+    label(&b, "destination_service_name", svc_name, true);
+    label(&b, "destination_service_namespace", svc_ns, true);
+    if (!tcp) {
+        label(&b, "request_protocol", "http", true);
+        label(&b, "response_code", code, true);
+        label(&b, "response_flags", d->flags ? d->flags : "-", true);
+    }
+    label(&b, "connection_security_policy", inbound ? "none" : "unknown", true);
+    buf_add(&b, "", 1);
+    if (b.data == NULL)
+        return NULL;
+    char key[2048];
+    snprintf(key, sizeof(key), "%c%s", tcp ? 't' : 'h', b.data);
+    px_metric_t *m = hmap_get(&w->metrics, key);
+    if (m == NULL) {
+        m = calloc(1, sizeof(*m));
+        char *k = strdup(key);
+        if (m == NULL || k == NULL) {
+            free(m);
+            free(k);
+            buf_free(&b);
+            return NULL;
+        }
+        m->labels = k; /* "h" or "t" + labels: the hmap key */
+        m->tcp = tcp;
+        hmap_put(&w->metrics, m->labels, m);
+    }
+    buf_free(&b);
+    return m;
+}
+
+/* Finishes the current request: log, metrics, release the endpoint slot. */
+static void request_done(dconn_t *d)
+{
+    if (d->start_ms == 0)
+        return;
+    count_status(d->w, d->resp_code);
+    if (d->state != D_TUNNEL || d->resp_code) {
+        px_metric_t *m = metric_for(d, false);
+        if (m) {
+            double ms = (double)(loop_now(d->w->loop) - d->start_ms);
+            m->requests++;
+            m->dur[bucket(px_dur_bounds, PX_DUR_BUCKETS, ms)]++;
+            m->dur_sum += ms;
+            m->req_size[bucket(px_size_bounds, PX_SIZE_BUCKETS, (double)d->bytes_in)]++;
+            m->resp_size[bucket(px_size_bounds, PX_SIZE_BUCKETS, (double)d->bytes_out)]++;
+            m->req_size_sum += d->bytes_in;
+            m->resp_size_sum += d->bytes_out;
+        }
+    }
+    access_log(d);
+    if (d->ep && d->ep->n)
+        d->ep->n--;
+    d->ep = NULL;
+    request_reset(d);
+}
+
+static void d_update_interest(dconn_t *d)
+{
+    if (d->closed)
+        return;
+    unsigned ev = 0;
+    if (d->out.len)
+        ev |= LOOP_WRITE;
+    switch (d->state) {
+    case D_HEAD:
+        ev |= LOOP_READ;
+        break;
+    case D_PROXY:
+        /* read the request body while it lasts and the upstream keeps up */
+        if (!d->req_body_done && d->in.len < IN_CAP && (!d->u || d->u->out.len < OUT_HIGH))
+            ev |= LOOP_READ;
+        break;
+    case D_TUNNEL:
+        if (d->u && d->u->out.len < OUT_HIGH)
+            ev |= LOOP_READ;
+        break;
+    default:
+        break;
+    }
+    loop_io_modify(d->io, ev);
+}
+
+static void u_update_interest(uconn_t *u)
+{
+    unsigned ev = 0;
+    if (u->state == U_CONNECTING) {
+        ev = LOOP_WRITE;
+    } else if (u->state == U_IDLE) {
+        ev = LOOP_READ;
+    } else {
+        if (u->out.len)
+            ev |= LOOP_WRITE;
+        if (!u->d || u->d->out.len < OUT_HIGH)
+            ev |= LOOP_READ;
+    }
+    loop_io_modify(u->io, ev);
+}
+
+/* Flushes d->out; returns -1 if the connection failed. */
+static int d_flush(dconn_t *d)
+{
+    while (d->out.len) {
+        ssize_t n = send(d->fd, d->out.data, d->out.len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        buf_consume(&d->out, (size_t)n);
+    }
+    return 0;
+}
+
+static int u_flush(uconn_t *u)
+{
+    while (u->out.len) {
+        ssize_t n = send(u->fd, u->out.data, u->out.len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        buf_consume(&u->out, (size_t)n);
+    }
+    return 0;
+}
+
+/* Queues a local response (error, redirect, direct response). */
+static void local_reply(dconn_t *d, int code, const char *flags, const char *body,
+                        const char *extra_headers, bool close_after)
+{
+    char head[1024];
+    size_t blen = body ? strlen(body) : 0;
+    if (d->req.is_head)
+        blen = 0;
+    if (d->start_ms == 0) {
+        d->start_ms = loop_now(d->w->loop);
+        clock_gettime(CLOCK_REALTIME, &d->start_wall);
+    }
+    d->resp_code = code;
+    d->flags = flags;
+    if (close_after)
+        d->keep_alive = false;
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\ncontent-length: %zu\r\ncontent-type: text/plain\r\n%s%s\r\n",
+                     code, reason_phrase(code), body ? strlen(body) : 0, extra_headers ? extra_headers : "",
+                     d->keep_alive ? "" : "connection: close\r\n");
+    if (n < 0 || (size_t)n >= sizeof(head) || buf_add(&d->out, head, (size_t)n) < 0 ||
+        buf_add(&d->out, body ? body : "", blen) < 0) {
+        dconn_close(d);
+        return;
+    }
+    d->bytes_out += blen;
+    d->state = D_LOCAL;
+    request_done(d);
+    if (d_flush(d) < 0 || (d->out.len == 0 && (!d->keep_alive || !d->req_body_done))) {
+        dconn_close(d);
+        return;
+    }
+    d_update_interest(d);
+}
+
+/* ---- upstream connections ---- */
+
+static void uconn_free_cb(void *arg)
+{
+    uconn_t *u = arg;
+    buf_free(&u->in);
+    buf_free(&u->out);
+    free(u->address);
+    free(u);
+}
+
+static void pool_remove(uconn_t *u)
+{
+    uconn_t *head = hmap_get(&u->w->idle, u->address);
+    if (head == u) {
+        if (u->next_idle)
+            hmap_put(&u->w->idle, u->next_idle->address, u->next_idle);
+        else
+            hmap_del(&u->w->idle, u->address);
+    } else {
+        for (uconn_t *p = head; p; p = p->next_idle)
+            if (p->next_idle == u) {
+                p->next_idle = u->next_idle;
+                break;
+            }
+    }
+    u->next_idle = NULL;
+}
+
+static void uconn_close(uconn_t *u)
+{
+    if (u->state == U_IDLE)
+        pool_remove(u);
+    loop_io_del(u->io);
+    loop_timer_free(u->timer);
+    u->io = NULL;
+    u->timer = NULL;
+    close(u->fd);
+    u->fd = -1;
+    if (u->d && u->d->u == u)
+        u->d->u = NULL;
+    u->d = NULL;
+    loop_defer(u->w->loop, uconn_free_cb, u);
+}
+
+/* Returns an idle connection to the pool, or closes it when the pool is full. */
+static void pool_put(uconn_t *u)
+{
+    size_t n = 0;
+    uconn_t *head = hmap_get(&u->w->idle, u->address);
+    for (uconn_t *p = head; p; p = p->next_idle)
+        n++;
+    if (n >= POOL_MAX_IDLE || u->w->draining || u->in.len || u->peer_closed) {
+        uconn_close(u);
+        return;
+    }
+    u->d = NULL;
+    u->state = U_IDLE;
+    u->next_idle = head;
+    hmap_put(&u->w->idle, u->address, u);
+    u->out.len = 0;
+    u_update_interest(u);
+}
+
+static uconn_t *pool_get(worker_t *w, const char *address)
+{
+    uconn_t *u = hmap_get(&w->idle, address);
+    if (u == NULL)
+        return NULL;
+    pool_remove(u);
+    u->state = U_ACTIVE;
+    u->reused = true;
+    return u;
+}
+
+static void connect_timeout(loop_timer_t *t, void *arg);
+
+static uconn_t *uconn_connect(worker_t *w, const px_endpoint_t *ep, uint64_t timeout_ms)
+{
+    int fd = socket(ep->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return NULL;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (const struct sockaddr *)&ep->sa, ep->salen) < 0 && errno != EINPROGRESS) {
+        close(fd);
+        return NULL;
+    }
+    uconn_t *u = calloc(1, sizeof(*u));
+    if (u == NULL) {
+        close(fd);
+        return NULL;
+    }
+    u->w = w;
+    u->fd = fd;
+    u->address = strdup(ep->address);
+    u->state = U_CONNECTING;
+    u->io = loop_io_add(w->loop, fd, LOOP_WRITE, uconn_on_io, u);
+    u->timer = loop_timer_new(w->loop, connect_timeout, u);
+    if (u->io == NULL || u->address == NULL) {
+        loop_io_del(u->io);
+        loop_timer_free(u->timer);
+        close(fd);
+        free(u->address);
+        free(u);
+        return NULL;
+    }
+    loop_timer_start(u->timer, timeout_ms ? timeout_ms : 5000, 0);
+    CINC(w->st.ucx_total);
+    return u;
+}
+
+/* The upstream failed before a response head: 503 UF (or reset). A request
+ * without a body that failed on a pooled connection before any response
+ * byte (the upstream closed it while idle) is sent once more on a fresh
+ * connection. */
+static void upstream_failed(dconn_t *d, const char *why)
+{
+    uconn_t *u = d->u;
+    if (u && u->reused && !d->retried && d->state == D_PROXY && !d->resp_head_done && u->in.len == 0 &&
+        d->retry_head.len && d->endpoint && d->cluster) {
+        d->retried = true;
+        uconn_close(u);
+        d->u = NULL;
+        uconn_t *nu = uconn_connect(d->w, d->endpoint, d->cluster->connect_timeout_ms);
+        if (nu && buf_add(&nu->out, d->retry_head.data, d->retry_head.len) == 0) {
+            nu->d = d;
+            d->u = nu;
+            d->retry_head.len = 0;
+            return;
+        }
+        if (nu)
+            uconn_close(nu);
+        u = NULL;
+    }
+    if (u)
+        uconn_close(u);
+    d->u = NULL;
+    if (d->state == D_TUNNEL) {
+        d->flags = "UF";
+        dconn_close(d);
+        return;
+    }
+    if (d->resp_head_done) {
+        d->flags = "UC";
+        d->keep_alive = false;
+        request_done(d);
+        dconn_close(d);
+        return;
+    }
+    char body[256];
+    snprintf(body, sizeof(body),
+             "upstream connect error or disconnect/reset before headers. reset reason: %s", why);
+    d->req_body_done = true;
+    local_reply(d, 503, "UF", body, NULL, true);
+}
+
+static void connect_timeout(loop_timer_t *t, void *arg)
+{
+    (void)t;
+    uconn_t *u = arg;
+    if (u->state == U_CONNECTING && u->d)
+        upstream_failed(u->d, "connection timeout");
+    else if (u->state == U_CONNECTING)
+        uconn_close(u);
+}
+
+/* ---- request forwarding ---- */
+
+static bool hop_or_replaced(const px_h1_msg_t *m, const px_h1_header_t *h)
+{
+    static const char *const drop[] = {"expect", "x-forwarded-proto", "x-envoy-expected-rq-timeout-ms",
+                                       "x-envoy-original-path"};
+    if (px_h1_is_hop_by_hop(m, h->name, h->name_len))
+        return true;
+    for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
+        if (px_h1_ieq(h->name, h->name_len, drop[i]))
+            return true;
+    return false;
+}
+
+static bool removed_by(const px_header_ops_t *ops, const px_h1_header_t *h)
+{
+    for (size_t i = 0; i < ops->nremove; i++)
+        if (px_h1_ieq(h->name, h->name_len, ops->remove[i]))
+            return true;
+    for (size_t i = 0; i < ops->nadd; i++)
+        if (!ops->add[i].append && px_h1_ieq(h->name, h->name_len, ops->add[i].name))
+            return true;
+    return false;
+}
+
+static int add_ops(buf_t *b, const px_header_ops_t *ops)
+{
+    for (size_t i = 0; i < ops->nadd; i++) {
+        if (buf_str(b, ops->add[i].name) < 0 || buf_str(b, ": ") < 0 ||
+            buf_str(b, ops->add[i].value) < 0 || buf_str(b, "\r\n") < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Builds the upstream request head into u->out. */
+static int write_upstream_head(dconn_t *d, const px_vhost_t *vh, const px_weighted_t *wc)
+{
+    const px_route_t *rt = d->route;
+    const px_route_config_t *rc = d->listener->route_config;
+    buf_t *b = &d->u->out;
+    const px_h1_msg_t *m = &d->req;
+    const char *path = d->path;
+    size_t plen = d->path_len;
+    char *rewritten = NULL;
+    if (rt->prefix_rewrite && rt->path_kind == PX_PATH_PREFIX && plen >= rt->path_len) {
+        size_t rl = strlen(rt->prefix_rewrite);
+        rewritten = malloc(rl + plen - rt->path_len + 1);
+        if (rewritten == NULL)
+            return -1;
+        memcpy(rewritten, rt->prefix_rewrite, rl);
+        memcpy(rewritten + rl, path + rt->path_len, plen - rt->path_len);
+        plen = rl + plen - rt->path_len;
+        path = rewritten;
+    }
+    int rc_ = -1;
+    if (buf_add(b, m->method, m->method_len) < 0 || buf_str(b, " ") < 0 || buf_add(b, path, plen) < 0 ||
+        buf_str(b, " HTTP/1.1\r\n") < 0)
+        goto out;
+    for (size_t i = 0; i < m->nheaders; i++) {
+        const px_h1_header_t *h = &m->headers[i];
+        if (hop_or_replaced(m, h))
+            continue;
+        if ((rt->host_rewrite || d->absolute) && px_h1_ieq(h->name, h->name_len, "host"))
+            continue;
+        if (px_h1_ieq(h->name, h->name_len, "x-forwarded-for") ||
+            px_h1_ieq(h->name, h->name_len, "x-request-id"))
+            continue;
+        if (removed_by(&rt->req, h) || (vh && removed_by(&vh->req, h)) || (rc && removed_by(&rc->req, h)) ||
+            (wc && removed_by(&wc->req, h)))
+            continue;
+        if (buf_add(b, h->name, h->name_len) < 0 || buf_str(b, ": ") < 0 ||
+            buf_add(b, h->value, h->value_len) < 0 || buf_str(b, "\r\n") < 0)
+            goto out;
+    }
+    if (rt->host_rewrite && (buf_str(b, "host: ") < 0 || buf_str(b, rt->host_rewrite) < 0 ||
+                             buf_str(b, "\r\n") < 0))
+        goto out;
+    if (!rt->host_rewrite && (m->host == NULL || d->absolute) && (buf_str(b, "host: ") < 0 || buf_str(b, d->authority ? d->authority : "") < 0 ||
+                            buf_str(b, "\r\n") < 0))
+        goto out;
+    char line[512];
+    snprintf(line, sizeof(line), "x-forwarded-for: %s%s%s\r\nx-forwarded-proto: http\r\nx-request-id: %s\r\n",
+             d->xff ? d->xff : "", d->xff ? ", " : "", d->peer, d->request_id);
+    if (buf_str(b, line) < 0)
+        goto out;
+    if (rt->timeout_ms) {
+        snprintf(line, sizeof(line), "x-envoy-expected-rq-timeout-ms: %llu\r\n",
+                 (unsigned long long)rt->timeout_ms);
+        if (buf_str(b, line) < 0)
+            goto out;
+    }
+    if (rewritten) {
+        if (buf_str(b, "x-envoy-original-path: ") < 0 || buf_add(b, d->path, d->path_len) < 0 ||
+            buf_str(b, "\r\n") < 0)
+            goto out;
+    }
+    if ((wc && add_ops(b, &wc->req) < 0) || add_ops(b, &rt->req) < 0 || (vh && add_ops(b, &vh->req) < 0) ||
+        (rc && add_ops(b, &rc->req) < 0))
+        goto out;
+    if (m->upgrade) {
+        const px_h1_header_t *up = px_h1_find(m, "upgrade");
+        if (buf_str(b, "connection: upgrade\r\nupgrade: ") < 0 || buf_add(b, up->value, up->value_len) < 0 ||
+            buf_str(b, "\r\n") < 0)
+            goto out;
+    }
+    if (m->body == PX_H1_BODY_CHUNKED) {
+        if (buf_str(b, "transfer-encoding: chunked\r\n") < 0)
+            goto out;
+    }
+    if (buf_str(b, "\r\n") < 0)
+        goto out;
+    rc_ = 0;
+out:
+    free(rewritten);
+    return rc_;
+}
+
+/* Moves request body bytes from d->in to the upstream (re-encoding chunked).
+ * Returns -1 on malformed framing. */
+static int pump_request_body(dconn_t *d)
+{
+    if (d->req_body_done || d->u == NULL)
+        return 0;
+    buf_t *out = &d->u->out;
+    if (d->req_body == PX_H1_BODY_LENGTH) {
+        size_t n = d->in.len < d->req_left ? d->in.len : (size_t)d->req_left;
+        if (n && buf_add(out, d->in.data, n) < 0)
+            return -1;
+        buf_consume(&d->in, n);
+        d->req_left -= n;
+        d->bytes_in += n;
+        if (d->req_left == 0)
+            d->req_body_done = true;
+        return 0;
+    }
+    if (d->req_body == PX_H1_BODY_CHUNKED) {
+        size_t pos = 0;
+        for (;;) {
+            size_t used;
+            const char *data, *err;
+            size_t dl;
+            int r = px_h1_chunked_decode(&d->req_chunk, d->in.data + pos, d->in.len - pos, &used, &data, &dl, &err);
+            if (r == -1)
+                return -1;
+            pos += used;
+            if (r == 1) {
+                char hdr[24];
+                size_t hl = px_h1_chunk_header(hdr, dl);
+                if (buf_add(out, hdr, hl) < 0 || buf_add(out, data, dl) < 0 || buf_str(out, "\r\n") < 0)
+                    return -1;
+                d->bytes_in += dl;
+                continue;
+            }
+            if (r == 0) {
+                if (buf_str(out, "0\r\n") < 0 || buf_add(out, data, dl) < 0 || buf_str(out, "\r\n") < 0)
+                    return -1;
+                d->req_body_done = true;
+            }
+            break;
+        }
+        buf_consume(&d->in, pos);
+        return 0;
+    }
+    d->req_body_done = true;
+    return 0;
+}
+
+static const px_cluster_t *find_cluster(const px_snapshot_t *s, const char *name)
+{
+    return name ? px_snapshot_cluster(s, name) : NULL;
+}
+
+static lb_state_t *lb_for(worker_t *w, const px_cluster_t *c)
+{
+    lb_state_t *ls = hmap_get(&w->lbs, c->name);
+    if (ls == NULL) {
+        ls = calloc(1, sizeof(*ls));
+        if (ls == NULL)
+            return NULL;
+        ls->cluster = strdup(c->name);
+        if (ls->cluster == NULL) {
+            free(ls);
+            return NULL;
+        }
+        px_lb_init(&ls->lb, c, wrand(w));
+        hmap_put(&w->lbs, ls->cluster, ls);
+    }
+    if (ls->lb.nactive != c->nendpoints) {
+        uint64_t rr = ls->lb.rr_next;
+        px_lb_free(&ls->lb);
+        px_lb_init(&ls->lb, c, wrand(w));
+        ls->lb.rr_next = rr;
+    }
+    return ls;
+}
+
+static ep_active_t *active_for(worker_t *w, const char *address)
+{
+    ep_active_t *e = hmap_get(&w->active, address);
+    if (e == NULL) {
+        e = calloc(1, sizeof(*e));
+        if (e == NULL)
+            return NULL;
+        e->address = strdup(address);
+        if (e->address == NULL) {
+            free(e);
+            return NULL;
+        }
+        hmap_put(&w->active, e->address, e);
+    }
+    return e;
+}
+
+static uint64_t request_hash(dconn_t *d)
+{
+    const px_route_t *rt = d->route;
+    const char *v = NULL;
+    size_t vl = 0;
+    if (rt->hash == PX_HASH_SOURCE_IP) {
+        v = d->peer;
+        vl = strlen(d->peer);
+    } else if (rt->hash == PX_HASH_HEADER) {
+        const px_h1_header_t *h = px_h1_find(&d->req, rt->hash_name);
+        if (h) {
+            v = h->value;
+            vl = h->value_len;
+        }
+    }
+    return v ? px_hash64(v, vl) : wrand(d->w);
+}
+
+static void redirect_reply(dconn_t *d)
+{
+    const px_route_t *rt = d->route;
+    char loc[2048], hdr[2200];
+    const char *host = rt->redirect_host ? rt->redirect_host : (d->authority ? d->authority : "");
+    const char *scheme = rt->redirect_scheme ? rt->redirect_scheme : "http";
+    const char *t = d->path;
+    size_t tl = d->path_len;
+    const char *q = memchr(t, '?', tl);
+    size_t pl = q ? (size_t)(q - t) : tl;
+    char path[1024];
+    if (rt->redirect_path)
+        snprintf(path, sizeof(path), "%s", rt->redirect_path);
+    else if (rt->redirect_prefix && pl >= rt->path_len)
+        snprintf(path, sizeof(path), "%s%.*s", rt->redirect_prefix, (int)(pl - rt->path_len), t + rt->path_len);
+    else
+        snprintf(path, sizeof(path), "%.*s", (int)pl, t);
+    char port[16] = "";
+    if (rt->redirect_port)
+        snprintf(port, sizeof(port), ":%u", rt->redirect_port);
+    snprintf(loc, sizeof(loc), "%s://%s%s%s%.*s", scheme, host, port, path,
+             rt->strip_query || !q ? 0 : (int)(tl - pl), q ? q : "");
+    snprintf(hdr, sizeof(hdr), "location: %s\r\n", loc);
+    local_reply(d, rt->redirect_code, "-", NULL, hdr, false);
+}
+
+/* Routes a parsed request and starts proxying it. */
+static void start_request(dconn_t *d)
+{
+    worker_t *w = d->w;
+    px_h1_msg_t *m = &d->req;
+    char rid[37];
+    CINC(w->st.rq_total);
+    d->start_ms = loop_now(w->loop);
+    clock_gettime(CLOCK_REALTIME, &d->start_wall);
+    snprintf(d->method, sizeof(d->method), "%.*s", (int)(m->method_len < 15 ? m->method_len : 15), m->method);
+    d->path_log = slice_dup(m->target, m->target_len);
+    d->path = m->target;
+    d->path_len = m->target_len;
+    const char *host = m->host;
+    size_t host_len = m->host_len;
+    if (m->target[0] != '/' && m->target[0] != '*' && !m->is_connect) {
+        /* absolute form: the URI's authority wins over Host (RFC 9112 3.2.2) */
+        /* the parser accepted only http:// or https:// here */
+        const char *auth = (const char *)memmem(m->target, m->target_len, "://", 3) + 3;
+        d->absolute = true;
+        const char *end = m->target + m->target_len;
+        const char *slash = memchr(auth, '/', (size_t)(end - auth));
+        const char *qm = memchr(auth, '?', (size_t)(end - auth));
+        const char *pe = slash && (!qm || slash < qm) ? slash : qm ? qm : end;
+        host = auth;
+        host_len = (size_t)(pe - auth);
+        d->path = pe < end && *pe == '/' ? pe : "/";
+        d->path_len = pe < end && *pe == '/' ? (size_t)(end - pe) : 1;
+    }
+    d->authority = host ? slice_dup(host, host_len) : NULL;
+    const px_h1_header_t *h = px_h1_find(m, "x-request-id");
+    if (h && h->value_len > 0 && h->value_len < 128) {
+        d->request_id = slice_dup(h->value, h->value_len);
+    } else {
+        make_request_id(w, rid);
+        d->request_id = strdup(rid);
+    }
+    if ((h = px_h1_find(m, "user-agent")))
+        d->user_agent = slice_dup(h->value, h->value_len);
+    if ((h = px_h1_find(m, "x-forwarded-for")))
+        d->xff = slice_dup(h->value, h->value_len);
+    d->keep_alive = m->keep_alive && !w->draining && !d->listener_gone;
+    d->req_body = m->body;
+    d->req_left = m->content_length;
+    px_h1_chunked_init(&d->req_chunk);
+    d->req_body_done = m->body == PX_H1_BODY_NONE;
+
+    const px_route_config_t *rc = d->listener->route_config;
+    if (rc == NULL) {
+        local_reply(d, 404, "NR", NULL, NULL, !d->req_body_done);
+        return;
+    }
+    px_route_req_t rr = {host, host_len, m->method, m->method_len, d->path, d->path_len,
+                         m->headers, m->nheaders};
+    const px_vhost_t *vh = NULL;
+    const px_route_t *rt = px_route_match(rc, &rr, &vh);
+    d->route = rt;
+    d->vhost = vh;
+    if (rt == NULL) {
+        local_reply(d, 404, "NR", NULL, NULL, !d->req_body_done);
+        return;
+    }
+    if (rt->action == PX_ACT_DIRECT) {
+        /* direct responses are written as configured */
+        char *body = rt->direct_body ? slice_dup(rt->direct_body, rt->direct_body_len) : NULL;
+        local_reply(d, rt->direct_status, "-", body, NULL, !d->req_body_done);
+        free(body);
+        return;
+    }
+    if (rt->action == PX_ACT_REDIRECT) {
+        if (!d->req_body_done)
+            d->keep_alive = false;
+        redirect_reply(d);
+        return;
+    }
+    const px_weighted_t *wc = NULL;
+    const char *cname = rt->cluster;
+    if (rt->action == PX_ACT_WEIGHTED) {
+        uint32_t x = (uint32_t)(wrand(w) % rt->total_weight);
+        for (size_t i = 0; i < rt->nweighted; i++) {
+            if (x < rt->weighted[i].weight) {
+                wc = &rt->weighted[i];
+                break;
+            }
+            x -= rt->weighted[i].weight;
+        }
+        if (wc == NULL)
+            wc = &rt->weighted[rt->nweighted - 1];
+        cname = wc->cluster;
+        d->weighted = wc;
+    }
+    const px_cluster_t *c = find_cluster(d->snap, cname);
+    if (c == NULL) {
+        local_reply(d, 503, "NC", NULL, NULL, !d->req_body_done);
+        return;
+    }
+    d->cluster = c;
+    lb_state_t *ls = lb_for(w, c);
+    if (ls && c->lb == PX_LB_LEAST_REQUEST)
+        for (size_t i = 0; i < c->nendpoints && i < ls->lb.nactive; i++) {
+            ep_active_t *e = hmap_get(&w->active, c->endpoints[i].address);
+            ls->lb.active[i] = e ? e->n : 0;
+        }
+    long ei = ls ? px_lb_pick(&ls->lb, c, c->lb == PX_LB_RING_HASH ? request_hash(d) : 0) : -1;
+    if (ei < 0) {
+        local_reply(d, 503, "UH", "no healthy upstream", NULL, !d->req_body_done);
+        return;
+    }
+    const px_endpoint_t *ep = &c->endpoints[ei];
+    d->endpoint = ep;
+    snprintf(d->upstream_host, sizeof(d->upstream_host), "%s", ep->address);
+    d->ep = active_for(w, ep->address);
+    if (d->ep)
+        d->ep->n++;
+    uconn_t *u = pool_get(w, ep->address);
+    if (u) {
+        CINC(w->st.ucx_reused);
+    } else {
+        u = uconn_connect(w, ep, c->connect_timeout_ms);
+        if (u == NULL) {
+            local_reply(d, 503, "UF",
+                        "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+                        NULL, true);
+            return;
+        }
+    }
+    CINC(w->st.urq_total);
+    u->d = d;
+    d->u = u;
+    d->state = D_PROXY;
+    d->resp_head_done = false;
+    if (m->expect_continue && !d->req_body_done) {
+        /* answered here; the upstream gets the body without waiting */
+        buf_str(&d->out, "HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    if (write_upstream_head(d, vh, wc) < 0) {
+        upstream_failed(d, "internal error");
+        return;
+    }
+    if (u->reused && m->body == PX_H1_BODY_NONE && !m->upgrade)
+        buf_add(&d->retry_head, u->out.data, u->out.len);
+    if (rt->timeout_ms)
+        loop_timer_start(d->timer, rt->timeout_ms, 0);
+    /* the caller consumes the head, pumps the body and flushes */
+}
+
+/* Parses and handles whatever complete request heads d->in holds. */
+/* Between requests a connection moves to the worker's newest snapshot if
+ * its listener is still there; if the listener was removed, it finishes on
+ * the old snapshot and closes after this request (drain). */
+static void refresh_snapshot(dconn_t *d)
+{
+    worker_t *w = d->w;
+    if (d->snap == w->snap || w->snap == NULL)
+        return;
+    for (size_t i = 0; i < w->snap->nlisteners; i++) {
+        const px_listener_t *l = &w->snap->listeners[i];
+        if (strcmp(l->name, d->listener->name) == 0 && l->kind == d->listener->kind) {
+            px_snapshot_t *old = d->snap;
+            d->snap = px_snapshot_ref(w->snap);
+            d->listener = l;
+            px_snapshot_unref(old);
+            return;
+        }
+    }
+    d->listener_gone = true;
+}
+
+static void dconn_process(dconn_t *d)
+{
+    if (d->closed || d->state != D_HEAD)
+        return;
+    refresh_snapshot(d);
+    const char *err = NULL;
+    int r = d->in.len ? px_h1_parse_request(d->in.data, d->in.len, &d->req, &err) : -2;
+    if (r == -2) {
+        if (d->w->draining && d->in.len == 0) {
+            dconn_close(d);
+            return;
+        }
+        loop_timer_start(d->timer, d->w->srv->opt.idle_timeout_ms, 0);
+        d_update_interest(d);
+        return;
+    }
+    if (r < 0) {
+        CINC(d->w->st.rq_total);
+        snprintf(d->method, sizeof(d->method), "-");
+        d->keep_alive = false;
+        d->in.len = 0;
+        local_reply(d, d->req.status, "DPE", reason_phrase(d->req.status), NULL, true);
+        return;
+    }
+    /* The head stays in d->in (the message's slices point into it) until it is
+     * forwarded; then it is consumed. */
+    loop_timer_stop(d->timer);
+    start_request(d);
+    if (d->closed)
+        return;
+    /* The request head is no longer needed once forwarded or answered. */
+    if ((size_t)r <= d->in.len) {
+        /* slices into d->in are dead from here on */
+        buf_consume(&d->in, (size_t)r);
+        /* the body bytes that came with the head */
+        if (d->state == D_PROXY && pump_request_body(d) < 0) {
+            upstream_failed(d, "protocol error");
+            return;
+        }
+        if (d->state == D_PROXY && d->u && d->u->state == U_ACTIVE) {
+            if (u_flush(d->u) < 0) {
+                upstream_failed(d, "connection failure");
+                return;
+            }
+            u_update_interest(d->u);
+        }
+    }
+    if (d->state == D_LOCAL && d->out.len == 0)
+        goto next;
+    d_update_interest(d);
+    return;
+next:
+    /* local answer fully written at once */
+    if (!d->keep_alive) {
+        dconn_close(d);
+        return;
+    }
+    if (d->req.body != PX_H1_BODY_NONE) {
+        /* a body we did not read: cannot find the next request reliably */
+        dconn_close(d);
+        return;
+    }
+    d->state = D_HEAD;
+    dconn_process(d);
+}
+
+/* ---- response relay ---- */
+
+static int write_downstream_head(dconn_t *d, const px_h1_msg_t *r)
+{
+    buf_t *b = &d->out;
+    const px_route_t *rt = d->route;
+    const px_vhost_t *vh = d->vhost;
+    const px_weighted_t *wc = d->weighted;
+    const px_route_config_t *rc = d->listener->route_config;
+    char line[256];
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %.*s\r\n", r->status_code, (int)r->reason_len,
+                     r->reason ? r->reason : "");
+    if (buf_add(b, line, (size_t)n) < 0)
+        return -1;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const px_h1_header_t *h = &r->headers[i];
+        if (px_h1_is_hop_by_hop(r, h->name, h->name_len) && !(d->req.upgrade && r->status_code == 101))
+            continue;
+        if (px_h1_ieq(h->name, h->name_len, "content-length") && d->resp_chunked_out)
+            continue;
+        if ((rt && removed_by(&rt->resp, h)) || (vh && removed_by(&vh->resp, h)) ||
+            (wc && removed_by(&wc->resp, h)) || (rc && removed_by(&rc->resp, h)))
+            continue;
+        if (buf_add(b, h->name, h->name_len) < 0 || buf_str(b, ": ") < 0 ||
+            buf_add(b, h->value, h->value_len) < 0 || buf_str(b, "\r\n") < 0)
+            return -1;
+    }
+    if (r->status_code == 101)
+        return buf_str(b, "\r\n");
+    /* most specific first: weighted cluster, route, virtual host, route config */
+    if ((wc && add_ops(b, &wc->resp) < 0) || (rt && add_ops(b, &rt->resp) < 0) ||
+        (vh && add_ops(b, &vh->resp) < 0) || (rc && add_ops(b, &rc->resp) < 0))
+        return -1;
+    d->upstream_ms = (int64_t)(loop_now(d->w->loop) - d->start_ms);
+    n = snprintf(line, sizeof(line), "x-envoy-upstream-service-time: %lld\r\n", (long long)d->upstream_ms);
+    if (buf_add(b, line, (size_t)n) < 0)
+        return -1;
+    if (d->resp_chunked_out && buf_str(b, "transfer-encoding: chunked\r\n") < 0)
+        return -1;
+    if (!d->keep_alive && buf_str(b, "connection: close\r\n") < 0)
+        return -1;
+    return buf_str(b, "\r\n");
+}
+
+/* The response is complete: recycle the upstream, go on with the next request. */
+static void response_done(dconn_t *d)
+{
+    uconn_t *u = d->u;
+    loop_timer_stop(d->timer);
+    d->u = NULL;
+    if (u) {
+        u->d = NULL;
+        if (d->resp_keep_alive && d->req_body_done && u->in.len == 0)
+            pool_put(u);
+        else
+            uconn_close(u);
+    }
+    request_done(d);
+    if (!d->keep_alive || !d->req_body_done) {
+        d->state = D_CLOSING;
+        if (d->out.len == 0)
+            dconn_close(d);
+        else
+            d_update_interest(d);
+        return;
+    }
+    d->state = D_HEAD;
+    if (d->out.len == 0)
+        dconn_process(d);
+    else
+        d_update_interest(d);
+}
+
+/* Relays what u->in holds to the downstream. */
+static void relay_response(dconn_t *d, uconn_t *u, bool eof)
+{
+    for (;;) {
+        if (!d->resp_head_done) {
+            px_h1_msg_t *r = malloc(sizeof(*r));
+            const char *err;
+            if (r == NULL) {
+                upstream_failed(d, "internal error");
+                return;
+            }
+            int n = px_h1_parse_response(u->in.data, u->in.len, d->req.is_head, false, r, &err);
+            if (n == -2) {
+                free(r);
+                if (eof)
+                    upstream_failed(d, "connection termination");
+                return;
+            }
+            if (n < 0) {
+                free(r);
+                if (u)
+                    uconn_close(u);
+                d->u = NULL;
+                local_reply(d, 502, "UPE", "upstream sent an invalid response", NULL, true);
+                return;
+            }
+            if (r->status_code >= 100 && r->status_code < 200 && r->status_code != 101) {
+                /* interim responses are absorbed (100-continue was answered here) */
+                buf_consume(&u->in, (size_t)n);
+                free(r);
+                continue;
+            }
+            d->resp_head_done = true;
+            d->resp_code = r->status_code;
+            d->resp_body = r->body;
+            d->resp_left = r->content_length;
+            d->resp_keep_alive = r->keep_alive;
+            px_h1_chunked_init(&d->resp_chunk);
+            if (r->body == PX_H1_BODY_EOF) {
+                /* a close-delimited body goes out chunked to HTTP/1.1 clients */
+                if (d->req.minor_version == 1)
+                    d->resp_chunked_out = true;
+                else
+                    d->keep_alive = false;
+            } else if (r->body == PX_H1_BODY_CHUNKED) {
+                d->resp_chunked_out = true;
+            }
+            if (r->status_code == 101 && !d->req.upgrade) {
+                free(r);
+                uconn_close(u);
+                d->u = NULL;
+                local_reply(d, 502, "UPE", "unexpected upgrade", NULL, true);
+                return;
+            }
+            int wr = write_downstream_head(d, r);
+            free(r);
+            if (wr < 0) {
+                upstream_failed(d, "internal error");
+                return;
+            }
+            buf_consume(&u->in, (size_t)n);
+            if (d->resp_code == 101) {
+                loop_timer_stop(d->timer);
+                d->state = D_TUNNEL;
+                d->req_body_done = true;
+                if (u->in.len) {
+                    buf_add(&d->out, u->in.data, u->in.len);
+                    u->in.len = 0;
+                }
+                /* bytes the client already sent after its head go up */
+                if (d->in.len) {
+                    buf_add(&u->out, d->in.data, d->in.len);
+                    d->in.len = 0;
+                }
+                return;
+            }
+            if (d->resp_body == PX_H1_BODY_NONE) {
+                response_done(d);
+                return;
+            }
+        }
+        /* body */
+        if (d->resp_body == PX_H1_BODY_LENGTH) {
+            size_t n = u->in.len < d->resp_left ? u->in.len : (size_t)d->resp_left;
+            if (n && buf_add(&d->out, u->in.data, n) < 0) {
+                upstream_failed(d, "internal error");
+                return;
+            }
+            buf_consume(&u->in, n);
+            d->resp_left -= n;
+            d->bytes_out += n;
+            if (d->resp_left == 0) {
+                response_done(d);
+                return;
+            }
+            if (eof)
+                upstream_failed(d, "connection termination");
+            return;
+        }
+        if (d->resp_body == PX_H1_BODY_CHUNKED) {
+            size_t pos = 0;
+            for (;;) {
+                size_t used;
+                const char *data, *err;
+                size_t dl;
+                int r = px_h1_chunked_decode(&d->resp_chunk, u->in.data + pos, u->in.len - pos, &used, &data, &dl, &err);
+                if (r == -1) {
+                    upstream_failed(d, "protocol error");
+                    return;
+                }
+                pos += used;
+                if (r == 1) {
+                    char hdr[24];
+                    size_t hl = px_h1_chunk_header(hdr, dl);
+                    buf_add(&d->out, hdr, hl);
+                    buf_add(&d->out, data, dl);
+                    buf_str(&d->out, "\r\n");
+                    d->bytes_out += dl;
+                    continue;
+                }
+                if (r == 0) {
+                    buf_str(&d->out, "0\r\n");
+                    buf_add(&d->out, data, dl);
+                    buf_str(&d->out, "\r\n");
+                    buf_consume(&u->in, pos);
+                    response_done(d);
+                    return;
+                }
+                break;
+            }
+            buf_consume(&u->in, pos);
+            if (eof)
+                upstream_failed(d, "connection termination");
+            return;
+        }
+        /* until EOF */
+        if (u->in.len) {
+            if (d->resp_chunked_out) {
+                char hdr[24];
+                size_t hl = px_h1_chunk_header(hdr, u->in.len);
+                buf_add(&d->out, hdr, hl);
+                buf_add(&d->out, u->in.data, u->in.len);
+                buf_str(&d->out, "\r\n");
+            } else {
+                buf_add(&d->out, u->in.data, u->in.len);
+            }
+            d->bytes_out += u->in.len;
+            u->in.len = 0;
+        }
+        if (eof) {
+            if (d->resp_chunked_out)
+                buf_str(&d->out, "0\r\n\r\n");
+            d->resp_keep_alive = false;
+            response_done(d);
+        }
+        return;
+    }
+}
+
+static void uconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
+{
+    (void)io;
+    uconn_t *u = arg;
+    if (u->fd < 0)
+        return;
+    if (u->state == U_CONNECTING) {
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        if (soerr != 0) {
+            if (u->d)
+                upstream_failed(u->d, "connection failure");
+            else
+                uconn_close(u);
+            return;
+        }
+        loop_timer_stop(u->timer);
+        u->state = U_ACTIVE;
+        if (u->d == NULL) {
+            uconn_close(u);
+            return;
+        }
+        if (u->d->state == D_TUNNEL && u->d->down_eof && u->out.len == 0)
+            shutdown(fd, SHUT_WR);
+    }
+    if (u->state == U_IDLE) {
+        /* an idle pooled connection became readable: closed or junk */
+        uconn_close(u);
+        return;
+    }
+    dconn_t *d = u->d;
+    if (d == NULL) {
+        uconn_close(u);
+        return;
+    }
+    if ((ev & LOOP_WRITE) && u->out.len) {
+        if (u_flush(u) < 0) {
+            upstream_failed(d, "connection failure");
+            return;
+        }
+        if (d->state == D_TUNNEL && d->down_eof && u->out.len == 0)
+            shutdown(u->fd, SHUT_WR);
+        /* the upstream took bytes: the client may be read again */
+        if (d->state == D_PROXY || d->state == D_TUNNEL)
+            d_update_interest(d);
+        /* room again: read more request body from the client */
+        if (d->state == D_PROXY && d->in.len && pump_request_body(d) == 0 && u_flush(u) < 0) {
+            upstream_failed(d, "connection failure");
+            return;
+        }
+    }
+    if (ev & LOOP_READ) {
+        bool eof = false;
+        while (d->out.len < OUT_HIGH) {
+            if (buf_reserve(&u->in, 16384) < 0) {
+                upstream_failed(d, "internal error");
+                return;
+            }
+            ssize_t n = recv(fd, u->in.data + u->in.len, u->in.cap - u->in.len, 0);
+            if (n > 0) {
+                u->in.len += (size_t)n;
+                if (u->in.len > 4 * 1024 * 1024)
+                    break;
+                continue;
+            }
+            if (n == 0) {
+                eof = true;
+                u->peer_closed = true;
+                break;
+            }
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                if (d->state == D_TUNNEL) {
+                    dconn_close(d);
+                    return;
+                }
+                upstream_failed(d, "connection failure");
+                return;
+            }
+            break;
+        }
+        if (d->state == D_TUNNEL) {
+            if (u->in.len) {
+                buf_add(&d->out, u->in.data, u->in.len);
+                d->bytes_out += u->in.len;
+                u->in.len = 0;
+            }
+            if (eof) {
+                d->state = D_CLOSING;
+                uconn_close(u);
+                d->u = NULL;
+            }
+        } else {
+            if (eof && d->state == D_PROXY && d->u == u && u->in.len == 0 && !d->resp_head_done) {
+                upstream_failed(d, u->reused ? "connection termination (reused)" : "connection termination");
+                return;
+            }
+            relay_response(d, u, eof);
+        }
+        if (d->closed)
+            return;
+        if (d_flush(d) < 0) {
+            dconn_close(d);
+            return;
+        }
+        if (d->state == D_CLOSING && d->out.len == 0) {
+            dconn_close(d);
+            return;
+        }
+        if (d->state == D_HEAD) {
+            /* a pipelined request may be waiting in d->in */
+            if (d->out.len == 0)
+                dconn_process(d);
+            return;
+        }
+        d_update_interest(d);
+    }
+    if (d->u == u && !d->closed)
+        u_update_interest(u);
+}
+
+/* ---- downstream connections ---- */
+
+static void dconn_free_cb(void *arg)
+{
+    dconn_t *d = arg;
+    buf_free(&d->in);
+    buf_free(&d->out);
+    buf_free(&d->retry_head);
+    px_snapshot_unref(d->snap);
+    free(d);
+}
+
+static void dconn_close(dconn_t *d)
+{
+    if (d->closed)
+        return;
+    d->closed = true;
+    worker_t *w = d->w;
+    if (d->listener && d->listener->kind == PX_LISTENER_TCP && d->cluster) {
+        px_metric_t *m = metric_for(d, true);
+        if (m) {
+            m->tcp_closed++;
+            m->tcp_received += d->bytes_in;
+            m->tcp_sent += d->bytes_out;
+        }
+    }
+    if (d->start_ms) {
+        if (d->resp_code == 0) {
+            d->flags = d->u ? "DC" : "-";
+            d->resp_code = 0;
+        }
+        request_done(d);
+    }
+    request_reset(d);
+    if (d->u) {
+        uconn_t *u = d->u;
+        d->u = NULL;
+        uconn_close(u);
+    }
+    loop_io_del(d->io);
+    loop_timer_free(d->timer);
+    close(d->fd);
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        w->conns = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    w->nconns--;
+    CDEC(w->st.cx_active);
+    loop_defer(w->loop, dconn_free_cb, d);
+}
+
+static void dconn_timeout(loop_timer_t *t, void *arg)
+{
+    (void)t;
+    dconn_t *d = arg;
+    if (d->state == D_PROXY && !d->resp_head_done) {
+        /* route timeout before the response head: 504 UT */
+        if (d->u) {
+            uconn_close(d->u);
+            d->u = NULL;
+        }
+        d->req_body_done = true;
+        local_reply(d, 504, "UT", "upstream request timeout", NULL, true);
+        return;
+    }
+    dconn_close(d);
+}
+
+static void dconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
+{
+    (void)io;
+    dconn_t *d = arg;
+    if (d->closed)
+        return;
+    if ((ev & LOOP_WRITE) && d->out.len) {
+        if (d_flush(d) < 0) {
+            dconn_close(d);
+            return;
+        }
+        if (d->out.len == 0) {
+            if (d->state == D_CLOSING) {
+                dconn_close(d);
+                return;
+            }
+            if (d->state == D_LOCAL) {
+                if (!d->keep_alive || !d->req_body_done) {
+                    dconn_close(d);
+                    return;
+                }
+                d->state = D_HEAD;
+                dconn_process(d);
+                return;
+            }
+            if (d->state == D_HEAD) {
+                dconn_process(d);
+                if (d->closed)
+                    return;
+            }
+            /* upstream may continue now */
+            if (d->u && d->u->state == U_ACTIVE)
+                u_update_interest(d->u);
+        }
+    }
+    if (ev & LOOP_READ) {
+        bool eof = false;
+        size_t cap = d->state == D_TUNNEL ? 65536 : IN_CAP;
+        while (d->in.len < cap) {
+            if (buf_reserve(&d->in, cap - d->in.len) < 0) {
+                dconn_close(d);
+                return;
+            }
+            ssize_t n = recv(fd, d->in.data + d->in.len, cap - d->in.len, 0);
+            if (n > 0) {
+                d->in.len += (size_t)n;
+                continue;
+            }
+            if (n == 0) {
+                eof = true;
+                break;
+            }
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                dconn_close(d);
+                return;
+            }
+            break;
+        }
+        if (d->state == D_HEAD) {
+            if (eof && d->in.len == 0) {
+                dconn_close(d);
+                return;
+            }
+            loop_timer_start(d->timer, d->w->srv->opt.idle_timeout_ms, 0);
+            dconn_process(d);
+            if (!d->closed && eof) {
+                /* the client is done sending: answer what it asked, then close */
+                if (d->state == D_HEAD || (d->state == D_PROXY && !d->req_body_done))
+                    dconn_close(d);
+                else
+                    d->keep_alive = false;
+            }
+            return;
+        }
+        if (d->state == D_TUNNEL) {
+            if (d->u && d->in.len) {
+                buf_add(&d->u->out, d->in.data, d->in.len);
+                d->bytes_in += d->in.len;
+                d->in.len = 0;
+                if (d->u->state == U_ACTIVE && u_flush(d->u) < 0) {
+                    dconn_close(d);
+                    return;
+                }
+                u_update_interest(d->u);
+            }
+            if (eof) {
+                d->down_eof = true;
+                /* pass the half-close on once what the client sent is out */
+                if (d->u && d->u->state == U_ACTIVE && d->u->out.len == 0)
+                    shutdown(d->u->fd, SHUT_WR);
+                if (d->u == NULL) {
+                    dconn_close(d);
+                    return;
+                }
+                loop_io_modify(d->io, d->out.len ? LOOP_WRITE : 0);
+                return;
+            }
+        } else if (d->state == D_PROXY) {
+            if (pump_request_body(d) < 0) {
+                d->keep_alive = false;
+                upstream_failed(d, "protocol error");
+                return;
+            }
+            if (d->u && d->u->state == U_ACTIVE) {
+                if (u_flush(d->u) < 0) {
+                    upstream_failed(d, "connection failure");
+                    return;
+                }
+                u_update_interest(d->u);
+            }
+            if (eof && !d->req_body_done) {
+                dconn_close(d);
+                return;
+            }
+            if (eof)
+                d->keep_alive = false;
+        } else if (eof) {
+            d->keep_alive = false;
+        }
+        if (!d->closed)
+            d_update_interest(d);
+    }
+}
+
+/* TCP proxy: connect to the cluster and pump bytes both ways. */
+static void start_tcp(dconn_t *d)
+{
+    worker_t *w = d->w;
+    const px_cluster_t *c = find_cluster(d->snap, d->listener->tcp_cluster);
+    d->start_ms = loop_now(w->loop);
+    clock_gettime(CLOCK_REALTIME, &d->start_wall);
+    snprintf(d->method, sizeof(d->method), "-");
+    lb_state_t *ls = c ? lb_for(w, c) : NULL;
+    long ei = ls ? px_lb_pick(&ls->lb, c, px_hash64(d->peer, strlen(d->peer))) : -1;
+    uconn_t *u = ei >= 0 ? uconn_connect(w, &c->endpoints[ei], c->connect_timeout_ms) : NULL;
+    if (u == NULL) {
+        d->flags = ei < 0 ? "UH" : "UF";
+        dconn_close(d);
+        return;
+    }
+    snprintf(d->upstream_host, sizeof(d->upstream_host), "%s", c->endpoints[ei].address);
+    d->cluster = c;
+    px_metric_t *m = metric_for(d, true);
+    if (m)
+        m->tcp_opened++;
+    u->d = d;
+    d->u = u;
+    d->state = D_TUNNEL;
+    d->resp_code = 0;
+    d->flags = "-";
+    d->req_body_done = true;
+    d_update_interest(d);
+}
+
+static void accept_cb(loop_io_t *io, int fd, unsigned ev, void *arg)
+{
+    (void)io;
+    (void)ev;
+    wlistener_t *wl = arg;
+    worker_t *w = wl->w;
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0)
+            return;
+        const px_listener_t *l = NULL;
+        for (size_t k = 0; w->snap && k < w->snap->nlisteners; k++)
+            if (strcmp(w->snap->listeners[k].name, wl->name) == 0)
+                l = &w->snap->listeners[k];
+        dconn_t *d = l ? calloc(1, sizeof(*d)) : NULL;
+        if (d == NULL) {
+            close(cfd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        d->w = w;
+        d->fd = cfd;
+        d->upstream_ms = -1;
+        d->snap = px_snapshot_ref(w->snap);
+        d->listener = l;
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, d->peer, sizeof(d->peer));
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, d->peer, sizeof(d->peer));
+        d->state = D_HEAD;
+        d->io = loop_io_add(w->loop, cfd, LOOP_READ, dconn_on_io, d);
+        d->timer = loop_timer_new(w->loop, dconn_timeout, d);
+        if (d->io == NULL) {
+            loop_timer_free(d->timer);
+            close(cfd);
+            px_snapshot_unref(d->snap);
+            free(d);
+            continue;
+        }
+        d->next = w->conns;
+        if (w->conns)
+            w->conns->prev = d;
+        w->conns = d;
+        w->nconns++;
+        CINC(w->st.cx_total);
+        CINC(w->st.cx_active);
+        if (l->kind == PX_LISTENER_TCP) {
+            start_tcp(d);
+        } else {
+            loop_timer_start(d->timer, w->srv->opt.idle_timeout_ms, 0);
+        }
+    }
+}
+
+/* ---- listeners and snapshots ---- */
+
+typedef struct apply_msg {
+    worker_t *w;
+    px_snapshot_t *snap;
+    size_t n;
+    char **keys, **names;
+    int *fds;
+} apply_msg_t;
+
+static void wlistener_close(wlistener_t *wl)
+{
+    /* take what is already queued so no handshaken connection is lost */
+    loop_io_del(wl->io);
+    accept_cb(NULL, wl->fd, LOOP_READ, wl);
+    close(wl->fd);
+    free(wl->key);
+    free(wl->name);
+    free(wl);
+}
+
+static void apply_on_worker(void *arg)
+{
+    apply_msg_t *m = arg;
+    worker_t *w = m->w;
+    px_snapshot_t *old = w->snap;
+    w->snap = m->snap;
+    /* close listeners that are gone */
+    wlistener_t **pp = &w->listeners;
+    while (*pp) {
+        wlistener_t *wl = *pp;
+        bool keep = false;
+        for (size_t i = 0; i < m->n; i++)
+            if (strcmp(m->keys[i], wl->key) == 0 && m->fds[i] == wl->fd)
+                keep = true;
+        if (!keep) {
+            *pp = wl->next;
+            wlistener_close(wl);
+        } else {
+            pp = &wl->next;
+        }
+    }
+    for (size_t i = 0; i < m->n; i++) {
+        bool have = false;
+        for (wlistener_t *wl = w->listeners; wl; wl = wl->next)
+            if (wl->fd == m->fds[i])
+                have = true;
+        if (have || m->fds[i] < 0)
+            continue;
+        wlistener_t *wl = calloc(1, sizeof(*wl));
+        if (wl == NULL)
+            continue;
+        wl->key = strdup(m->keys[i]);
+        wl->name = strdup(m->names[i]);
+        wl->fd = m->fds[i];
+        wl->w = w;
+        wl->io = loop_io_add(w->loop, wl->fd, LOOP_READ, accept_cb, wl);
+        wl->next = w->listeners;
+        w->listeners = wl;
+    }
+    px_snapshot_unref(old);
+    for (size_t i = 0; i < m->n; i++) {
+        free(m->keys[i]);
+        free(m->names[i]);
+    }
+    free(m->keys);
+    free(m->names);
+    free(m->fds);
+    free(m);
+}
+
+static int bind_listener(const px_listener_t *l, const char *override, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    socklen_t sl;
+    const char *ip = override ? override : l->address;
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, ip, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)l->port);
+        sl = sizeof(*in4);
+    } else if (inet_pton(AF_INET6, ip, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)l->port);
+        sl = sizeof(*in6);
+    } else {
+        snprintf(err, errlen, "Listener %s: address: \"%s\" is not an IP address", l->name, ip);
+        return -1;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 1024) < 0) {
+        snprintf(err, errlen, "Listener %s: cannot listen on %s:%u: %s", l->name, ip, l->port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void listener_key(const px_listener_t *l, char *key, size_t n)
+{
+    snprintf(key, n, "%s|%s|%u|%d", l->name, l->address, l->port, (int)l->kind);
+}
+
+int px_server_apply(px_server_t *s, px_snapshot_t *snap, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->mu);
+    int nw = s->nworkers;
+    size_t n = snap->nlisteners;
+    struct slistener **fresh = calloc(n ? n : 1, sizeof(*fresh));
+    int rc = -1;
+    if (fresh == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    /* bind every new listener on every worker first: all or nothing */
+    for (size_t i = 0; i < n; i++) {
+        char key[512];
+        listener_key(&snap->listeners[i], key, sizeof(key));
+        struct slistener *sl;
+        for (sl = s->listeners; sl; sl = sl->next)
+            if (strcmp(sl->key, key) == 0)
+                break;
+        if (sl)
+            continue;
+        sl = calloc(1, sizeof(*sl));
+        if (sl == NULL)
+            goto unwind;
+        fresh[i] = sl;
+        sl->key = strdup(key);
+        sl->name = strdup(snap->listeners[i].name);
+        sl->fds = malloc((size_t)nw * sizeof(int));
+        if (!sl->key || !sl->name || !sl->fds)
+            goto unwind;
+        for (int k = 0; k < nw; k++)
+            sl->fds[k] = -1;
+        for (int k = 0; k < nw; k++) {
+            sl->fds[k] = bind_listener(&snap->listeners[i], s->opt.bind_override, err, errlen);
+            if (sl->fds[k] < 0)
+                goto unwind;
+        }
+    }
+    /* the new set: kept listeners, then fresh ones */
+    struct slistener *next_set = NULL;
+    for (size_t i = 0; i < n; i++) {
+        char key[512];
+        listener_key(&snap->listeners[i], key, sizeof(key));
+        struct slistener *sl = fresh[i], **pp;
+        if (sl == NULL)
+            for (pp = &s->listeners; *pp; pp = &(*pp)->next)
+                if (strcmp((*pp)->key, key) == 0) {
+                    sl = *pp;
+                    *pp = sl->next;
+                    break;
+                }
+        if (sl == NULL)
+            continue;
+        sl->next = next_set;
+        next_set = sl;
+    }
+    /* what is left in s->listeners is removed: workers close their fds */
+    struct slistener *gone = s->listeners;
+    s->listeners = next_set;
+    for (int k = 0; k < nw; k++) {
+        apply_msg_t *m = calloc(1, sizeof(*m));
+        size_t cnt = 0;
+        for (struct slistener *sl = next_set; sl; sl = sl->next)
+            cnt++;
+        if (m == NULL)
+            continue;
+        m->w = &s->workers[k];
+        m->snap = px_snapshot_ref(snap);
+        m->keys = calloc(cnt ? cnt : 1, sizeof(char *));
+        m->names = calloc(cnt ? cnt : 1, sizeof(char *));
+        m->fds = calloc(cnt ? cnt : 1, sizeof(int));
+        for (struct slistener *sl = next_set; sl && m->keys && m->names && m->fds; sl = sl->next) {
+            m->keys[m->n] = strdup(sl->key);
+            m->names[m->n] = strdup(sl->name);
+            m->fds[m->n] = sl->fds[k];
+            m->n++;
+        }
+        if (loop_post(s->workers[k].loop, apply_on_worker, m) < 0) {
+            px_snapshot_unref(m->snap);
+            for (size_t i = 0; i < m->n; i++) {
+                free(m->keys[i]);
+                free(m->names[i]);
+            }
+            free(m->keys);
+            free(m->names);
+            free(m->fds);
+            free(m);
+        }
+    }
+    px_snapshot_unref(s->current);
+    s->current = px_snapshot_ref(snap);
+    while (gone) {
+        struct slistener *g = gone;
+        gone = g->next;
+        /* the worker owns and closes the fds */
+        free(g->key);
+        free(g->name);
+        free(g->fds);
+        free(g);
+    }
+    rc = 0;
+    goto out;
+unwind:
+    for (size_t i = 0; i < n; i++) {
+        struct slistener *sl = fresh[i];
+        if (sl == NULL)
+            continue;
+        for (int k = 0; sl->fds && k < nw; k++)
+            if (sl->fds[k] >= 0)
+                close(sl->fds[k]);
+        free(sl->key);
+        free(sl->name);
+        free(sl->fds);
+        free(sl);
+    }
+out:
+    free(fresh);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* ---- workers ---- */
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    loop_run(w->loop);
+    return NULL;
+}
+
+static int ncpus(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0)
+            return n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+px_server_t *px_server_new(const px_options_t *o, char *err, size_t errlen)
+{
+    px_server_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->opt = *o;
+    if (s->opt.idle_timeout_ms == 0)
+        s->opt.idle_timeout_ms = 3600 * 1000;
+    s->nworkers = o->concurrency > 0 ? o->concurrency : ncpus();
+    pthread_mutex_init(&s->mu, NULL);
+    s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
+    if (s->workers == NULL) {
+        snprintf(err, errlen, "out of memory");
+        free(s);
+        return NULL;
+    }
+    int started = 0;
+    for (int i = 0; i < s->nworkers; i++) {
+        worker_t *w = &s->workers[i];
+        w->srv = s;
+        w->id = i;
+        w->rng = (uint64_t)time(NULL) * 6364136223846793005ull + (uint64_t)i * 1442695040888963407ull + 1;
+        w->loop = loop_new();
+        if (w->loop == NULL || pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            snprintf(err, errlen, "cannot start worker %d: %s", i, strerror(errno));
+            if (w->loop)
+                loop_free(w->loop);
+            w->loop = NULL;
+            break;
+        }
+        started++;
+    }
+    if (started < s->nworkers) {
+        s->nworkers = started;
+        px_server_drain_and_stop(s);
+        px_server_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+typedef struct drain_msg {
+    worker_t *w;
+    uint64_t deadline;
+    loop_timer_t *t;
+} drain_msg_t;
+
+static void drain_tick(loop_timer_t *t, void *arg)
+{
+    drain_msg_t *m = arg;
+    worker_t *w = m->w;
+    /* connections between requests go now; others when done or at the deadline */
+    dconn_t *d = w->conns;
+    while (d) {
+        dconn_t *next = d->next;
+        if ((d->state == D_HEAD && d->in.len == 0) || loop_now(w->loop) >= m->deadline)
+            dconn_close(d);
+        d = next;
+    }
+    if (w->conns == NULL || loop_now(w->loop) >= m->deadline) {
+        loop_timer_free(t);
+        free(m);
+        loop_stop(w->loop);
+    }
+}
+
+static void drain_on_worker(void *arg)
+{
+    drain_msg_t *m = arg;
+    worker_t *w = m->w;
+    w->draining = true;
+    while (w->listeners) {
+        wlistener_t *wl = w->listeners;
+        w->listeners = wl->next;
+        wlistener_close(wl);
+    }
+    m->deadline = loop_now(w->loop) + w->srv->opt.drain_ms;
+    m->t = loop_timer_new(w->loop, drain_tick, m);
+    loop_timer_start(m->t, 0, 50);
+}
+
+void px_server_drain_and_stop(px_server_t *s)
+{
+    for (int i = 0; i < s->nworkers; i++) {
+        drain_msg_t *m = calloc(1, sizeof(*m));
+        if (m == NULL) {
+            loop_stop(s->workers[i].loop);
+            continue;
+        }
+        m->w = &s->workers[i];
+        if (loop_post(s->workers[i].loop, drain_on_worker, m) < 0) {
+            free(m);
+            loop_stop(s->workers[i].loop);
+        }
+    }
+    for (int i = 0; i < s->nworkers; i++)
+        if (s->workers[i].loop) {
+            pthread_join(s->workers[i].thread, NULL);
+            s->workers[i].thread = 0;
+        }
+}
+
+static void free_map(hmap_t *m, int kind)
+{
+    size_t it = 0;
+    const char *k;
+    void *v;
+    while (hmap_next(m, &it, &k, &v)) {
+        if (kind == 0) {
+            ep_active_t *e = v;
+            free(e->address);
+            free(e);
+        } else if (kind == 2) {
+            px_metric_t *pm = v;
+            free(pm->labels);
+            free(pm);
+        } else {
+            lb_state_t *ls = v;
+            px_lb_free(&ls->lb);
+            free(ls->cluster);
+            free(ls);
+        }
+    }
+    hmap_clear(m);
+}
+
+void px_server_free(px_server_t *s)
+{
+    if (s == NULL)
+        return;
+    for (int i = 0; i < s->nworkers; i++) {
+        worker_t *w = &s->workers[i];
+        if (w->loop == NULL)
+            continue;
+        while (w->conns)
+            dconn_close(w->conns);
+        while (w->listeners) {
+            wlistener_t *wl = w->listeners;
+            w->listeners = wl->next;
+            loop_io_del(wl->io);
+            close(wl->fd);
+            free(wl->key);
+            free(wl->name);
+            free(wl);
+        }
+        /* idle pool */
+        size_t it = 0;
+        const char *k;
+        void *v;
+        while (hmap_next(&w->idle, &it, &k, &v)) {
+            uconn_t *u = v;
+            while (u) {
+                uconn_t *nx = u->next_idle;
+                loop_io_del(u->io);
+                loop_timer_free(u->timer);
+                close(u->fd);
+                buf_free(&u->in);
+                buf_free(&u->out);
+                free(u->address);
+                free(u);
+                u = nx;
+            }
+        }
+        hmap_clear(&w->idle);
+        free_map(&w->active, 0);
+        free_map(&w->lbs, 1);
+        free_map(&w->metrics, 2);
+        loop_run_once(w->loop, 0); /* run deferred frees */
+        loop_free(w->loop);
+        px_snapshot_unref(w->snap);
+    }
+    for (struct slistener *sl = s->listeners; sl;) {
+        struct slistener *n = sl->next;
+        free(sl->key);
+        free(sl->name);
+        free(sl->fds);
+        free(sl);
+        sl = n;
+    }
+    px_snapshot_unref(s->current);
+    pthread_mutex_destroy(&s->mu);
+    free(s->workers);
+    free(s);
+}
+
+px_snapshot_t *px_server_snapshot(px_server_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    px_snapshot_t *snap = px_snapshot_ref(s->current);
+    pthread_mutex_unlock(&s->mu);
+    return snap;
+}
+
+/* One collection: each worker copies its metrics in, the caller waits. */
+typedef struct collect {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int pending;
+    int refs; /* the caller + each worker job not yet run */
+    px_metric_t *out;
+    size_t n, cap;
+} collect_t;
+
+typedef struct collect_job {
+    collect_t *c;
+    worker_t *w;
+} collect_job_t;
+
+static void collect_put(collect_t *c)
+{
+    /* called with c->mu held; frees when the last holder leaves */
+    if (--c->refs == 0) {
+        pthread_mutex_unlock(&c->mu);
+        px_metrics_free(c->out, c->n);
+        pthread_cond_destroy(&c->cv);
+        pthread_mutex_destroy(&c->mu);
+        free(c);
+        return;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void collect_on_worker(void *arg)
+{
+    collect_job_t *j = arg;
+    collect_t *c = j->c;
+    size_t it = 0;
+    const char *k;
+    void *v;
+    pthread_mutex_lock(&c->mu);
+    while (hmap_next(&j->w->metrics, &it, &k, &v)) {
+        const px_metric_t *m = v;
+        px_metric_t *dst = NULL;
+        for (size_t i = 0; i < c->n; i++)
+            if (strcmp(c->out[i].labels, m->labels) == 0)
+                dst = &c->out[i];
+        if (dst == NULL) {
+            if (c->n == c->cap) {
+                size_t cap = c->cap ? c->cap * 2 : 16;
+                px_metric_t *nw = realloc(c->out, cap * sizeof(*nw));
+                if (nw == NULL)
+                    break;
+                c->out = nw;
+                c->cap = cap;
+            }
+            dst = &c->out[c->n];
+            memset(dst, 0, sizeof(*dst));
+            dst->labels = strdup(m->labels);
+            if (dst->labels == NULL)
+                break;
+            dst->tcp = m->tcp;
+            c->n++;
+        }
+        dst->requests += m->requests;
+        for (size_t i = 0; i <= PX_DUR_BUCKETS; i++)
+            dst->dur[i] += m->dur[i];
+        dst->dur_sum += m->dur_sum;
+        for (size_t i = 0; i <= PX_SIZE_BUCKETS; i++) {
+            dst->req_size[i] += m->req_size[i];
+            dst->resp_size[i] += m->resp_size[i];
+        }
+        dst->req_size_sum += m->req_size_sum;
+        dst->resp_size_sum += m->resp_size_sum;
+        dst->tcp_opened += m->tcp_opened;
+        dst->tcp_closed += m->tcp_closed;
+        dst->tcp_sent += m->tcp_sent;
+        dst->tcp_received += m->tcp_received;
+    }
+    c->pending--;
+    pthread_cond_signal(&c->cv);
+    free(j);
+    collect_put(c);
+}
+
+size_t px_server_metrics(px_server_t *s, px_metric_t **out)
+{
+    *out = NULL;
+    collect_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return 0;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    c->refs = 1;
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < s->nworkers; i++) {
+        collect_job_t *j = malloc(sizeof(*j));
+        if (j == NULL)
+            continue;
+        j->c = c;
+        j->w = &s->workers[i];
+        c->pending++;
+        c->refs++;
+        if (loop_post(s->workers[i].loop, collect_on_worker, j) < 0) {
+            c->pending--;
+            c->refs--;
+            free(j);
+        }
+    }
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 1;
+    while (c->pending > 0)
+        if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) != 0)
+            break;
+    /* hand over what was collected; late workers add to nothing we read */
+    px_metric_t *copy = calloc(c->n ? c->n : 1, sizeof(*copy));
+    size_t n = 0;
+    for (size_t i = 0; copy && i < c->n; i++) {
+        copy[n] = c->out[i];
+        copy[n].labels = strdup(c->out[i].labels);
+        if (copy[n].labels)
+            n++;
+    }
+    collect_put(c);
+    *out = copy;
+    return n;
+}
+
+void px_metrics_free(px_metric_t *m, size_t n)
+{
+    for (size_t i = 0; m && i < n; i++)
+        free(m[i].labels);
+    free(m);
+}
+
+void px_server_counters(px_server_t *s, px_counters_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (int i = 0; i < s->nworkers; i++) {
+        wstats_t *st = &s->workers[i].st;
+        out->downstream_cx_total += CGET(st->cx_total);
+        out->downstream_cx_active += CGET(st->cx_active);
+        out->downstream_rq_total += CGET(st->rq_total);
+        out->upstream_cx_total += CGET(st->ucx_total);
+        out->upstream_rq_total += CGET(st->urq_total);
+        out->upstream_cx_reused += CGET(st->ucx_reused);
+        out->rq_2xx += CGET(st->rq_2xx);
+        out->rq_3xx += CGET(st->rq_3xx);
+        out->rq_4xx += CGET(st->rq_4xx);
+        out->rq_5xx += CGET(st->rq_5xx);
+    }
+}

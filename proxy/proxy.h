@@ -1,0 +1,94 @@
+/*
+ * proxy: meshproxy's data plane (the `meshproxy sidecar` / `meshproxy router`
+ * engine).
+ *
+ * A px_server_t owns N worker threads, each with its own event loop, its own
+ * listening sockets (SO_REUSEPORT), its own upstream connection pools and
+ * load-balancer state; nothing is locked on the request path. Configuration
+ * arrives as immutable, reference-counted snapshots (proxy/config_internal.h)
+ * through px_server_apply(): every worker picks the new snapshot up between
+ * events, opens the listeners it adds, stops accepting on the ones it
+ * removes (taking what is already queued), and never drops an accepted
+ * connection. HTTP/1.1 and TCP proxying; HTTP/2 and TLS are not here yet.
+ *
+ * Between requests a keep-alive connection moves to the newest snapshot if
+ * its listener is still in it (route and cluster updates reach existing
+ * connections); a connection whose listener was removed finishes its
+ * request on the old snapshot and is closed.
+ *
+ * Private parts: http1.c (codec), config.c (snapshots, router, load
+ * balancers), bundle.c + pbjson.c (resources from proto3 JSON or YAML),
+ * engine.c (workers, listeners, connections, metrics), xds_client.c (ADS),
+ * admin.c (stats, readiness, admin endpoints); main.c is the binary.
+ */
+#ifndef MESH_PROXY_H
+#define MESH_PROXY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct px_server px_server_t;
+struct px_snapshot;
+
+typedef struct px_options {
+    int concurrency;          /* worker threads; <= 0: the CPUs available */
+    uint64_t drain_ms;        /* on stop: how long in-flight requests may finish */
+    uint64_t idle_timeout_ms; /* downstream connection idle timeout (0: 1 hour) */
+    int access_log_fd;        /* where access log lines go; -1: none */
+    const char *bind_override; /* if set, every listener binds this IP instead (tests) */
+    bool router;               /* gateway: reporter "source" on every listener */
+    const char *workload;      /* this proxy's workload and namespace (metric labels) */
+    const char *workload_namespace;
+} px_options_t;
+
+/* Creates the server and starts its workers (no listeners until a snapshot
+ * is applied). NULL on failure with err set. */
+px_server_t *px_server_new(const px_options_t *o, char *err, size_t errlen);
+/* Hands a new snapshot to every worker (takes its own references; the caller
+ * keeps its own). Returns 0, or -1 with err naming a listener that could not
+ * be bound (the workers then keep serving the previous snapshot). */
+int px_server_apply(px_server_t *s, struct px_snapshot *snap, char *err, size_t errlen);
+/* Stops accepting, lets in-flight requests finish for up to drain_ms, then
+ * stops the workers. Blocks until they have exited. */
+void px_server_drain_and_stop(px_server_t *s);
+void px_server_free(px_server_t *s);
+
+/* Counters summed over the workers. */
+typedef struct px_counters {
+    uint64_t downstream_cx_total, downstream_cx_active;
+    uint64_t downstream_rq_total;
+    uint64_t upstream_cx_total; /* upstream connections opened */
+    uint64_t upstream_rq_total;
+    uint64_t upstream_cx_reused; /* requests sent on a pooled connection */
+    uint64_t rq_2xx, rq_3xx, rq_4xx, rq_5xx;
+} px_counters_t;
+void px_server_counters(px_server_t *s, px_counters_t *out);
+
+/* The snapshot the server serves new connections with (a new reference, or
+ * NULL before the first apply). Any thread. */
+struct px_snapshot *px_server_snapshot(px_server_t *s);
+
+/* Istio's standard metrics, summed over the workers. */
+#define PX_DUR_BUCKETS 19  /* istio_request_duration_milliseconds */
+#define PX_SIZE_BUCKETS 8  /* istio_request_bytes / istio_response_bytes */
+extern const double px_dur_bounds[PX_DUR_BUCKETS];
+extern const double px_size_bounds[PX_SIZE_BUCKETS];
+
+typedef struct px_metric {
+    char *labels; /* reporter="source",source_workload="...",... */
+    bool tcp;
+    uint64_t requests;
+    uint64_t dur[PX_DUR_BUCKETS + 1]; /* per bucket (last: +Inf), not cumulative */
+    double dur_sum;
+    uint64_t req_size[PX_SIZE_BUCKETS + 1], resp_size[PX_SIZE_BUCKETS + 1];
+    uint64_t req_size_sum, resp_size_sum;
+    uint64_t tcp_opened, tcp_closed, tcp_sent, tcp_received;
+} px_metric_t;
+
+/* Collects every worker's metrics (blocks up to ~1 s for the workers to
+ * answer; call from a thread that is not a worker). *out is an array the
+ * caller frees with px_metrics_free(). Returns the count. */
+size_t px_server_metrics(px_server_t *s, px_metric_t **out);
+void px_metrics_free(px_metric_t *m, size_t n);
+
+#endif
