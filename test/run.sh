@@ -10,8 +10,10 @@ trap 'rm -f "$log"' EXIT
 export MESH_BUILD="$BUILD"
 for t in $(find "$BUILD/test" -type f -perm -u+x -name 'test_*' | sort); do
     echo "== $t"
+    t0=$(date +%s)
     "$t" >"$log" 2>&1
     rc=$?
+    echo "   ($(( $(date +%s) - t0 )) s)" >>"$log"
     cat "$log"
     p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
     f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
@@ -27,8 +29,10 @@ done
 for t in $(find test e2e -name 'test_*.sh' -not -path '*/node_modules/*' 2>/dev/null | sort); do
     echo "== $t"
     interp=$(sed -n '1s/^#! *//p' "$t")
+    t0=$(date +%s)
     ${interp:-sh} "$t" >"$log" 2>&1
     rc=$?
+    echo "   ($(( $(date +%s) - t0 )) s)" >>"$log"
     cat "$log"
     p=$(grep -c '^ok ' "$log")
     f=$(grep -c '^not ok ' "$log")
