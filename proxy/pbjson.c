@@ -347,6 +347,8 @@ static int wkt_from_json(const ProtobufCMessageDescriptor *d, json_object *j, Pr
             json_object_object_get_ex(j, "value", &wrapped))
             body = wrapped;
         if (msg_from_json(inner, body, &im, path, plen, err, errlen, depth + 1) < 0) {
+            if (im != NULL) /* what was decoded before the error is ours to free */
+                protobuf_c_message_free_unpacked(im, NULL);
             *rc = -1;
             return 1;
         }

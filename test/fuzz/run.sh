@@ -189,6 +189,13 @@ seed long-key.yaml "$(awk 'BEGIN { for (i = 0; i < 4000; i++) printf "k"; printf
 seed json-trailing.json '{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"a"}} {"apiVersion":"v1"} ]'
 seed json-dup.json '{"kind":"Namespace","kind":"Service","apiVersion":"v1","metadata":{"name":"a","name":"b"}}'
 
+# HTTP/1.1 for the proxy's codec (fuzz_http1): plain, chunked, smuggling shapes.
+seed http-get.txt 'GET /a?b=c HTTP/1.1\r\nHost: web\r\nuser-agent: x\r\n\r\n'
+seed http-chunked.txt 'POST /p HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-t: 1\r\n\r\n'
+seed http-smuggle.txt 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /x HTTP/1.1\r\n\r\n'
+seed http-response.txt 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'
+
+
 # A dictionary of the tokens the grammar and the model care about.
 DICT=$OUT/yaml.dict
 {

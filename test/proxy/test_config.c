@@ -483,6 +483,24 @@ static void test_yaml_bundle(void **state)
     px_bundle_free(&b);
 }
 
+/* An error inside an Any's body (here an unknown field of the connection
+ * manager) is reported with its path, and what was decoded of that body is
+ * freed (the sanitizer run of the suite checks for the leak). */
+static void test_bad_any_body_reported_and_freed(void **state)
+{
+    (void)state;
+    px_bundle_t b = {0};
+    char err[512];
+    const char *j =
+        "{\"resources\": [{\"@type\": \"type.googleapis.com/envoy.config.listener.v3.Listener\","
+        " \"name\": \"l\", \"filterChains\": [{\"filters\": [{\"name\": \"h\", \"typedConfig\": {"
+        "\"@type\": \"type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+        "HttpConnectionManager\", \"statPrefix\": \"x\", \"bogusField\": 1}}]}]}]}";
+    assert_int_equal(px_bundle_load_json(&b, j, strlen(j), err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "bogusField"));
+    px_bundle_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -493,6 +511,7 @@ int main(void)
         cmocka_unit_test(test_bad_configs_are_refused_precisely),
         cmocka_unit_test(test_regex_match_limit),
         cmocka_unit_test(test_yaml_bundle),
+        cmocka_unit_test(test_bad_any_body_reported_and_freed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
