@@ -16,6 +16,7 @@
 #include <openssl/pem.h>
 
 #include "../common/arena.h"
+#include "../common/b64.h"
 #include "ca_internal.h"
 
 #define JWT_MAX_LEN 16384
@@ -31,46 +32,6 @@ struct ca_jwt_keys {
     jwt_key_t keys[JWT_MAX_KEYS];
     size_t n;
 };
-
-/* base64url (padding optional) into a malloc'd buffer. NULL when invalid. */
-static unsigned char *b64url_decode(const char *s, size_t len, size_t *out_len)
-{
-    while (len && s[len - 1] == '=')
-        len--;
-    if (len % 4 == 1)
-        return NULL;
-    unsigned char *out = mesh_xmalloc(len * 3 / 4 + 3);
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        int v;
-        if (c >= 'A' && c <= 'Z')
-            v = c - 'A';
-        else if (c >= 'a' && c <= 'z')
-            v = c - 'a' + 26;
-        else if (c >= '0' && c <= '9')
-            v = c - '0' + 52;
-        else if (c == '-' || c == '+')
-            v = 62;
-        else if (c == '_' || c == '/')
-            v = 63;
-        else {
-            free(out);
-            return NULL;
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)(acc >> bits);
-        }
-    }
-    out[o] = 0;
-    *out_len = o;
-    return out;
-}
 
 static EVP_PKEY *pkey_from_params(const char *type, OSSL_PARAM_BLD *bld)
 {
@@ -104,7 +65,7 @@ static EVP_PKEY *jwk_to_pkey(struct json_object *jwk, size_t idx, char *err, siz
         goto out;
     if (kty && !strcmp(kty, "RSA")) {
         const char *ns = jstr(jwk, "n"), *es = jstr(jwk, "e");
-        if (!ns || !es || !(a = b64url_decode(ns, strlen(ns), &al)) || !(b = b64url_decode(es, strlen(es), &bl))) {
+        if (!ns || !es || !(a = b64_decode(ns, strlen(ns), &al)) || !(b = b64_decode(es, strlen(es), &bl))) {
             ca_err(err, errlen, "jwks: key %zu: RSA key needs base64url \"n\" and \"e\"", idx);
             goto out;
         }
@@ -119,7 +80,7 @@ static EVP_PKEY *jwk_to_pkey(struct json_object *jwk, size_t idx, char *err, siz
             ca_err(err, errlen, "jwks: key %zu: EC curve %s is not supported (P-256)", idx, crv ? crv : "(none)");
             goto out;
         }
-        if (!xs || !ys || !(a = b64url_decode(xs, strlen(xs), &al)) || !(b = b64url_decode(ys, strlen(ys), &bl)) ||
+        if (!xs || !ys || !(a = b64_decode(xs, strlen(xs), &al)) || !(b = b64_decode(ys, strlen(ys), &bl)) ||
             al != 32 || bl != 32) {
             ca_err(err, errlen, "jwks: key %zu: EC key needs 32-byte base64url \"x\" and \"y\"", idx);
             goto out;
@@ -395,9 +356,9 @@ int ca_jwt_verify(const ca_jwt_keys_t *k, const char *token, int64_t now, const 
         ca_err(err, errlen, "token is not a JWT (header.payload.signature)");
         goto out;
     }
-    if (!(hdr = b64url_decode(token, (size_t)(d1 - token), &hl)) ||
-        !(pay = b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), &pl)) ||
-        !(sig = b64url_decode(d2 + 1, len - (size_t)(d2 + 1 - token), &sl))) {
+    if (!(hdr = b64_decode(token, (size_t)(d1 - token), &hl)) ||
+        !(pay = b64_decode(d1 + 1, (size_t)(d2 - d1 - 1), &pl)) ||
+        !(sig = b64_decode(d2 + 1, len - (size_t)(d2 + 1 - token), &sl))) {
         ca_err(err, errlen, "token: invalid base64url");
         goto out;
     }

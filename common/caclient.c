@@ -17,6 +17,7 @@
 #include <openssl/x509v3.h>
 
 #include "arena.h"
+#include "b64.h"
 #include "caclient.h"
 #include "grpc.h"
 #include "log.h"
@@ -289,38 +290,6 @@ out:
     return rc;
 }
 
-static unsigned char *b64url(const char *s, size_t len, size_t *olen)
-{
-    unsigned char *out = mesh_xmalloc(len * 3 / 4 + 4);
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        int v = c >= 'A' && c <= 'Z'   ? c - 'A'
-                : c >= 'a' && c <= 'z' ? c - 'a' + 26
-                : c >= '0' && c <= '9' ? c - '0' + 52
-                : c == '-' || c == '+' ? 62
-                : c == '_' || c == '/' ? 63
-                                       : -1;
-        if (c == '=')
-            break;
-        if (v < 0) {
-            free(out);
-            return NULL;
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)(acc >> bits);
-        }
-    }
-    out[o] = 0;
-    *olen = o;
-    return out;
-}
-
 int caclient_token_identity(const char *token, const char *trust_domain, char *spiffe_id, size_t len, char *err,
                             size_t errlen)
 {
@@ -329,7 +298,7 @@ int caclient_token_identity(const char *token, const char *trust_domain, char *s
     if (!d1 || !d2)
         return cerr(err, errlen, "the token is not a JWT");
     size_t pl = 0;
-    unsigned char *pay = b64url(d1 + 1, (size_t)(d2 - d1 - 1), &pl);
+    unsigned char *pay = b64_decode(d1 + 1, (size_t)(d2 - d1 - 1), &pl);
     struct json_object *p = pay ? json_tokener_parse((const char *)pay) : NULL, *sub = NULL;
     free(pay);
     int rc = -1;

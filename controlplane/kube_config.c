@@ -17,6 +17,7 @@
 
 #include "../common/doc.h"
 #include "../common/log.h"
+#include "../common/b64.h"
 #include "kube_internal.h"
 
 char *kube_read_file(const char *path, size_t *len)
@@ -233,7 +234,7 @@ static int kc_pem(kc_ctx_t *k, const doc_node_t *m, const char *data_key, const 
         return -1;
     if (data != NULL && data[0] != '\0') {
         size_t n;
-        unsigned char *d = kube_b64_decode(data, strlen(data), &n);
+        unsigned char *d = b64_decode(data, strlen(data), &n);
         if (d == NULL || n == 0) {
             free(d);
             kube_errf(k->err, k->errlen, "kubeconfig %s: %s: %s: not valid base64", k->path, where,

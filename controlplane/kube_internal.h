@@ -75,11 +75,6 @@ void kube_token_refresh_locked(kube_client_t *c, bool force);
 /* Reads a whole file; NUL-terminated. NULL with errno set on failure. */
 char *kube_read_file(const char *path, size_t *len);
 
-/* base64 (standard alphabet; the decoder also takes URL-safe input and
- * ignores whitespace). Results are malloc'd and NUL-terminated. */
-char *kube_b64_encode(const unsigned char *in, size_t len);
-unsigned char *kube_b64_decode(const char *in, size_t len, size_t *outlen);
-
 /* json helpers */
 const char *kube_json_str(struct json_object *o, const char *key);
 struct json_object *kube_json_path(struct json_object *o, ...); /* NULL-terminated keys */

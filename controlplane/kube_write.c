@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "../common/log.h"
+#include "../common/b64.h"
 #include "kube_internal.h"
 
 static const char *json_plain(struct json_object *o)
@@ -257,7 +258,7 @@ static int secret_edit_init(secret_edit_t *ed, const char *type, const char *con
         return -1;
     for (size_t i = 0; i < n; i++) {
         size_t l = lens != NULL ? lens[i] : strlen((const char *)values[i]);
-        ed->b64[i] = kube_b64_encode(values[i], l);
+        ed->b64[i] = b64_encode(values[i], l);
         ed->n = i + 1;
         if (ed->b64[i] == NULL)
             return -1;
@@ -387,7 +388,7 @@ int kube_secret_get(kube_client_t *c, const char *ns, const char *name, kube_sec
                 continue;
             const char *s = json_object_get_string(v);
             size_t dl;
-            unsigned char *d = kube_b64_decode(s, strlen(s), &dl);
+            unsigned char *d = b64_decode(s, strlen(s), &dl);
             if (d == NULL) {
                 snprintf(err, errlen, "Secret %s/%s: data.%s: not valid base64", ns, name, k);
                 goto out;
@@ -471,7 +472,7 @@ static int webhook_update(kube_client_t *c, const char *kind, const char *name, 
 int kube_webhook_patch_cabundle(kube_client_t *c, const char *kind, const char *name,
                                 const char *ca_pem, char *err, size_t errlen)
 {
-    char *b = kube_b64_encode((const unsigned char *)ca_pem, strlen(ca_pem));
+    char *b = b64_encode((const unsigned char *)ca_pem, strlen(ca_pem));
     if (b == NULL) {
         snprintf(err, errlen, "out of memory");
         return KUBE_ERR;
@@ -505,7 +506,7 @@ static int64_t jwt_exp(const char *token)
     if (q == NULL)
         return 0;
     size_t n;
-    unsigned char *payload = kube_b64_decode(p + 1, (size_t)(q - p - 1), &n);
+    unsigned char *payload = b64_decode(p + 1, (size_t)(q - p - 1), &n);
     if (payload == NULL)
         return 0;
     int64_t exp = 0;

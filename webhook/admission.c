@@ -17,6 +17,7 @@
 #include "../common/doc.h"
 #include "../common/log.h"
 #include "../config/config.h"
+#include "../common/b64.h"
 #include "webhook_internal.h"
 
 struct webhook {
@@ -237,13 +238,6 @@ static int review_response(const struct review *r, bool allowed, int status_code
     return 200;
 }
 
-static char *base64(const char *s, size_t n)
-{
-    char *b = mesh_xmalloc(4 * ((n + 2) / 3) + 1);
-    EVP_EncodeBlock((unsigned char *)b, (const unsigned char *)s, (int)n);
-    return b;
-}
-
 /* ---- /inject ---- */
 
 int webhook_handle_inject(webhook_t *w, const char *body, size_t len, char **out, size_t *outlen,
@@ -310,7 +304,7 @@ int webhook_handle_inject(webhook_t *w, const char *body, size_t len, char **out
     size_t plen = 0;
     const char *ps = json_object_to_json_string_length(patch, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
                                                        &plen);
-    b64 = base64(ps, plen);
+    b64 = b64_encode(ps, plen);
     log_debug("inject: pod %s/%s: %s", ns, name ? name : "", d.reason);
     status = review_response(&r, true, 0, NULL, b64, out, outlen, content_type);
     atomic_fetch_add(&w->injected, 1);

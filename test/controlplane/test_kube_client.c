@@ -675,11 +675,13 @@ static void test_discovery_and_paths(void **state)
     /* the mesh CRDs appear once installed (server-side apply: some are large) */
     if (tu_envtest_kubectl(&env, "apply --server-side -f crds/") != 0)
         fail_msg("kubectl apply crds: %s", env.out);
-    const char *v = NULL;
-    for (int i = 0; i < 100 && v == NULL; i++) {
+    /* each CRD becomes served on its own: wait for the ones checked below */
+    const char *v = NULL, *ap = NULL;
+    for (int i = 0; i < 300 && (v == NULL || ap == NULL); i++) {
         assert_int_equal(kube_discover(c), 0);
         v = kube_resource_version(c, "networking.istio.io", "virtualservices");
-        if (v == NULL)
+        ap = kube_resource_version(c, "security.istio.io", "authorizationpolicies");
+        if (v == NULL || ap == NULL)
             usleep(100000);
     }
     assert_non_null(v);
