@@ -353,8 +353,12 @@ static bool warm(const px_bundle_t *b, const names_t *eds, const names_t *rds)
 
 static void set_error(px_xds_t *x, const char *e)
 {
+    size_t n = e ? strlen(e) : 0; /* longer reasons are cut */
+    if (n >= sizeof(x->last_error))
+        n = sizeof(x->last_error) - 1;
     pthread_mutex_lock(&x->mu);
-    snprintf(x->last_error, sizeof(x->last_error), "%s", e ? e : "");
+    memcpy(x->last_error, e ? e : "", n);
+    x->last_error[n] = '\0';
     pthread_mutex_unlock(&x->mu);
 }
 
