@@ -53,7 +53,7 @@ TEST_BIN := $(TEST_SRC:test/%.c=$(BUILD)/test/%)
 BINS := $(BUILD)/meshd $(BUILD)/meshctl $(if $(wildcard proxy/main.c),$(BUILD)/meshproxy) $(BUILD)/backend
 
 .SECONDARY:
-.PHONY: all test test-run deps deps-bench fuzz bench bench-run demo crds clean format
+.PHONY: all test test-run deps deps-bench deps-envtest fuzz bench bench-run demo crds clean format
 all: $(BINS)
 
 $(GEN)/.stamp: $(XDS_PROTO) $(CA_PROTO)
@@ -90,7 +90,7 @@ $(BUILD)/test/%: $(BUILD)/obj/test/%.o $(TEST_HELPERS:%.c=$(BUILD)/obj/%.o) $(LI
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
-test: deps
+test: deps deps-envtest
 	@$(MAKE) --no-print-directory test-run
 
 test-run: $(BINS) $(TEST_BIN)
@@ -141,8 +141,12 @@ deps:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	else echo "deps: all installed"; fi
 	@for d in $(NPM_DIRS); do [ -d $$d/node_modules ] || npm ci --prefix $$d --no-audit --no-fund; done
+
+# kube-apiserver, etcd and kube-controller-manager for the integration tests
+# (built once from Debian's sources, then cached).
+deps-envtest: deps
 	@if [ -x $(ENVTEST)/build.sh ]; then ENVTEST_CONTROLLERS=1 $(ENVTEST)/build.sh; \
-	else echo "deps: $(ENVTEST) not found (integration tests need ../shared beside the checkout)"; fi
+	else echo "deps: $(ENVTEST) not found (integration tests need ../shared beside the checkout)"; exit 1; fi
 
 format:
 	clang-format -i $(wildcard */*.c */*.h test/*/*.c)
