@@ -13,7 +13,6 @@
 
 #include "cli.h"
 
-int meshctl_proxy_status(int argc, char **argv);
 int meshctl_proxy_status_render(const char *syncz_json, FILE *out);
 
 typedef struct ps_body {

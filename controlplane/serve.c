@@ -113,8 +113,9 @@ static void metrics_page(void *ud, const debug_req_t *req, debug_resp_t *resp)
     serve_t *s = ud;
     char *buf = NULL;
     size_t len = 0;
-    if (s->xds != NULL)
-        xds_server_metrics_text(s->xds, &buf, &len);
+    /* one set of pilot_* series: the plaintext server's, else the TLS one's */
+    if (s->xds != NULL || s->sxds != NULL)
+        xds_server_metrics_text(s->xds != NULL ? s->xds : s->sxds, &buf, &len);
     if (s->ca != NULL) {
         ca_stats_t st;
         ca_get_stats(s->ca, &st);
@@ -342,7 +343,9 @@ serve_t *serve_start(const serve_opts_t *o, char *err, size_t errlen)
     bool need_ca = !off(o->secure_grpc_addr) || !off(o->webhook_addr);
     if (need_ca && start_ca(s, err, errlen) != 0)
         goto fail;
-    xds_server_opts_t xo = {.debounce_ms = o->debounce_ms, .trust_domain = o->trust_domain};
+    /* translations run on the worker pool, never on the loop */
+    xds_server_opts_t xo = {.debounce_ms = o->debounce_ms, .trust_domain = o->trust_domain,
+                            .workq = s->wq};
     if (!off(o->grpc_addr)) {
         if ((s->grpc = grpc_start(s, o->grpc_addr, NULL, err, errlen)) == NULL) {
             if (!o->best_effort)

@@ -1,10 +1,12 @@
 /*
  * ADS pushes: config store changes -> debounce -> one registry rebuild ->
- * per-proxy translation, interned per type so that identical sets are held
- * once -> responses only for the types whose content changed, a few streams
- * per loop round, holding back streams whose queue is full.
+ * one translation per distinct proxy (on the worker pool when there is one),
+ * its resources interned so that identical bytes are held once and identical
+ * sets are shared -> responses only for the types whose content changed, a
+ * slice of streams per loop round, holding back streams whose queue is full.
  */
 #include <inttypes.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,7 +174,8 @@ void xs_stream_refresh(xds_server_t *srv, xs_stream_t *st)
     xs_tcache_t *e = hmap_get(&srv->tcache, key);
     if (e != NULL) {
         free(key);
-        srv->st.translations_shared++;
+        if (e->made_for != st->proxy)
+            srv->st.translations_shared++;
     } else {
         xds_input_t in = {.snap = srv->snap,
                           .reg = srv->reg,
@@ -184,6 +187,7 @@ void xs_stream_refresh(xds_server_t *srv, xs_stream_t *st)
         if (e == NULL)
             abort();
         e->key = key;
+        e->made_for = st->proxy;
         for (int t = 0; t < XDS_NTYPES; t++)
             e->sets[t] = set_intern(srv, r, (xds_type_t)t);
         xds_resources_unref(r);
@@ -210,6 +214,7 @@ static void clear_resps(xds_server_t *srv)
         free(rp);
     }
     hmap_clear(&srv->resps);
+    srv->resps_bytes = 0;
 }
 
 void xs_push_forget(xds_server_t *srv, xs_stream_t *st)
@@ -224,6 +229,8 @@ static void push_done(xds_server_t *srv)
     double secs = (double)(loop_clock_ms() - srv->push_started_ms) / 1000.0;
     xs_hist_observe(&srv->push_time, xs_push_time_bounds, secs);
     srv->pushing = false;
+    clear_resps(srv); /* every stream has its response queued: nothing left to share */
+    malloc_trim(0); /* hand the translations' transient memory back to the system */
     log_debug("ADS: push %" PRIu64 " done in %.3f s (%u proxies)", srv->gen, secs,
               srv->nstreams);
     if (srv->dirty && !loop_timer_active(srv->debounce))
@@ -260,6 +267,118 @@ bool xs_stream_ready(xds_server_t *srv, xs_stream_t *st)
     return hit;
 }
 
+/* ---- translation jobs (opts.workq) ---- */
+
+typedef struct xs_tjob {
+    xds_server_t *srv;
+    char *key;
+    uint64_t gen;
+    xds_input_t in;
+    cfg_snap_t *snap;
+    reg_t *reg;
+    xds_proxy_t *proxy;
+    bool own_proxy; /* the stream closed: the job frees the proxy */
+    xs_stream_t *st;
+    xds_resources_t *r;
+} xs_tjob_t;
+
+static void tjob_work(void *arg)
+{
+    xs_tjob_t *j = arg;
+    j->r = xds_translate(&j->in, j->proxy);
+}
+
+static void tjob_done(void *arg)
+{
+    xs_tjob_t *j = arg;
+    xds_server_t *srv = j->srv;
+    pthread_mutex_lock(&srv->mu);
+    if (hmap_get(&srv->tjobs, j->key) == j)
+        hmap_del(&srv->tjobs, j->key);
+    srv->njobs--;
+    srv->st.translations++;
+    if (j->gen == srv->gen && hmap_get(&srv->tcache, j->key) == NULL) {
+        xs_tcache_t *e = calloc(1, sizeof(*e));
+        if (e == NULL)
+            abort();
+        e->key = j->key;
+        e->made_for = j->own_proxy ? NULL : j->proxy;
+        j->key = NULL;
+        for (int t = 0; t < XDS_NTYPES; t++)
+            e->sets[t] = set_intern(srv, j->r, (xds_type_t)t);
+        hmap_put(&srv->tcache, e->key, e);
+    }
+    xds_resources_unref(j->r);
+    if (j->st)
+        j->st->tjob = NULL;
+    if (j->own_proxy)
+        xds_proxy_free(j->proxy);
+    reg_unref(j->reg);
+    cfg_snap_release(j->snap);
+    free(j->key);
+    free(j);
+    if (!srv->stop_pending) {
+        for (xs_stream_t *st = srv->streams; st; st = st->next) {
+            if (st->waiting) {
+                st->waiting = false;
+                xs_push_enqueue(srv, st);
+            }
+        }
+        if (srv->pqn == srv->pqpos && srv->pushing && srv->njobs == 0)
+            loop_timer_start(srv->pushtimer, 0, 0);
+    }
+    bool stop = srv->stop_pending && srv->njobs == 0;
+    pthread_mutex_unlock(&srv->mu);
+    if (stop)
+        xds_server_stop(srv);
+}
+
+/* Starts (or joins) the translation of the stream's proxy on the pool; the
+ * stream is queued again when it finishes. */
+static void translate_async(xds_server_t *srv, xs_stream_t *st)
+{
+    st->waiting = true;
+    if (st->tjob != NULL) /* its proxy is lent to a job still running */
+        return;
+    char *key = proxy_key(srv, st->proxy);
+    if (hmap_get(&srv->tjobs, key) != NULL) { /* an equal proxy is being translated */
+        free(key);
+        return;
+    }
+    xs_tjob_t *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        abort();
+    j->srv = srv;
+    j->key = key;
+    j->gen = srv->gen;
+    j->snap = cfg_snap_ref(srv->snap);
+    j->reg = reg_ref(srv->reg);
+    j->in = (xds_input_t){.snap = j->snap,
+                          .reg = j->reg,
+                          .trust_domain = srv->opts.trust_domain,
+                          .root_namespace = srv->opts.root_namespace};
+    j->proxy = st->proxy;
+    j->st = st;
+    st->tjob = j;
+    hmap_put(&srv->tjobs, j->key, j);
+    srv->njobs++;
+    if (workq_submit(srv->opts.workq, srv->loop, tjob_work, tjob_done, j) < 0) {
+        tjob_work(j); /* the pool is shutting down: translate here */
+        tjob_done(j);
+    }
+}
+
+void xs_tjob_detach(xds_server_t *srv, xs_stream_t *st)
+{
+    (void)srv;
+    if (st->tjob == NULL)
+        return;
+    st->tjob->st = NULL;
+    st->tjob->own_proxy = true;
+    st->tjob = NULL;
+    st->proxy = NULL; /* now the job's */
+}
+
 /* Works through the queue a slice at a time (at most push_batch streams and,
  * past the first, 10 ms), so that the loop serves I/O between slices. */
 static void push_step(loop_timer_t *t, void *arg)
@@ -276,14 +395,20 @@ static void push_step(loop_timer_t *t, void *arg)
             continue;
         st->pq_index = -1;
         done++;
-        xs_stream_refresh(srv, st);
+        if (!xs_stream_ready(srv, st)) {
+            if (srv->opts.workq != NULL) {
+                translate_async(srv, st);
+                continue;
+            }
+            xs_stream_refresh(srv, st);
+        }
         xs_stream_flush(srv, st);
     }
     if (srv->pqpos < srv->pqn) {
         loop_timer_start(srv->pushtimer, 0, 0);
     } else {
         srv->pqn = srv->pqpos = 0;
-        if (srv->pushing)
+        if (srv->pushing && srv->njobs == 0)
             push_done(srv);
     }
     pthread_mutex_unlock(&srv->mu);
@@ -327,7 +452,7 @@ static void debounce_fire(loop_timer_t *t, void *arg)
 {
     (void)t;
     xds_server_t *srv = arg;
-    if (!srv->dirty)
+    if (!srv->dirty || srv->store == NULL) /* nothing to do, or stopping */
         return;
     if (srv->pushing) /* push_done re-arms us */
         return;
@@ -387,6 +512,8 @@ static void on_store_event(void *ud, const cfg_event_t *ev)
 
 void xds_server_push_all(xds_server_t *srv)
 {
+    if (srv->store == NULL)
+        return;
     if (srv->pushing) {
         srv->dirty = true;
         if (srv->first_change_ms == 0)
@@ -413,6 +540,7 @@ void xs_push_fini(xds_server_t *srv)
     loop_timer_free(srv->pushtimer);
     clear_resps(srv);
     tcache_clear(srv);
+    hmap_clear(&srv->tjobs); /* empty: stop waits for the last job */
     free(srv->pq);
     if (srv->reg)
         reg_unref(srv->reg);
@@ -424,7 +552,10 @@ void xs_push_fini(xds_server_t *srv)
  * flight; if so, that notification finishes the stop when it runs. */
 bool xs_push_posted(xds_server_t *srv)
 {
-    cfg_store_unsubscribe(srv->store, on_store_event, srv);
+    if (srv->store != NULL) {
+        cfg_store_unsubscribe(srv->store, on_store_event, srv);
+        srv->store = NULL;
+    }
     pthread_mutex_lock(&srv->nmu);
     bool p = srv->posted;
     srv->stopping = true;

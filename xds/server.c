@@ -200,7 +200,9 @@ static bool send_sotw(xds_server_t *srv, xs_stream_t *st, xds_type_t t)
         new_nonce(srv, nonce, sizeof(nonce));
         own = encode_sotw(s, w, version, nonce);
         srv->st.responses_encoded++;
-        if (hmap_get(&srv->resps, key) == NULL) {
+        size_t blen = grpc_buf_len(own);
+        if (hmap_get(&srv->resps, key) == NULL && srv->resps_bytes + blen <= XS_RESP_CACHE_MAX) {
+            srv->resps_bytes += blen;
             rp = calloc(1, sizeof(*rp));
             if (rp == NULL)
                 abort();
@@ -733,7 +735,10 @@ static void ads_close(grpc_stream_t *gs, void *data)
     if (st->proxy) {
         srv->st.connected--;
         log_info("ADS: %s disconnected", st->proxy->id);
-        xds_proxy_free(st->proxy);
+        if (st->tjob != NULL)
+            xs_tjob_detach(srv, st); /* the job frees the proxy */
+        else
+            xds_proxy_free(st->proxy);
     }
     for (int t = 0; t < XDS_NTYPES; t++) {
         xs_set_unref(srv, st->sets[t]);
@@ -1003,6 +1008,10 @@ void xds_server_stop(xds_server_t *srv)
         return;
     if (xs_push_posted(srv))
         return; /* the posted notification finishes the stop */
+    if (srv->njobs > 0) {
+        srv->stop_pending = true; /* the last translation job finishes the stop */
+        return;
+    }
     while (srv->streams) { /* only when the grpc server still runs */
         xs_stream_t *st = srv->streams;
         grpc_stream_set_data(st->gs, NULL);

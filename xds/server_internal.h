@@ -40,6 +40,7 @@ typedef struct xs_set {
 typedef struct xs_tcache {
     char *key;
     xs_set_t *sets[XDS_NTYPES];
+    const xds_proxy_t *made_for; /* for the translations_shared counter */
 } xs_tcache_t;
 
 /* A cached state-of-the-world response (one push generation). */
@@ -68,6 +69,8 @@ typedef struct xs_watch {
     hmap_t dsent; /* delta: name (malloc'd) -> resource hash (malloc'd uint64_t) */
 } xs_watch_t;
 
+struct xs_tjob;
+
 typedef struct xs_stream {
     xds_server_t *srv;
     grpc_stream_t *gs;
@@ -79,10 +82,14 @@ typedef struct xs_stream {
     xs_watch_t w[XDS_NTYPES];
     uint64_t conv_start; /* loop_clock_ms of the change being pushed, 0: none */
     long pq_index; /* slot in the push queue, -1 when not queued */
+    bool waiting; /* for a translation job */
+    struct xs_tjob *tjob; /* the job translating with this stream's proxy */
     struct xs_stream *next, *prev;
 } xs_stream_t;
 
 #define XS_NBUCKETS 9
+/* Encoded responses kept for sharing within one push generation. */
+#define XS_RESP_CACHE_MAX (64u << 20)
 
 typedef struct xs_hist {
     uint64_t counts[XS_NBUCKETS]; /* last bucket: +Inf */
@@ -104,6 +111,7 @@ struct xds_server {
     hmap_t tcache; /* proxy key -> xs_tcache_t (current generation) */
     uint64_t blobs_bytes;
     hmap_t resps; /* key -> xs_resp_t (current generation) */
+    size_t resps_bytes; /* their encoded size, bounded by XS_RESP_CACHE_MAX */
     cfg_snap_t *snap;
     reg_t *reg;
     uint64_t gen;
@@ -127,6 +135,9 @@ struct xds_server {
     uint64_t push_change_ms;
     uint64_t push_started_ms;
     bool pushing;
+    hmap_t tjobs; /* proxy key -> xs_tjob_t in flight */
+    uint32_t njobs;
+    bool stop_pending; /* xds_server_stop waits for the last job */
 
     xds_server_stats_t st;
     xs_hist_t convergence;
@@ -146,6 +157,8 @@ void xs_push_enqueue(xds_server_t *srv, xs_stream_t *st);
  * translation for an equal proxy is cached; false when one must be made
  * (the caller then queues the stream instead of translating inline). */
 bool xs_stream_ready(xds_server_t *srv, xs_stream_t *st);
+/* A closing stream hands its proxy to the job translating with it. */
+void xs_tjob_detach(xds_server_t *srv, xs_stream_t *st);
 /* Removes a closing stream from the push queue. */
 void xs_push_forget(xds_server_t *srv, xs_stream_t *st);
 void xs_hist_observe(xs_hist_t *h, const double *bounds, double v);

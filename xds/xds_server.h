@@ -18,9 +18,14 @@
  * as one shared grpc_buf_t. A stream whose send queue is above a limit gets
  * its next response only once it drained.
  *
+ * Proxies that translation cannot tell apart (same type, namespace, labels,
+ * service account and served ports) share one translation per push.
+ *
  * Ownership and threads: the server, its streams and its caches belong to
- * the loop thread; the debug and metrics handlers run on the debug servers'
- * threads and read a state guarded by one mutex.
+ * the loop thread; translations run on opts.workq when given (else on the
+ * loop, one stream per slice so I/O is served between them); the debug and
+ * metrics handlers run on the debug servers' threads and read a state
+ * guarded by one mutex.
  */
 #ifndef MESH_XDS_SERVER_H
 #define MESH_XDS_SERVER_H
@@ -30,6 +35,7 @@
 
 #include "../common/grpc.h"
 #include "../common/loop.h"
+#include "../common/workq.h"
 #include "../config/config.h"
 #include "../controlplane/debug.h"
 
@@ -45,6 +51,10 @@ typedef struct xds_server_opts {
     uint32_t push_batch;      /* streams recomputed per loop round during a push; 0: 64 */
     const char *trust_domain;   /* NULL: "cluster.local" */
     const char *root_namespace; /* NULL: "istio-system" */
+    /* Translations run on this pool (borrowed; it must outlive the server
+     * and its last jobs' completions); NULL: on the loop thread, one per
+     * loop round. */
+    workq_t *workq;
 } xds_server_opts_t;
 
 /* Counters, for tests and benchmarks (loop thread or any thread: a copy taken

@@ -110,6 +110,25 @@ static int setup(void **state)
     return 0;
 }
 
+/* A server that holds back a stream's next response while anything is
+ * queued on it. */
+static int setup_small_queue(void **state)
+{
+    setup(state);
+    fx_t *fx = *state;
+    grpc_server_free(fx->grpc);
+    xds_server_stop(fx->xs);
+    char err[256];
+    grpc_server_opts_t go = {.listen = "127.0.0.1:0"};
+    fx->grpc = grpc_server_new(fx->loop, &go, err, sizeof(err));
+    assert_non_null(fx->grpc);
+    xds_server_opts_t xo = {.debounce_ms = DEBOUNCE_MS, .debounce_max_ms = 1000, .max_queued = 1};
+    fx->xs = xds_server_start(fx->loop, fx->grpc, fx->store, &xo);
+    assert_non_null(fx->xs);
+    snprintf(fx->addr, sizeof(fx->addr), "127.0.0.1:%d", grpc_server_port(fx->grpc));
+    return 0;
+}
+
 static int teardown(void **state)
 {
     fx_t *fx = *state;
@@ -607,6 +626,47 @@ static void test_identical_proxies_share(void **state)
     ads_close(b);
 }
 
+static void test_backpressure_holds_then_sends(void **state)
+{
+    fx_t *fx = *state;
+    ads_t *a = ads_open(fx, NODE_SLEEP_A, false);
+    /* every response waits for the previous one to drain, none is lost */
+    full_subscribe(a);
+    apply(fx, "apiVersion: v1\nkind: Service\nmetadata: {name: details, namespace: default}\n"
+              "spec:\n  ports: [{name: http, port: 9080}]\n");
+    Envoy__Service__Discovery__V3__DiscoveryResponse *r = expect_sotw(a, XDS_CLUSTER_TYPE);
+    assert_true(sotw_has(r, "outbound|9080||details.default.svc.cluster.local"));
+    /* the route change was held back behind CDS and follows once it drained */
+    r = expect_sotw(a, XDS_ROUTE_TYPE);
+    assert_true(sotw_has(r, "9080"));
+    ads_close(a);
+}
+
+static void test_debounce_max_bounds_delay(void **state)
+{
+    fx_t *fx = *state;
+    ads_t *a = ads_open(fx, NODE_SLEEP_A, false);
+    full_subscribe(a);
+    /* a change every 40 ms never leaves 100 ms of quiet: the 1 s maximum
+     * forces the push while changes keep coming */
+    uint64_t t0 = loop_clock_ms();
+    void *r = NULL;
+    for (int i = 0; i < 60 && r == NULL; i++) {
+        char yaml[512];
+        snprintf(yaml, sizeof(yaml),
+                 "apiVersion: v1\nkind: Service\nmetadata: {name: extra-%d, namespace: "
+                 "default}\nspec:\n  ports: [{name: http, port: 9080}]\n",
+                 i);
+        apply(fx, yaml);
+        r = ads_wait(a, 40);
+    }
+    uint64_t dt = loop_clock_ms() - t0;
+    assert_non_null(r);
+    assert_true(dt >= 900);
+    assert_true(dt < 2000);
+    ads_close(a);
+}
+
 static void test_bad_node_rejected(void **state)
 {
     fx_t *fx = *state;
@@ -842,6 +902,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reconnect_full_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_identical_proxies_share, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_node_rejected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backpressure_holds_then_sends, setup_small_queue,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_debounce_max_bounds_delay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delta, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delta_initial_versions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_debug_and_metrics, setup, teardown),
