@@ -193,6 +193,25 @@ static int handle(struct px_admin *a, int kind, const char *path, size_t plen, s
                   (unsigned long long)c.rq_3xx, (unsigned long long)c.rq_4xx, (unsigned long long)c.rq_5xx,
                   (unsigned long long)c.upstream_cx_total, (unsigned long long)c.upstream_rq_total,
                   (unsigned long long)c.upstream_cx_reused);
+        sb_printf(b, "http.fault.aborts_injected: %llu\nhttp.fault.delays_injected: %llu\n",
+                  (unsigned long long)c.fault_abort, (unsigned long long)c.fault_delay);
+        sb_printf(b, "upstream_rq_retry: %llu\nupstream_rq_retry_success: %llu\n"
+                  "upstream_rq_retry_limit_exceeded: %llu\n",
+                  (unsigned long long)c.retry, (unsigned long long)c.retry_success,
+                  (unsigned long long)c.retry_exhausted);
+        sb_printf(b, "upstream_cx_overflow: %llu\nupstream_rq_pending_overflow: %llu\n"
+                  "upstream_rq_retry_overflow: %llu\n",
+                  (unsigned long long)c.cx_overflow, (unsigned long long)c.rq_pending_overflow,
+                  (unsigned long long)c.retry_overflow);
+        sb_printf(b, "http.shadow.requests_sent: %llu\nhttp.shadow.requests_failed: %llu\n",
+                  (unsigned long long)c.shadow_sent, (unsigned long long)c.shadow_failed);
+        sb_printf(b,
+                  "outlier_detection.ejections_enforced_total: %llu\n"
+                  "outlier_detection.ejections_enforced_consecutive_5xx: %llu\n"
+                  "outlier_detection.ejections_enforced_consecutive_gateway_failure: %llu\n"
+                  "outlier_detection.ejections_overflow: %llu\n",
+                  (unsigned long long)c.od_ejections, (unsigned long long)c.od_eject_5xx,
+                  (unsigned long long)c.od_eject_gw, (unsigned long long)c.od_overflow);
         if (a->opt.xds) {
             px_xds_status_t st;
             px_xds_status(a->opt.xds, &st);

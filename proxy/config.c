@@ -14,6 +14,7 @@
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/extensions/filters/http/fault/v3/fault.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 
@@ -55,6 +56,9 @@ static int failf(build_t *b, const char *field, const char *why)
     snprintf(b->err, b->errlen, "%s%s%s: %s", b->where, sep, field, why);
     return -1;
 }
+
+static void build_retry(build_t *b, const Envoy__Config__Route__V3__RetryPolicy *p, px_retry_t *r);
+static uint32_t pct_ppm(const Envoy__Type__V3__FractionalPercent *p);
 
 static const char *lower_dup(arena_t *a, const char *s)
 {
@@ -329,6 +333,18 @@ static int build_action(build_t *b, const pb_action_t *ra, px_route_t *rt)
         ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HOST_REWRITE_SPECIFIER_HOST_REWRITE_LITERAL)
         rt->host_rewrite = arena_strdup(b->a, ra->host_rewrite_literal);
     rt->timeout_ms = ra->timeout ? duration_ms(ra->timeout) : 15000; /* Envoy's default */
+    build_retry(b, ra->retry_policy, &rt->retry);
+    if (ra->n_request_mirror_policies) {
+        rt->mirrors = arena_alloc(b->a, ra->n_request_mirror_policies * sizeof(*rt->mirrors));
+        for (size_t i = 0; i < ra->n_request_mirror_policies; i++) {
+            const Envoy__Config__Route__V3__RouteAction__RequestMirrorPolicy *mp = ra->request_mirror_policies[i];
+            if (mp->cluster == NULL || mp->cluster[0] == '\0')
+                return failf(b, "route.request_mirror_policies.cluster", "is required");
+            px_mirror_t *mi = &rt->mirrors[rt->nmirrors++];
+            mi->cluster = arena_strdup(b->a, mp->cluster);
+            mi->ppm = mp->runtime_fraction ? pct_ppm(mp->runtime_fraction->default_value) : 1000000;
+        }
+    }
     for (size_t i = 0; i < ra->n_hash_policy && rt->hash == PX_HASH_NONE; i++) {
         const Envoy__Config__Route__V3__RouteAction__HashPolicy *hp = ra->hash_policy[i];
         switch (hp->policy_specifier_case) {
@@ -355,8 +371,150 @@ static int build_action(build_t *b, const pb_action_t *ra, px_route_t *rt)
     return 0;
 }
 
+uint32_t px_fraction_ppm(uint32_t numerator, int denominator_type)
+{
+    /* HUNDRED, TEN_THOUSAND, MILLION */
+    static const uint32_t den[] = {100, 10000, 1000000};
+    uint32_t d = denominator_type >= 0 && denominator_type <= 2 ? den[denominator_type] : 100;
+    if (numerator > d)
+        numerator = d;
+    return (uint32_t)((uint64_t)numerator * 1000000u / d);
+}
+
+static uint32_t pct_ppm(const Envoy__Type__V3__FractionalPercent *p)
+{
+    /* an unset percentage is the proto default: 0 */
+    return p ? px_fraction_ppm(p->numerator, (int)p->denominator) : 0;
+}
+
+/* The route's envoy.filters.http.fault config (an HTTPFault Any). */
+static int build_fault(build_t *b, const Google__Protobuf__Any *any, px_fault_t *f)
+{
+    const ProtobufCMessageDescriptor *d = &envoy__extensions__filters__http__fault__v3__httpfault__descriptor;
+    if (any == NULL || any->type_url == NULL)
+        return 0;
+    const char *t = strrchr(any->type_url, '/');
+    t = t ? t + 1 : any->type_url;
+    if (strcmp(t, d->name) != 0)
+        return failf(b, "typed_per_filter_config.envoy.filters.http.fault",
+                     "only envoy.extensions.filters.http.fault.v3.HTTPFault is supported");
+    Envoy__Extensions__Filters__Http__Fault__V3__HTTPFault *h =
+        (Envoy__Extensions__Filters__Http__Fault__V3__HTTPFault *)protobuf_c_message_unpack(
+            d, NULL, any->value.len, any->value.data);
+    if (h == NULL)
+        return failf(b, "typed_per_filter_config.envoy.filters.http.fault", "cannot decode HTTPFault");
+    int rc = 0;
+    if (h->delay) {
+        if (h->delay->fault_delay_secifier_case !=
+            ENVOY__EXTENSIONS__FILTERS__COMMON__FAULT__V3__FAULT_DELAY__FAULT_DELAY_SECIFIER_FIXED_DELAY) {
+            rc = failf(b, "fault.delay", "only fixed_delay is supported");
+            goto out;
+        }
+        f->delay = true;
+        f->delay_ms = h->delay->fixed_delay ? duration_ms(h->delay->fixed_delay) : 0;
+        f->delay_ppm = pct_ppm(h->delay->percentage);
+    }
+    if (h->abort) {
+        f->abort_http = 0;
+        f->abort_grpc = -1;
+        switch (h->abort->error_type_case) {
+        case ENVOY__EXTENSIONS__FILTERS__HTTP__FAULT__V3__FAULT_ABORT__ERROR_TYPE_HTTP_STATUS:
+            if (h->abort->http_status < 200 || h->abort->http_status > 599) {
+                rc = failf(b, "fault.abort.http_status", "must be in 200..599");
+                goto out;
+            }
+            f->abort_http = (int)h->abort->http_status;
+            break;
+        case ENVOY__EXTENSIONS__FILTERS__HTTP__FAULT__V3__FAULT_ABORT__ERROR_TYPE_GRPC_STATUS:
+            f->abort_grpc = (int)h->abort->grpc_status;
+            break;
+        default:
+            rc = failf(b, "fault.abort", "one of http_status or grpc_status is required");
+            goto out;
+        }
+        f->abort = true;
+        f->abort_ppm = pct_ppm(h->abort->percentage);
+    }
+out:
+    protobuf_c_message_free_unpacked((ProtobufCMessage *)h, NULL);
+    return rc;
+}
+
+uint32_t px_retry_on_parse(const char *s)
+{
+    static const struct { const char *name; uint32_t bit; } names[] = {
+        {"5xx", PX_RETRY_5XX}, {"gateway-error", PX_RETRY_GATEWAY}, {"connect-failure", PX_RETRY_CONNECT},
+        {"reset", PX_RETRY_RESET}, {"refused-stream", PX_RETRY_REFUSED}, {"retriable-4xx", PX_RETRY_4XX},
+        {"retriable-status-codes", PX_RETRY_STATUS},
+    };
+    uint32_t on = 0;
+    while (s && *s) {
+        while (*s == ' ' || *s == ',')
+            s++;
+        size_t n = strcspn(s, ",");
+        size_t t = n;
+        while (t > 0 && s[t - 1] == ' ')
+            t--;
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+            if (strlen(names[i].name) == t && strncmp(s, names[i].name, t) == 0)
+                on |= names[i].bit;
+        s += n;
+    }
+    return on;
+}
+
+bool px_retry_status(const px_retry_t *r, int status)
+{
+    if ((r->on & PX_RETRY_5XX) && status >= 500 && status <= 599)
+        return true;
+    if ((r->on & PX_RETRY_GATEWAY) && (status == 502 || status == 503 || status == 504))
+        return true;
+    if ((r->on & PX_RETRY_4XX) && status == 409)
+        return true;
+    if (r->on & PX_RETRY_STATUS)
+        for (size_t i = 0; i < r->ncodes; i++)
+            if ((int)r->codes[i] == status)
+                return true;
+    return false;
+}
+
+static void build_retry(build_t *b, const Envoy__Config__Route__V3__RetryPolicy *p, px_retry_t *r)
+{
+    if (p == NULL)
+        return;
+    r->set = true;
+    r->on = px_retry_on_parse(p->retry_on);
+    r->num_retries = p->num_retries ? p->num_retries->value : 1; /* Envoy's default */
+    r->per_try_timeout_ms = p->per_try_timeout ? duration_ms(p->per_try_timeout) : 0;
+    r->base_ms = 25;
+    if (p->retry_back_off && p->retry_back_off->base_interval && duration_ms(p->retry_back_off->base_interval))
+        r->base_ms = duration_ms(p->retry_back_off->base_interval);
+    r->max_ms = r->base_ms * 10;
+    if (p->retry_back_off && p->retry_back_off->max_interval && duration_ms(p->retry_back_off->max_interval))
+        r->max_ms = duration_ms(p->retry_back_off->max_interval);
+    if (r->max_ms < r->base_ms)
+        r->max_ms = r->base_ms;
+    if (p->n_retriable_status_codes) {
+        r->codes = arena_alloc(b->a, p->n_retriable_status_codes * sizeof(uint32_t));
+        memcpy(r->codes, p->retriable_status_codes, p->n_retriable_status_codes * sizeof(uint32_t));
+        r->ncodes = p->n_retriable_status_codes;
+    }
+    for (size_t i = 0; i < p->n_retry_host_predicate; i++)
+        if (p->retry_host_predicate[i]->name &&
+            strcmp(p->retry_host_predicate[i]->name, "envoy.retry_host_predicates.previous_hosts") == 0)
+            r->other_host = true;
+    r->host_attempts = p->host_selection_retry_max_attempts > 0 ? (uint32_t)p->host_selection_retry_max_attempts : 1;
+    if (r->host_attempts > 16)
+        r->host_attempts = 16;
+}
+
 static int build_route(build_t *b, const pb_route_t *pr, px_route_t *rt)
 {
+    for (size_t i = 0; i < pr->n_typed_per_filter_config; i++) {
+        const Envoy__Config__Route__V3__Route__TypedPerFilterConfigEntry *e = pr->typed_per_filter_config[i];
+        if (e->key && strcmp(e->key, "envoy.filters.http.fault") == 0 && build_fault(b, e->value, &rt->fault) < 0)
+            return -1;
+    }
     rt->name = pr->name && pr->name[0] ? arena_strdup(b->a, pr->name) : NULL;
     if (build_match(b, pr->match, rt) < 0)
         return -1;
@@ -477,12 +635,17 @@ static int build_route_config(build_t *b, const pb_route_config_t *pc, px_route_
                        pv->n_response_headers_to_add, pv->response_headers_to_remove,
                        pv->n_response_headers_to_remove, &vh->resp) < 0)
             return -1;
+        vh->attempt_count = pv->include_request_attempt_count;
+        px_retry_t vretry = {0};
+        build_retry(b, pv->retry_policy, &vretry);
         vh->routes = arena_alloc(b->a, (pv->n_routes ? pv->n_routes : 1) * sizeof(*vh->routes));
         vh->nroutes = pv->n_routes;
         for (size_t r = 0; r < pv->n_routes; r++) {
             snprintf(b->where + base, sizeof(b->where) - base, ": virtual_hosts[%zu].routes[%zu]", i, r);
             if (build_route(b, pv->routes[r], &vh->routes[r]) < 0)
                 return -1;
+            if (!vh->routes[r].retry.set)
+                vh->routes[r].retry = vretry;
         }
     }
     return 0;
@@ -615,6 +778,38 @@ static int build_cluster(build_t *b, const pb_cluster_t *pc, px_cluster_t *c, co
         return failf(b, "lb_policy", "unsupported load-balancing policy");
     }
     c->connect_timeout_ms = pc->connect_timeout ? duration_ms(pc->connect_timeout) : 5000;
+    if (pc->outlier_detection) {
+        const Envoy__Config__Cluster__V3__OutlierDetection *od = pc->outlier_detection;
+        c->outlier = true;
+        c->od_consecutive_5xx = od->consecutive_5xx ? od->consecutive_5xx->value : 5;
+        c->od_consecutive_gw = od->consecutive_gateway_failure ? od->consecutive_gateway_failure->value : 5;
+        c->od_enforce_5xx = od->enforcing_consecutive_5xx ? od->enforcing_consecutive_5xx->value : 100;
+        c->od_enforce_gw =
+            od->enforcing_consecutive_gateway_failure ? od->enforcing_consecutive_gateway_failure->value : 0;
+        c->od_interval_ms = od->interval ? duration_ms(od->interval) : 10000;
+        c->od_base_ejection_ms = od->base_ejection_time ? duration_ms(od->base_ejection_time) : 30000;
+        c->od_max_ejection_ms = od->max_ejection_time ? duration_ms(od->max_ejection_time) : 300000;
+        if (c->od_max_ejection_ms < c->od_base_ejection_ms)
+            c->od_max_ejection_ms = c->od_base_ejection_ms;
+        c->od_max_ejection_pct = od->max_ejection_percent ? od->max_ejection_percent->value : 10;
+        if (c->od_max_ejection_pct > 100)
+            c->od_max_ejection_pct = 100;
+    }
+    c->max_connections = c->max_pending = c->max_requests = 1024;
+    c->max_retries = 3;
+    for (size_t i = 0; pc->circuit_breakers && i < pc->circuit_breakers->n_thresholds; i++) {
+        const Envoy__Config__Cluster__V3__CircuitBreakers__Thresholds *th = pc->circuit_breakers->thresholds[i];
+        if (th->priority != ENVOY__CONFIG__CORE__V3__ROUTING_PRIORITY__DEFAULT)
+            continue;
+        if (th->max_connections)
+            c->max_connections = th->max_connections->value;
+        if (th->max_pending_requests)
+            c->max_pending = th->max_pending_requests->value;
+        if (th->max_requests)
+            c->max_requests = th->max_requests->value;
+        if (th->max_retries)
+            c->max_retries = th->max_retries->value;
+    }
     int type = pc->cluster_discovery_type_case ==
                        ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE
                    ? (int)pc->type

@@ -88,6 +88,57 @@ typedef struct px_weighted {
     px_header_ops_t req, resp;
 } px_weighted_t;
 
+/* Fault injection of a route (the envoy.filters.http.fault per-route config):
+ * each fault applies to a request with probability ppm / 1e6. */
+typedef struct px_fault {
+    bool delay;
+    uint64_t delay_ms;
+    uint32_t delay_ppm;
+    bool abort;
+    int abort_http;  /* > 0: answer this status */
+    int abort_grpc;  /* >= 0: answer a gRPC status (HTTP 200, grpc-status) */
+    uint32_t abort_ppm;
+} px_fault_t;
+
+/* retry_on conditions (RetryPolicy.retry_on) */
+enum {
+    PX_RETRY_5XX = 1 << 0,
+    PX_RETRY_GATEWAY = 1 << 1,     /* gateway-error: 502, 503, 504 */
+    PX_RETRY_CONNECT = 1 << 2,     /* connect-failure (incl. connect timeout) */
+    PX_RETRY_RESET = 1 << 3,       /* reset: disconnect / reset before the response head */
+    PX_RETRY_REFUSED = 1 << 4,     /* refused-stream (HTTP/2 only: never seen on HTTP/1.1) */
+    PX_RETRY_4XX = 1 << 5,         /* retriable-4xx: 409 */
+    PX_RETRY_STATUS = 1 << 6,      /* retriable-status-codes */
+};
+
+/* A route's retry policy (the route's, else its virtual host's). */
+typedef struct px_retry {
+    bool set;
+    uint32_t on; /* PX_RETRY_* */
+    uint32_t num_retries;
+    uint64_t per_try_timeout_ms; /* 0: none */
+    uint64_t base_ms, max_ms;    /* backoff */
+    uint32_t *codes;
+    size_t ncodes;
+    bool other_host; /* previous_hosts predicate: retry on another endpoint when possible */
+    uint32_t host_attempts;
+} px_retry_t;
+
+/* Parses a retry_on list into PX_RETRY_* bits (unknown names are ignored). */
+uint32_t px_retry_on_parse(const char *s);
+/* Whether a response status is retriable under policy r. */
+bool px_retry_status(const px_retry_t *r, int status);
+
+/* A request mirror policy: a copy of ppm / 1e6 of the requests goes to
+ * cluster, with "-shadow" appended to the host. */
+typedef struct px_mirror {
+    const char *cluster;
+    uint32_t ppm;
+} px_mirror_t;
+
+/* A FractionalPercent as parts per million (numerator capped at the denominator). */
+uint32_t px_fraction_ppm(uint32_t numerator, int denominator_type);
+
 typedef enum { PX_HASH_NONE, PX_HASH_HEADER, PX_HASH_SOURCE_IP, PX_HASH_QUERY } px_hash_kind_t;
 
 typedef struct px_route {
@@ -124,6 +175,10 @@ typedef struct px_route {
     size_t direct_body_len;
 
     px_header_ops_t req, resp;
+    px_fault_t fault;
+    px_retry_t retry;
+    px_mirror_t *mirrors; /* request_mirror_policies */
+    size_t nmirrors;
 } px_route_t;
 
 typedef struct px_vhost {
@@ -133,6 +188,7 @@ typedef struct px_vhost {
     px_route_t *routes;
     size_t nroutes;
     px_header_ops_t req, resp;
+    bool attempt_count; /* include_request_attempt_count: x-envoy-attempt-count upstream */
 } px_vhost_t;
 
 typedef struct px_route_config {
@@ -168,6 +224,15 @@ typedef struct px_cluster {
     uint64_t total_weight;
     px_ring_entry_t *ring; /* RING_HASH */
     size_t nring;
+    /* circuit breakers (thresholds of priority DEFAULT; Envoy's defaults
+     * 1024 / 1024 / 1024 / 3), enforced over all workers */
+    uint32_t max_connections, max_pending, max_requests, max_retries;
+    /* outlier detection (consecutive 5xx / gateway failures; Envoy's defaults) */
+    bool outlier;
+    uint32_t od_consecutive_5xx, od_consecutive_gw;   /* thresholds */
+    uint32_t od_enforce_5xx, od_enforce_gw;           /* percent of ejections enforced */
+    uint64_t od_interval_ms, od_base_ejection_ms, od_max_ejection_ms;
+    uint32_t od_max_ejection_pct;
 } px_cluster_t;
 
 typedef enum { PX_LISTENER_HTTP, PX_LISTENER_TCP } px_listener_kind_t;

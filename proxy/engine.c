@@ -33,6 +33,8 @@
 
 #define IN_CAP (PX_H1_MAX_HEAD + 16384) /* a full head plus some body */
 #define OUT_HIGH (256 * 1024)           /* stop reading the other side above this */
+#define RETRY_BODY_MAX 65536            /* a request body is kept for retries up to this size */
+#define SHADOW_MS 10000                 /* a mirrored request's connection lives at most this long */
 #define POOL_MAX_IDLE 64                /* idle upstream connections per endpoint */
 
 typedef struct buf {
@@ -94,6 +96,11 @@ typedef _Atomic uint64_t counter_t;
 typedef struct wstats {
     counter_t cx_total, cx_active, rq_total, ucx_total, urq_total, ucx_reused;
     counter_t rq_2xx, rq_3xx, rq_4xx, rq_5xx;
+    counter_t fault_abort, fault_delay; /* requests aborted / delayed by fault injection */
+    counter_t retry, retry_success, retry_exhausted; /* upstream_rq_retry, _success, _limit_exceeded */
+    counter_t cx_overflow, rq_pending_overflow, retry_overflow; /* circuit breakers */
+    counter_t shadow_sent, shadow_failed; /* mirrored requests */
+    counter_t od_ejections, od_eject_5xx, od_eject_gw, od_overflow; /* outlier detection */
 } wstats_t;
 
 /* One listening socket of a worker. */
@@ -112,9 +119,33 @@ typedef struct ep_active {
     uint32_t n;
 } ep_active_t;
 
+/* Outlier detection state of one upstream host of a cluster. */
+typedef struct od_host {
+    struct od_host *next;
+    char *address;
+    atomic_uint c5xx, cgw;           /* consecutive 5xx / gateway failures */
+    _Atomic uint64_t ejected_until;  /* loop clock ms; 0: not ejected */
+    atomic_uint times;               /* how many times it was ejected */
+} od_host_t;
+
+/* Circuit-breaker counters and outlier-detection hosts of one cluster (by
+ * name), shared by every worker; created on first use, freed with the
+ * server. The host list only grows (prepended under od_mu, read without
+ * a lock). */
+typedef struct cb_state {
+    struct cb_state *next;
+    char *name;
+    atomic_uint cx, pending, rq, retries;
+    _Atomic(od_host_t *) hosts;
+} cb_state_t;
+
+static pthread_mutex_t od_mu = PTHREAD_MUTEX_INITIALIZER;
+
 typedef struct lb_state {
     char *cluster;
     px_lb_t lb;
+    cb_state_t *cb;
+    uint32_t nconns; /* this worker's upstream connections counted in cb->cx */
 } lb_state_t;
 
 struct worker {
@@ -133,6 +164,8 @@ struct worker {
     uint64_t rng;
     wstats_t st;
     hmap_t metrics; /* label set -> px_metric_t* (this worker's only) */
+    dconn_t *waitq;   /* requests waiting for an upstream connection (max_connections) */
+    bool wake_queued;
 };
 
 struct px_server {
@@ -141,6 +174,7 @@ struct px_server {
     worker_t *workers;
     pthread_mutex_t mu;
     px_snapshot_t *current; /* under mu */
+    cb_state_t *cbs;        /* under mu */
     /* the listener sockets currently open: key -> fds[nworkers] */
     struct slistener {
         struct slistener *next;
@@ -163,6 +197,9 @@ struct uconn {
     buf_t in, out;
     bool reused;
     bool peer_closed; /* the upstream sent FIN: never pooled again */
+    cb_state_t *cb;   /* the cluster whose max_connections it counts in */
+    lb_state_t *ls;   /* and this worker's share of it */
+    bool shadow;      /* a mirrored request: no downstream, response discarded */
 };
 
 typedef enum {
@@ -171,6 +208,7 @@ typedef enum {
     D_LOCAL,    /* writing a local response */
     D_TUNNEL,   /* upgraded connection or TCP proxy: raw bytes both ways */
     D_CLOSING,  /* flushing, then close */
+    D_DELAY,    /* held by an injected fault delay (a timer), the head still in d->in */
 } dstate_t;
 
 struct dconn {
@@ -219,6 +257,24 @@ struct dconn {
     bool resp_head_done;
     int resp_code;
     const char *flags;
+    const char *fault_flags; /* "DI", "FI", "DI,FI" or NULL */
+    size_t head_len;         /* D_DELAY: the request head's length in d->in */
+    bool fault_abort;        /* abort after the injected delay */
+    /* retries: the upstream request as sent (head without its final CRLF,
+     * then the buffered body), the attempts made, the per-try/backoff timer */
+    buf_t attempt_req;
+    size_t attempt_head_len;
+    bool retriable;  /* attempt_req holds the whole request */
+    uint32_t attempts;
+    bool backoff;    /* waiting for the next attempt */
+    long last_ep;
+    loop_timer_t *try_timer;
+    /* circuit breaking: the cluster's counters this request holds */
+    cb_state_t *cb;
+    lb_state_t *ls;
+    bool cb_rq, cb_retry;
+    bool waiting; /* in w->waitq */
+    dconn_t *wnext;
     px_h1_body_t resp_body;
     uint64_t resp_left;
     px_h1_chunked_t resp_chunk;
@@ -231,6 +287,9 @@ static void dconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg);
 static void dconn_process(dconn_t *d);
 static void uconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg);
 static void uconn_close(uconn_t *u);
+static bool maybe_retry(dconn_t *d, bool cond);
+static void od_report(worker_t *w, const px_cluster_t *c, cb_state_t *cb, const char *address, int status);
+static bool retry_on_failure(const dconn_t *d, bool connect);
 
 /* ---- helpers ---- */
 
@@ -302,13 +361,26 @@ static void count_status(worker_t *w, int code)
         CINC(w->st.rq_2xx);
 }
 
+/* The response flags of the current request ("-" when none): an injected
+ * fault's flag joined with the flag the request ended with. */
+static const char *flags_of(const dconn_t *d, char *buf, size_t n)
+{
+    const char *f = d->flags && strcmp(d->flags, "-") != 0 ? d->flags : NULL;
+    if (d->fault_flags == NULL)
+        return f ? f : "-";
+    if (f == NULL || strcmp(f, d->fault_flags) == 0 || strcmp(f, "FI") == 0)
+        return d->fault_flags;
+    snprintf(buf, n, "%s,%s", d->fault_flags, f);
+    return buf;
+}
+
 /* Writes one access log line in Envoy's default format. */
 static void access_log(dconn_t *d)
 {
     int fd = d->w->srv->opt.access_log_fd;
     if (fd < 0 || d->start_ms == 0)
         return;
-    char ts[40], line[2048], ust[24] = "-";
+    char ts[40], line[2048], ust[24] = "-", fl[32];
     if (d->upstream_ms >= 0)
         snprintf(ust, sizeof(ust), "%lld", (long long)d->upstream_ms);
     struct tm tm;
@@ -320,7 +392,7 @@ static void access_log(dconn_t *d)
                        ts, d->method, d->path_log ? d->path_log : "-",
                        d->listener && d->listener->kind == PX_LISTENER_TCP ? "-"
                        : d->req.minor_version ? "HTTP/1.1" : "HTTP/1.0",
-                       d->resp_code, d->flags ? d->flags : "-", (unsigned long long)d->bytes_in,
+                       d->resp_code, flags_of(d, fl, sizeof(fl)), (unsigned long long)d->bytes_in,
                        (unsigned long long)d->bytes_out,
                        (unsigned long long)(loop_now(d->w->loop) - d->start_ms), ust,
                        d->xff ? d->xff : "-", d->user_agent ? d->user_agent : "-",
@@ -354,6 +426,34 @@ static void request_reset(dconn_t *d)
     d->upstream_ms = -1;
     d->resp_code = 0;
     d->flags = NULL;
+    d->fault_flags = NULL;
+    d->fault_abort = false;
+    d->attempt_req.len = 0;
+    d->attempt_head_len = 0;
+    d->retriable = false;
+    d->attempts = 0;
+    d->backoff = false;
+    d->last_ep = -1;
+    if (d->try_timer)
+        loop_timer_stop(d->try_timer);
+    if (d->waiting) {
+        for (dconn_t **pp = &d->w->waitq; *pp; pp = &(*pp)->wnext)
+            if (*pp == d) {
+                *pp = d->wnext;
+                break;
+            }
+        d->waiting = false;
+        d->wnext = NULL;
+        if (d->cb)
+            atomic_fetch_sub(&d->cb->pending, 1);
+    }
+    if (d->cb_rq)
+        atomic_fetch_sub(&d->cb->rq, 1);
+    if (d->cb_retry)
+        atomic_fetch_sub(&d->cb->retries, 1);
+    d->cb_rq = d->cb_retry = false;
+    d->cb = NULL;
+    d->ls = NULL;
     d->retried = false;
     d->retry_head.len = 0;
     d->resp_chunked_out = false;
@@ -437,7 +537,8 @@ static px_metric_t *metric_for(dconn_t *d, bool tcp)
     if (!tcp) {
         label(&b, "request_protocol", "http", true);
         label(&b, "response_code", code, true);
-        label(&b, "response_flags", d->flags ? d->flags : "-", true);
+        char fl[32];
+        label(&b, "response_flags", flags_of(d, fl, sizeof(fl)), true);
     }
     label(&b, "connection_security_policy", inbound ? "none" : "unknown", true);
     buf_add(&b, "", 1);
@@ -581,8 +682,11 @@ static void local_reply(dconn_t *d, int code, const char *flags, const char *bod
     if (close_after)
         d->keep_alive = false;
     int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\ncontent-length: %zu\r\ncontent-type: text/plain\r\n%s%s\r\n",
-                     code, reason_phrase(code), body ? strlen(body) : 0, extra_headers ? extra_headers : "",
+                     "HTTP/1.1 %d %s\r\ncontent-length: %zu\r\n%s%s%s\r\n",
+                     code, reason_phrase(code), body ? strlen(body) : 0,
+                     extra_headers && strncmp(extra_headers, "content-type:", 13) == 0 ? ""
+                                                                               : "content-type: text/plain\r\n",
+                     extra_headers ? extra_headers : "",
                      d->keep_alive ? "" : "connection: close\r\n");
     if (n < 0 || (size_t)n >= sizeof(head) || buf_add(&d->out, head, (size_t)n) < 0 ||
         buf_add(&d->out, body ? body : "", blen) < 0) {
@@ -628,10 +732,20 @@ static void pool_remove(uconn_t *u)
     u->next_idle = NULL;
 }
 
+static void wake_waiters(worker_t *w);
+
 static void uconn_close(uconn_t *u)
 {
     if (u->state == U_IDLE)
         pool_remove(u);
+    if (u->cb) {
+        atomic_fetch_sub(&u->cb->cx, 1);
+        if (u->ls && u->ls->nconns)
+            u->ls->nconns--;
+        u->cb = NULL;
+        u->ls = NULL;
+        wake_waiters(u->w);
+    }
     loop_io_del(u->io);
     loop_timer_free(u->timer);
     u->io = NULL;
@@ -661,6 +775,8 @@ static void pool_put(uconn_t *u)
     hmap_put(&u->w->idle, u->address, u);
     u->out.len = 0;
     u_update_interest(u);
+    if (u->w->waitq)
+        wake_waiters(u->w);
 }
 
 static uconn_t *pool_get(worker_t *w, const char *address)
@@ -734,6 +850,14 @@ static void upstream_failed(dconn_t *d, const char *why)
             uconn_close(nu);
         u = NULL;
     }
+    /* a connect failure or reset before the response head: outlier
+     * detection, then the retry policy */
+    bool connect = u == NULL || u->state == U_CONNECTING;
+    if (d->state == D_PROXY && !d->resp_head_done && d->cluster && strcmp(why, "internal error") != 0)
+        od_report(d->w, d->cluster, d->cb, d->upstream_host, -1);
+    if (d->state == D_PROXY && !d->resp_head_done && strcmp(why, "internal error") != 0 &&
+        maybe_retry(d, retry_on_failure(d, connect)))
+        return;
     if (u)
         uconn_close(u);
     d->u = NULL;
@@ -760,7 +884,12 @@ static void connect_timeout(loop_timer_t *t, void *arg)
 {
     (void)t;
     uconn_t *u = arg;
-    if (u->state == U_CONNECTING && u->d)
+    if (u->shadow) {
+        /* a shadow that could not connect, or its deadline */
+        if (u->state == U_CONNECTING)
+            CINC(u->w->st.shadow_failed);
+        uconn_close(u);
+    } else if (u->state == U_CONNECTING && u->d)
         upstream_failed(u->d, "connection timeout");
     else if (u->state == U_CONNECTING)
         uconn_close(u);
@@ -801,12 +930,12 @@ static int add_ops(buf_t *b, const px_header_ops_t *ops)
     return 0;
 }
 
-/* Builds the upstream request head into u->out. */
-static int write_upstream_head(dconn_t *d, const px_vhost_t *vh, const px_weighted_t *wc)
+/* Builds the upstream request head into b, without the blank line that ends
+ * it (the attempt count goes there). */
+static int write_upstream_head(dconn_t *d, const px_vhost_t *vh, const px_weighted_t *wc, buf_t *b)
 {
     const px_route_t *rt = d->route;
     const px_route_config_t *rc = d->listener->route_config;
-    buf_t *b = &d->u->out;
     const px_h1_msg_t *m = &d->req;
     const char *path = d->path;
     size_t plen = d->path_len;
@@ -876,8 +1005,6 @@ static int write_upstream_head(dconn_t *d, const px_vhost_t *vh, const px_weight
         if (buf_str(b, "transfer-encoding: chunked\r\n") < 0)
             goto out;
     }
-    if (buf_str(b, "\r\n") < 0)
-        goto out;
     rc_ = 0;
 out:
     free(rewritten);
@@ -939,6 +1066,127 @@ static const px_cluster_t *find_cluster(const px_snapshot_t *s, const char *name
     return name ? px_snapshot_cluster(s, name) : NULL;
 }
 
+/* The shared circuit-breaker counters of a cluster (NULL when out of memory). */
+static cb_state_t *cb_for(px_server_t *s, const char *name)
+{
+    pthread_mutex_lock(&s->mu);
+    cb_state_t *cb = s->cbs;
+    while (cb && strcmp(cb->name, name) != 0)
+        cb = cb->next;
+    if (cb == NULL && (cb = calloc(1, sizeof(*cb))) != NULL) {
+        cb->name = strdup(name);
+        if (cb->name == NULL) {
+            free(cb);
+            cb = NULL;
+        } else {
+            cb->next = s->cbs;
+            s->cbs = cb;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return cb;
+}
+
+/* The outlier-detection entry of a host (created when `create`). */
+static od_host_t *od_find(cb_state_t *cb, const char *address, bool create)
+{
+    for (od_host_t *h = atomic_load(&cb->hosts); h; h = h->next)
+        if (strcmp(h->address, address) == 0)
+            return h;
+    if (!create)
+        return NULL;
+    pthread_mutex_lock(&od_mu);
+    od_host_t *h = atomic_load(&cb->hosts);
+    while (h && strcmp(h->address, address) != 0)
+        h = h->next;
+    if (h == NULL && (h = calloc(1, sizeof(*h))) != NULL) {
+        h->address = strdup(address);
+        if (h->address == NULL) {
+            free(h);
+            h = NULL;
+        } else {
+            h->next = atomic_load(&cb->hosts);
+            atomic_store(&cb->hosts, h);
+        }
+    }
+    pthread_mutex_unlock(&od_mu);
+    return h;
+}
+
+/* Whether a host is ejected now; an ejection whose time is over ends here. */
+static bool od_ejected(worker_t *w, cb_state_t *cb, const char *address)
+{
+    od_host_t *h = od_find(cb, address, false);
+    if (h == NULL)
+        return false;
+    uint64_t until = atomic_load(&h->ejected_until);
+    if (until == 0)
+        return false;
+    if (loop_now(w->loop) < until)
+        return true;
+    if (atomic_compare_exchange_strong(&h->ejected_until, &until, 0)) {
+        atomic_store(&h->c5xx, 0);
+        atomic_store(&h->cgw, 0);
+    }
+    return false;
+}
+
+/* Records the outcome of a request to a host of c: an HTTP status, or -1
+ * for a connect failure / reset (counted as a 503, as Envoy does without
+ * split local-origin errors). Ejects at the consecutive thresholds. */
+static void od_report(worker_t *w, const px_cluster_t *c, cb_state_t *cb, const char *address, int status)
+{
+    if (!c->outlier || cb == NULL || address == NULL || address[0] == '\0')
+        return;
+    bool is5xx = status < 0 || status >= 500;
+    bool gw = status < 0 || status == 502 || status == 503 || status == 504;
+    od_host_t *h = od_find(cb, address, is5xx);
+    if (h == NULL)
+        return;
+    if (!is5xx) {
+        atomic_store(&h->c5xx, 0);
+        atomic_store(&h->cgw, 0);
+        return;
+    }
+    unsigned n5 = atomic_fetch_add(&h->c5xx, 1) + 1;
+    unsigned ng = 0;
+    if (gw)
+        ng = atomic_fetch_add(&h->cgw, 1) + 1;
+    else
+        atomic_store(&h->cgw, 0);
+    bool by5xx = c->od_consecutive_5xx && n5 >= c->od_consecutive_5xx && wrand(w) % 100 < c->od_enforce_5xx;
+    bool bygw = !by5xx && gw && c->od_consecutive_gw && ng >= c->od_consecutive_gw &&
+                wrand(w) % 100 < c->od_enforce_gw;
+    if (!by5xx && !bygw)
+        return;
+    uint64_t now = loop_now(w->loop);
+    if (atomic_load(&h->ejected_until) > now)
+        return;
+    /* max_ejection_percent, but at least one host may be ejected */
+    size_t ejected = 0;
+    for (size_t i = 0; i < c->nendpoints; i++) {
+        od_host_t *o = od_find(cb, c->endpoints[i].address, false);
+        if (o && o != h && atomic_load(&o->ejected_until) > now)
+            ejected++;
+    }
+    if (ejected > 0 && (ejected + 1) * 100 > (size_t)c->od_max_ejection_pct * c->nendpoints) {
+        CINC(w->st.od_overflow);
+        return;
+    }
+    unsigned times = atomic_fetch_add(&h->times, 1) + 1;
+    uint64_t ms = c->od_base_ejection_ms * times;
+    if (ms > c->od_max_ejection_ms)
+        ms = c->od_max_ejection_ms;
+    atomic_store(&h->ejected_until, now + (ms ? ms : 1));
+    atomic_store(&h->c5xx, 0);
+    atomic_store(&h->cgw, 0);
+    CINC(w->st.od_ejections);
+    if (by5xx)
+        CINC(w->st.od_eject_5xx);
+    else
+        CINC(w->st.od_eject_gw);
+}
+
 static lb_state_t *lb_for(worker_t *w, const px_cluster_t *c)
 {
     lb_state_t *ls = hmap_get(&w->lbs, c->name);
@@ -952,6 +1200,7 @@ static lb_state_t *lb_for(worker_t *w, const px_cluster_t *c)
             return NULL;
         }
         px_lb_init(&ls->lb, c, wrand(w));
+        ls->cb = cb_for(w->srv, c->name);
         hmap_put(&w->lbs, ls->cluster, ls);
     }
     if (ls->lb.nactive != c->nendpoints) {
@@ -1025,6 +1274,328 @@ static void redirect_reply(dconn_t *d)
 }
 
 /* Routes a parsed request and starts proxying it. */
+static void route_request(dconn_t *d);
+static void after_start(dconn_t *d, size_t r);
+static void upstream_failed(dconn_t *d, const char *why);
+static void send_shadow(dconn_t *d, const px_mirror_t *mi);
+static void try_timer_cb(loop_timer_t *t, void *arg);
+static void attempt_send(dconn_t *d, bool later);
+static int pump_request_body(dconn_t *d);
+
+/* Sends one attempt of the current request: picks an endpoint (another one
+ * than the last when the retry policy asks and the cluster has several),
+ * takes a pooled or new connection and queues the request with its
+ * x-envoy-attempt-count. Answers the request itself on failure. */
+static void overflow_reply(dconn_t *d);
+
+/* Builds the shadow copy of the request in attempt_req: "-shadow" appended
+ * to the host (before a port), connection: close, the buffered body. */
+static int shadow_request(const dconn_t *d, buf_t *out)
+{
+    const char *p = d->attempt_req.data, *end = p + d->attempt_head_len;
+    const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+    if (eol == NULL || buf_add(out, p, (size_t)(eol + 2 - p)) < 0)
+        return -1;
+    for (p = eol + 2; p < end; p = eol + 2) {
+        eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+        if (eol == NULL)
+            return -1;
+        if (eol - p >= 5 && strncasecmp(p, "host:", 5) == 0) {
+            const char *v = p + 5;
+            while (v < eol && *v == ' ')
+                v++;
+            const char *colon = memrchr(v, ':', (size_t)(eol - v));
+            if (colon && memchr(colon, ']', (size_t)(eol - colon)))
+                colon = NULL; /* an IPv6 literal without a port */
+            const char *hend = colon ? colon : eol;
+            if (buf_str(out, "host: ") < 0 || buf_add(out, v, (size_t)(hend - v)) < 0 ||
+                buf_str(out, "-shadow") < 0 || buf_add(out, hend, (size_t)(eol - hend)) < 0 ||
+                buf_str(out, "\r\n") < 0)
+                return -1;
+            continue;
+        }
+        if (eol - p >= 11 && strncasecmp(p, "connection:", 11) == 0)
+            continue;
+        if (buf_add(out, p, (size_t)(eol + 2 - p)) < 0)
+            return -1;
+    }
+    if (buf_str(out, "connection: close\r\n\r\n") < 0)
+        return -1;
+    return buf_add(out, d->attempt_req.data + d->attempt_head_len, d->attempt_req.len - d->attempt_head_len);
+}
+
+/* Fires a mirrored copy of the current request at the mirror's cluster;
+ * nothing that happens to it reaches the original request. */
+static void send_shadow(dconn_t *d, const px_mirror_t *mi)
+{
+    worker_t *w = d->w;
+    const px_cluster_t *c = find_cluster(d->snap, mi->cluster);
+    lb_state_t *ls = c ? lb_for(w, c) : NULL;
+    long ei = ls ? px_lb_pick(&ls->lb, c, c->lb == PX_LB_RING_HASH ? request_hash(d) : 0) : -1;
+    if (ei < 0) {
+        CINC(w->st.shadow_failed);
+        return;
+    }
+    uconn_t *u = uconn_connect(w, &c->endpoints[ei], c->connect_timeout_ms);
+    if (u == NULL) {
+        CINC(w->st.shadow_failed);
+        return;
+    }
+    u->shadow = true;
+    if (shadow_request(d, &u->out) < 0) {
+        uconn_close(u);
+        CINC(w->st.shadow_failed);
+        return;
+    }
+    CINC(w->st.shadow_sent);
+}
+
+static void start_attempt(dconn_t *d)
+{
+    worker_t *w = d->w;
+    const px_cluster_t *c = d->cluster;
+    const px_route_t *rt = d->route;
+    lb_state_t *ls = lb_for(w, c);
+    if (ls && c->lb == PX_LB_LEAST_REQUEST)
+        for (size_t i = 0; i < c->nendpoints && i < ls->lb.nactive; i++) {
+            ep_active_t *e = hmap_get(&w->active, c->endpoints[i].address);
+            ls->lb.active[i] = e ? e->n : 0;
+        }
+    d->cb = ls ? ls->cb : NULL;
+    d->ls = ls;
+    if (d->cb && d->attempts == 0) {
+        if (atomic_load(&d->cb->rq) >= c->max_requests) {
+            overflow_reply(d);
+            return;
+        }
+        atomic_fetch_add(&d->cb->rq, 1);
+        d->cb_rq = true;
+    }
+    uint64_t hash = c->lb == PX_LB_RING_HASH ? request_hash(d) : 0;
+    long ei = ls ? px_lb_pick(&ls->lb, c, hash) : -1;
+    if (ei >= 0 && d->attempts > 0 && rt->retry.other_host && c->nendpoints > 1)
+        for (uint32_t k = 1; k < rt->retry.host_attempts && ei == d->last_ep; k++)
+            ei = px_lb_pick(&ls->lb, c, hash + k);
+    /* ejected hosts are passed over (all ejected: the pick stands) */
+    if (ei >= 0 && c->outlier && d->cb)
+        for (size_t k = 1; k <= c->nendpoints && od_ejected(w, d->cb, c->endpoints[ei].address); k++)
+            ei = px_lb_pick(&ls->lb, c, hash + 7919 * k);
+    if (ei < 0) {
+        d->req_body_done = d->req_body_done || d->attempts > 0;
+        local_reply(d, 503, "UH", "no healthy upstream", NULL, !d->req_body_done);
+        return;
+    }
+    d->attempts++;
+    d->last_ep = ei;
+    const px_endpoint_t *ep = &c->endpoints[ei];
+    d->endpoint = ep;
+    snprintf(d->upstream_host, sizeof(d->upstream_host), "%s", ep->address);
+    if (d->ep && d->ep->n)
+        d->ep->n--;
+    d->ep = active_for(w, ep->address);
+    if (d->ep)
+        d->ep->n++;
+    d->resp_head_done = false;
+    d->state = D_PROXY;
+    attempt_send(d, d->attempts > 1);
+}
+
+/* Circuit breaker overflow: 503 UO with x-envoy-overloaded. */
+static void overflow_reply(dconn_t *d)
+{
+    CINC(d->w->st.rq_pending_overflow);
+    d->req_body_done = d->req_body_done || d->attempts > 1;
+    local_reply(d, 503, "UO", "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+                "x-envoy-overloaded: true\r\n", !d->req_body_done);
+}
+
+/* Sends the current attempt to d->endpoint on a pooled or new connection;
+ * at max_connections the request waits (max_pending) or overflows. `later`:
+ * not called from the request's own dispatch (a retry or a waiter), so the
+ * body and the flush are done here. */
+static void attempt_send(dconn_t *d, bool later)
+{
+    worker_t *w = d->w;
+    const px_route_t *rt = d->route;
+    const px_h1_msg_t *m = &d->req;
+    const px_endpoint_t *ep = d->endpoint;
+    uconn_t *u = pool_get(w, ep->address);
+    if (u) {
+        CINC(w->st.ucx_reused);
+    } else {
+        /* at max_connections a worker with no connection of its own to the
+         * cluster still opens one (none of its requests could ever proceed) */
+        if (d->cb && atomic_load(&d->cb->cx) >= d->cluster->max_connections && d->ls && d->ls->nconns > 0) {
+            if (atomic_load(&d->cb->pending) >= d->cluster->max_pending) {
+                overflow_reply(d);
+                return;
+            }
+            CINC(w->st.cx_overflow);
+            atomic_fetch_add(&d->cb->pending, 1);
+            d->waiting = true;
+            dconn_t **pp = &w->waitq;
+            while (*pp)
+                pp = &(*pp)->wnext;
+            d->wnext = NULL;
+            *pp = d;
+            return;
+        }
+        u = uconn_connect(w, ep, d->cluster->connect_timeout_ms);
+        if (u == NULL) {
+            upstream_failed(d, "connection failure");
+            return;
+        }
+        if (d->cb) {
+            u->cb = d->cb;
+            u->ls = d->ls;
+            if (d->ls)
+                d->ls->nconns++;
+            atomic_fetch_add(&d->cb->cx, 1);
+        }
+    }
+    CINC(w->st.urq_total);
+    u->d = d;
+    d->u = u;
+    char ac[64] = "";
+    if (d->vhost && d->vhost->attempt_count)
+        snprintf(ac, sizeof(ac), "x-envoy-attempt-count: %u\r\n", d->attempts);
+    bool with_body = d->attempts > 1 && d->retriable;
+    if (buf_add(&u->out, d->attempt_req.data, d->attempt_head_len) < 0 || buf_str(&u->out, ac) < 0 ||
+        buf_str(&u->out, "\r\n") < 0 ||
+        (with_body && buf_add(&u->out, d->attempt_req.data + d->attempt_head_len,
+                              d->attempt_req.len - d->attempt_head_len) < 0)) {
+        upstream_failed(d, "internal error");
+        return;
+    }
+    d->retry_head.len = 0;
+    if (u->reused && m->body == PX_H1_BODY_NONE && !m->upgrade)
+        buf_add(&d->retry_head, u->out.data, u->out.len);
+    if (rt->retry.set && rt->retry.per_try_timeout_ms && d->try_timer)
+        loop_timer_start(d->try_timer, rt->retry.per_try_timeout_ms, 0);
+    if (later) {
+        if (d->attempts == 1 && pump_request_body(d) < 0) {
+            upstream_failed(d, "protocol error");
+            return;
+        }
+        if (u->state == U_ACTIVE && u_flush(u) < 0) {
+            upstream_failed(d, "connection failure");
+            return;
+        }
+        if (d->u == u)
+            u_update_interest(u);
+        d_update_interest(d);
+    }
+}
+
+/* Deferred: hands freed connection slots and idle connections to the
+ * requests waiting for one, in order. */
+static void wake_cb(void *arg)
+{
+    worker_t *w = arg;
+    w->wake_queued = false;
+    dconn_t **pp = &w->waitq;
+    while (*pp) {
+        dconn_t *d = *pp;
+        bool idle = hmap_get(&w->idle, d->endpoint->address) != NULL;
+        bool room = d->cb == NULL || atomic_load(&d->cb->cx) < d->cluster->max_connections ||
+                    (d->ls && d->ls->nconns == 0);
+        if (!idle && !room) {
+            pp = &d->wnext;
+            continue;
+        }
+        *pp = d->wnext;
+        d->wnext = NULL;
+        d->waiting = false;
+        if (d->cb)
+            atomic_fetch_sub(&d->cb->pending, 1);
+        attempt_send(d, true);
+    }
+}
+
+static void wake_waiters(worker_t *w)
+{
+    if (w->waitq && !w->wake_queued) {
+        w->wake_queued = true;
+        loop_defer(w->loop, wake_cb, w);
+    }
+}
+
+/* After a failed attempt (cond: whether the policy covers the failure):
+ * schedules the next attempt after a jittered exponential backoff and
+ * returns true, or returns false when the request cannot be retried. */
+static bool maybe_retry(dconn_t *d, bool cond)
+{
+    const px_route_t *rt = d->route;
+    if (!cond || rt == NULL || !rt->retry.set || d->state != D_PROXY || d->resp_head_done || !d->retriable ||
+        !d->req_body_done || d->try_timer == NULL || d->attempts == 0)
+        return false;
+    if (d->attempts > rt->retry.num_retries) {
+        if (rt->retry.num_retries)
+            CINC(d->w->st.retry_exhausted);
+        return false;
+    }
+    if (d->cb && !d->cb_retry) {
+        if (atomic_load(&d->cb->retries) >= d->cluster->max_retries) {
+            CINC(d->w->st.retry_overflow);
+            return false;
+        }
+        atomic_fetch_add(&d->cb->retries, 1);
+        d->cb_retry = true;
+    }
+    CINC(d->w->st.retry);
+    if (d->u) {
+        uconn_t *u = d->u;
+        d->u = NULL;
+        u->d = NULL;
+        uconn_close(u);
+    }
+    uint64_t ceiling = rt->retry.base_ms << (d->attempts - 1 < 20 ? d->attempts - 1 : 20);
+    if (ceiling > rt->retry.max_ms || ceiling == 0)
+        ceiling = rt->retry.max_ms;
+    uint64_t wait = wrand(d->w) % ceiling + 1;
+    d->backoff = true;
+    loop_timer_start(d->try_timer, wait, 0);
+    d_update_interest(d);
+    return true;
+}
+
+/* Whether a failure before the response head is covered by the policy. */
+static bool retry_on_failure(const dconn_t *d, bool connect)
+{
+    uint32_t on = d->route ? d->route->retry.on : 0;
+    return (on & (PX_RETRY_5XX | PX_RETRY_GATEWAY | PX_RETRY_RESET)) || (connect && (on & PX_RETRY_CONNECT));
+}
+
+/* The backoff is over (next attempt), or an attempt's per-try timeout hit. */
+static void try_timer_cb(loop_timer_t *t, void *arg)
+{
+    (void)t;
+    dconn_t *d = arg;
+    if (d->closed || d->state != D_PROXY || d->resp_head_done)
+        return;
+    if (d->backoff) {
+        d->backoff = false;
+        start_attempt(d);
+        /* answered here (no endpoint left): on to the next request */
+        if (!d->closed && d->state == D_LOCAL)
+            after_start(d, 0);
+        return;
+    }
+    /* per-try timeout: counted as a 504, retried like a reset, else 504 UT */
+    if (d->u && d->cluster)
+        od_report(d->w, d->cluster, d->cb, d->upstream_host, 504);
+    if (maybe_retry(d, retry_on_failure(d, false)))
+        return;
+    if (d->u) {
+        uconn_t *u = d->u;
+        d->u = NULL;
+        uconn_close(u);
+    }
+    d->req_body_done = true;
+    local_reply(d, 504, "UT", "upstream request timeout", NULL, true);
+}
+
+
 static void start_request(dconn_t *d)
 {
     worker_t *w = d->w;
@@ -1086,6 +1657,50 @@ static void start_request(dconn_t *d)
         local_reply(d, 404, "NR", NULL, NULL, !d->req_body_done);
         return;
     }
+    /* fault injection (before the router, as Envoy's fault filter): both
+     * decisions are taken now, the delay first, the abort when it ends */
+    if (rt->fault.delay || rt->fault.abort) {
+        bool delay = rt->fault.delay && wrand(w) % 1000000u < rt->fault.delay_ppm;
+        bool abrt = rt->fault.abort && wrand(w) % 1000000u < rt->fault.abort_ppm;
+        d->fault_abort = abrt;
+        d->fault_flags = delay ? (abrt ? "DI,FI" : "DI") : abrt ? "FI" : NULL;
+        if (delay) {
+            CINC(w->st.fault_delay);
+            d->state = D_DELAY;
+            loop_timer_start(d->timer, rt->fault.delay_ms ? rt->fault.delay_ms : 1, 0);
+            return;
+        }
+    }
+    route_request(d);
+}
+
+/* Answers an injected abort: the HTTP status, or a gRPC status for gRPC. */
+static void fault_abort_reply(dconn_t *d)
+{
+    const px_fault_t *f = &d->route->fault;
+    CINC(d->w->st.fault_abort);
+    if (f->abort_grpc >= 0) {
+        char extra[160];
+        snprintf(extra, sizeof(extra),
+                 "content-type: application/grpc\r\ngrpc-status: %d\r\ngrpc-message: fault filter abort\r\n",
+                 f->abort_grpc);
+        local_reply(d, 200, "FI", NULL, extra, !d->req_body_done);
+        return;
+    }
+    local_reply(d, f->abort_http, "FI", "fault filter abort", NULL, !d->req_body_done);
+}
+
+/* The router: the matched route's action (after any injected delay). */
+static void route_request(dconn_t *d)
+{
+    worker_t *w = d->w;
+    px_h1_msg_t *m = &d->req;
+    const px_route_t *rt = d->route;
+    const px_vhost_t *vh = d->vhost;
+    if (d->fault_abort) {
+        fault_abort_reply(d);
+        return;
+    }
     if (rt->action == PX_ACT_DIRECT) {
         /* direct responses are written as configured */
         char *body = rt->direct_body ? slice_dup(rt->direct_body, rt->direct_body_len) : NULL;
@@ -1121,52 +1736,37 @@ static void start_request(dconn_t *d)
         return;
     }
     d->cluster = c;
-    lb_state_t *ls = lb_for(w, c);
-    if (ls && c->lb == PX_LB_LEAST_REQUEST)
-        for (size_t i = 0; i < c->nendpoints && i < ls->lb.nactive; i++) {
-            ep_active_t *e = hmap_get(&w->active, c->endpoints[i].address);
-            ls->lb.active[i] = e ? e->n : 0;
-        }
-    long ei = ls ? px_lb_pick(&ls->lb, c, c->lb == PX_LB_RING_HASH ? request_hash(d) : 0) : -1;
-    if (ei < 0) {
-        local_reply(d, 503, "UH", "no healthy upstream", NULL, !d->req_body_done);
+    /* the upstream request, kept whole when it can be sent again: no body, or
+     * a body that came with the head and fits RETRY_BODY_MAX */
+    d->attempt_req.len = 0;
+    if (write_upstream_head(d, vh, wc, &d->attempt_req) < 0) {
+        local_reply(d, 500, "-", "internal error", NULL, true);
         return;
     }
-    const px_endpoint_t *ep = &c->endpoints[ei];
-    d->endpoint = ep;
-    snprintf(d->upstream_host, sizeof(d->upstream_host), "%s", ep->address);
-    d->ep = active_for(w, ep->address);
-    if (d->ep)
-        d->ep->n++;
-    uconn_t *u = pool_get(w, ep->address);
-    if (u) {
-        CINC(w->st.ucx_reused);
-    } else {
-        u = uconn_connect(w, ep, c->connect_timeout_ms);
-        if (u == NULL) {
-            local_reply(d, 503, "UF",
-                        "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-                        NULL, true);
-            return;
+    d->attempt_head_len = d->attempt_req.len;
+    bool whole = false; /* attempt_req holds the whole request */
+    if (!m->upgrade && !m->is_connect) {
+        if (m->body == PX_H1_BODY_NONE) {
+            whole = true;
+        } else if (m->body == PX_H1_BODY_LENGTH && m->content_length <= RETRY_BODY_MAX &&
+                   d->head_len + m->content_length <= d->in.len) {
+            whole = buf_add(&d->attempt_req, d->in.data + d->head_len, (size_t)m->content_length) == 0;
         }
     }
-    CINC(w->st.urq_total);
-    u->d = d;
-    d->u = u;
-    d->state = D_PROXY;
-    d->resp_head_done = false;
+    d->retriable = whole && rt->retry.set;
+    if (whole)
+        for (size_t i = 0; i < rt->nmirrors; i++)
+            if (wrand(w) % 1000000u < rt->mirrors[i].ppm)
+                send_shadow(d, &rt->mirrors[i]);
+    d->attempts = 0;
+    d->last_ep = -1;
     if (m->expect_continue && !d->req_body_done) {
         /* answered here; the upstream gets the body without waiting */
         buf_str(&d->out, "HTTP/1.1 100 Continue\r\n\r\n");
     }
-    if (write_upstream_head(d, vh, wc) < 0) {
-        upstream_failed(d, "internal error");
-        return;
-    }
-    if (u->reused && m->body == PX_H1_BODY_NONE && !m->upgrade)
-        buf_add(&d->retry_head, u->out.data, u->out.len);
     if (rt->timeout_ms)
         loop_timer_start(d->timer, rt->timeout_ms, 0);
+    start_attempt(d);
     /* the caller consumes the head, pumps the body and flushes */
 }
 
@@ -1219,13 +1819,26 @@ static void dconn_process(dconn_t *d)
     /* The head stays in d->in (the message's slices point into it) until it is
      * forwarded; then it is consumed. */
     loop_timer_stop(d->timer);
+    d->head_len = (size_t)r;
     start_request(d);
+    if (d->state == D_DELAY) {
+        d->head_len = (size_t)r;
+        d_update_interest(d);
+        return;
+    }
+    after_start(d, (size_t)r);
+}
+
+/* After a request was routed (forwarded or answered): drops its head from
+ * d->in (r bytes), forwards the body bytes that came with it, flushes. */
+static void after_start(dconn_t *d, size_t r)
+{
     if (d->closed)
         return;
     /* The request head is no longer needed once forwarded or answered. */
-    if ((size_t)r <= d->in.len) {
+    if (r <= d->in.len) {
         /* slices into d->in are dead from here on */
-        buf_consume(&d->in, (size_t)r);
+        buf_consume(&d->in, r);
         /* the body bytes that came with the head */
         if (d->state == D_PROXY && pump_request_body(d) < 0) {
             upstream_failed(d, "protocol error");
@@ -1363,6 +1976,22 @@ static void relay_response(dconn_t *d, uconn_t *u, bool eof)
                 free(r);
                 continue;
             }
+            if (d->cluster && r->status_code >= 200)
+                od_report(d->w, d->cluster, d->cb, d->upstream_host, r->status_code);
+            if (d->route && d->route->retry.set && r->status_code >= 200 &&
+                px_retry_status(&d->route->retry, r->status_code)) {
+                /* a retriable status: the response is dropped with its connection */
+                if (maybe_retry(d, true)) {
+                    free(r);
+                    return;
+                }
+                if (d->route->retry.num_retries && d->attempts > d->route->retry.num_retries)
+                    d->flags = "URX"; /* relayed: the retry limit was reached */
+            } else if (d->attempts > 1) {
+                CINC(d->w->st.retry_success);
+            }
+            if (d->try_timer)
+                loop_timer_stop(d->try_timer);
             d->resp_head_done = true;
             d->resp_code = r->status_code;
             d->resp_body = r->body;
@@ -1490,12 +2119,54 @@ static void relay_response(dconn_t *d, uconn_t *u, bool eof)
     }
 }
 
+/* A shadow connection: send the copy, read and drop the answer until the
+ * upstream closes (the copy asked connection: close) or SHADOW_MS pass. */
+static void shadow_on_io(uconn_t *u, int fd, unsigned ev)
+{
+    if (u->state == U_CONNECTING) {
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        if (soerr != 0) {
+            CINC(u->w->st.shadow_failed);
+            uconn_close(u);
+            return;
+        }
+        u->state = U_ACTIVE;
+        loop_timer_start(u->timer, SHADOW_MS, 0);
+    }
+    if ((ev & LOOP_WRITE) && u->out.len && u_flush(u) < 0) {
+        uconn_close(u);
+        return;
+    }
+    if (ev & LOOP_READ) {
+        char sink[16384];
+        for (;;) {
+            ssize_t n = recv(fd, sink, sizeof(sink), 0);
+            if (n > 0)
+                continue;
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+                uconn_close(u);
+                return;
+            }
+            break;
+        }
+    }
+    loop_io_modify(u->io, LOOP_READ | (u->out.len ? LOOP_WRITE : 0));
+}
+
 static void uconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
 {
     (void)io;
     uconn_t *u = arg;
     if (u->fd < 0)
         return;
+    if (u->shadow) {
+        shadow_on_io(u, fd, ev);
+        return;
+    }
     if (u->state == U_CONNECTING) {
         int soerr = 0;
         socklen_t sl = sizeof(soerr);
@@ -1621,6 +2292,7 @@ static void dconn_free_cb(void *arg)
     buf_free(&d->in);
     buf_free(&d->out);
     buf_free(&d->retry_head);
+    buf_free(&d->attempt_req);
     px_snapshot_unref(d->snap);
     free(d);
 }
@@ -1654,6 +2326,8 @@ static void dconn_close(dconn_t *d)
     }
     loop_io_del(d->io);
     loop_timer_free(d->timer);
+    loop_timer_free(d->try_timer);
+    d->try_timer = NULL;
     close(d->fd);
     if (d->prev)
         d->prev->next = d->next;
@@ -1670,6 +2344,13 @@ static void dconn_timeout(loop_timer_t *t, void *arg)
 {
     (void)t;
     dconn_t *d = arg;
+    if (d->state == D_DELAY) {
+        /* the injected delay is over: on to the abort or the router */
+        d->state = D_HEAD;
+        route_request(d);
+        after_start(d, d->head_len);
+        return;
+    }
     if (d->state == D_PROXY && !d->resp_head_done) {
         /* route timeout before the response head: 504 UT */
         if (d->u) {
@@ -1874,8 +2555,10 @@ static void accept_cb(loop_io_t *io, int fd, unsigned ev, void *arg)
         d->state = D_HEAD;
         d->io = loop_io_add(w->loop, cfd, LOOP_READ, dconn_on_io, d);
         d->timer = loop_timer_new(w->loop, dconn_timeout, d);
+        d->try_timer = loop_timer_new(w->loop, try_timer_cb, d);
         if (d->io == NULL) {
             loop_timer_free(d->timer);
+            loop_timer_free(d->try_timer);
             close(cfd);
             px_snapshot_unref(d->snap);
             free(d);
@@ -2170,7 +2853,10 @@ px_server_t *px_server_new(const px_options_t *o, char *err, size_t errlen)
         worker_t *w = &s->workers[i];
         w->srv = s;
         w->id = i;
-        w->rng = (uint64_t)time(NULL) * 6364136223846793005ull + (uint64_t)i * 1442695040888963407ull + 1;
+        /* MESHPROXY_SEED makes the random choices (weights, faults, ids) repeatable */
+        const char *seed = getenv("MESHPROXY_SEED");
+        uint64_t base = seed && seed[0] ? strtoull(seed, NULL, 10) : (uint64_t)time(NULL);
+        w->rng = base * 6364136223846793005ull + (uint64_t)i * 1442695040888963407ull + 1;
         w->loop = loop_new();
         if (w->loop == NULL || pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             snprintf(err, errlen, "cannot start worker %d: %s", i, strerror(errno));
@@ -2329,6 +3015,19 @@ void px_server_free(px_server_t *s)
         sl = n;
     }
     px_snapshot_unref(s->current);
+    while (s->cbs) {
+        cb_state_t *n = s->cbs->next;
+        od_host_t *h = atomic_load(&s->cbs->hosts);
+        while (h) {
+            od_host_t *hn = h->next;
+            free(h->address);
+            free(h);
+            h = hn;
+        }
+        free(s->cbs->name);
+        free(s->cbs);
+        s->cbs = n;
+    }
     pthread_mutex_destroy(&s->mu);
     free(s->workers);
     free(s);
@@ -2489,5 +3188,19 @@ void px_server_counters(px_server_t *s, px_counters_t *out)
         out->rq_3xx += CGET(st->rq_3xx);
         out->rq_4xx += CGET(st->rq_4xx);
         out->rq_5xx += CGET(st->rq_5xx);
+        out->fault_abort += CGET(st->fault_abort);
+        out->fault_delay += CGET(st->fault_delay);
+        out->retry += CGET(st->retry);
+        out->retry_success += CGET(st->retry_success);
+        out->retry_exhausted += CGET(st->retry_exhausted);
+        out->cx_overflow += CGET(st->cx_overflow);
+        out->rq_pending_overflow += CGET(st->rq_pending_overflow);
+        out->retry_overflow += CGET(st->retry_overflow);
+        out->shadow_sent += CGET(st->shadow_sent);
+        out->shadow_failed += CGET(st->shadow_failed);
+        out->od_ejections += CGET(st->od_ejections);
+        out->od_eject_5xx += CGET(st->od_eject_5xx);
+        out->od_eject_gw += CGET(st->od_eject_gw);
+        out->od_overflow += CGET(st->od_overflow);
     }
 }

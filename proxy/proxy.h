@@ -11,6 +11,14 @@
  * removes (taking what is already queued), and never drops an accepted
  * connection. HTTP/1.1 and TCP proxying; HTTP/2 and TLS are not here yet.
  *
+ * Resilience, as Envoy defines it: fault injection (per-route HTTPFault:
+ * delay, abort), retries (RetryPolicy, jittered backoff, per-try timeout,
+ * x-envoy-attempt-count), circuit breakers (per cluster, shared by the
+ * workers), request mirroring (fire-and-forget "-shadow" copies) and outlier
+ * detection (consecutive 5xx / gateway failures; an ejection ends at the
+ * first pick after its time). Delays and backoffs are timers; nothing blocks
+ * a worker. MESHPROXY_SEED in the environment makes random choices repeatable.
+ *
  * Between requests a keep-alive connection moves to the newest snapshot if
  * its listener is still in it (route and cluster updates reach existing
  * connections); a connection whose listener was removed finishes its
@@ -61,6 +69,14 @@ typedef struct px_counters {
     uint64_t upstream_rq_total;
     uint64_t upstream_cx_reused; /* requests sent on a pooled connection */
     uint64_t rq_2xx, rq_3xx, rq_4xx, rq_5xx;
+    uint64_t fault_abort, fault_delay; /* requests aborted / delayed by fault injection */
+    uint64_t retry, retry_success, retry_exhausted; /* retries sent, succeeded, out of attempts */
+    uint64_t cx_overflow;         /* requests that waited at max_connections */
+    uint64_t rq_pending_overflow; /* requests answered 503 UO (max_pending_requests, max_requests) */
+    uint64_t retry_overflow;      /* retries not sent (max_retries) */
+    uint64_t shadow_sent, shadow_failed; /* mirrored requests sent / not delivered */
+    uint64_t od_ejections, od_eject_5xx, od_eject_gw; /* outlier ejections: total, by cause */
+    uint64_t od_overflow; /* ejections refused by max_ejection_percent */
 } px_counters_t;
 void px_server_counters(px_server_t *s, px_counters_t *out);
 

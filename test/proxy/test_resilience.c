@@ -1,0 +1,864 @@
+/* End-to-end tests of meshproxy's resilience features with the real
+ * build/meshproxy binary (MESHPROXY_SEED fixed), a static config file and
+ * small HTTP/1.1 backends (threads on 127.0.0.1): fault injection (abort
+ * with a percentage, gRPC abort, fixed delay), retries (retriable status,
+ * connect failure, per-try timeout, body replay, x-envoy-attempt-count),
+ * circuit breaking (max_connections / max_pending_requests -> 503 UO),
+ * request mirroring (Host "-shadow", dead mirror harmless) and outlier
+ * detection (ejection, return), with their response flags in the access log
+ * and metrics and their /stats counters. Every process and thread started
+ * here is stopped before the test returns. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../proxy/config_internal.h"
+#include "../../proxy/http1_internal.h"
+
+/* ---- backends ---- */
+
+#define MAX_CONNS 256
+
+typedef struct backend {
+    const char *name;
+    int lfd, port;
+    pthread_t thread;
+    atomic_int reqs;
+    atomic_int fail_left; /* answer 503 to this many more requests */
+    atomic_bool stop;
+    char seen[512];       /* x-envoy-attempt-count (and body length) of each request, under mu */
+    char hosts[1024];     /* the Host of each request, under mu */
+    pthread_mutex_t mu;
+    int cfds[MAX_CONNS];
+    pthread_t cth[MAX_CONNS];
+    int ncl;
+} backend_t;
+
+struct bconn {
+    backend_t *b;
+    int fd;
+};
+
+static int read_more(int fd, char *buf, size_t *len, size_t cap)
+{
+    if (*len >= cap)
+        return -1;
+    ssize_t n = recv(fd, buf + *len, cap - *len, 0);
+    if (n <= 0)
+        return -1;
+    *len += (size_t)n;
+    return 0;
+}
+
+/* Answers each request 200 with "backend=NAME host=HOST" (keep-alive); 503
+ * while fail_left lasts; a path with "slowtry" takes 600 ms. Reads Content-Length bodies. */
+static void *bconn_main(void *arg)
+{
+    struct bconn *c = arg;
+    backend_t *b = c->b;
+    int fd = c->fd;
+    free(c);
+    char *buf = malloc(65536);
+    size_t len = 0;
+    px_h1_msg_t *m = malloc(sizeof(*m));
+    for (;;) {
+        const char *err;
+        int r;
+        while ((r = px_h1_parse_request(buf, len, m, &err)) == -2)
+            if (read_more(fd, buf, &len, 65536) < 0)
+                goto out;
+        if (r < 0 || m->body == PX_H1_BODY_CHUNKED || m->body == PX_H1_BODY_EOF || m->content_length > 32768)
+            goto out;
+        size_t used = (size_t)r + (m->body == PX_H1_BODY_LENGTH ? (size_t)m->content_length : 0);
+        while (len < used)
+            if (read_more(fd, buf, &len, 65536) < 0)
+                goto out;
+        char host[128] = "-", body[256], resp[512], ac[16] = "-";
+        const px_h1_header_t *h = px_h1_find(m, "host");
+        if (h)
+            snprintf(host, sizeof(host), "%.*s", (int)h->value_len, h->value);
+        if ((h = px_h1_find(m, "x-envoy-attempt-count")))
+            snprintf(ac, sizeof(ac), "%.*s", (int)(h->value_len < 15 ? h->value_len : 15), h->value);
+        pthread_mutex_lock(&b->mu);
+        size_t sl = strlen(b->seen);
+        snprintf(b->seen + sl, sizeof(b->seen) - sl, "%s%s/%zu", sl ? "," : "", ac, used - (size_t)r);
+        sl = strlen(b->hosts);
+        snprintf(b->hosts + sl, sizeof(b->hosts) - sl, "%s%s", sl ? "," : "", host);
+        pthread_mutex_unlock(&b->mu);
+        if (memmem(m->target, m->target_len, "slowtry", 7))
+            usleep(600000);
+        bool fail = atomic_fetch_sub(&b->fail_left, 1) > 0;
+        int bl = snprintf(body, sizeof(body), "backend=%s host=%s\n", b->name, host);
+        int rl = snprintf(resp, sizeof(resp), "HTTP/1.1 %s\r\ncontent-length: %d\r\n\r\n%s",
+                          fail ? "503 Service Unavailable" : "200 OK", bl, body);
+        atomic_fetch_add(&b->reqs, 1);
+        if (send(fd, resp, (size_t)rl, MSG_NOSIGNAL) != rl)
+            goto out;
+        memmove(buf, buf + used, len - used);
+        len -= used;
+    }
+out:
+    free(m);
+    free(buf);
+    shutdown(fd, SHUT_RDWR);
+    return NULL;
+}
+
+static void *backend_main(void *arg)
+{
+    backend_t *b = arg;
+    while (!atomic_load(&b->stop)) {
+        int fd = accept(b->lfd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        pthread_mutex_lock(&b->mu);
+        if (b->ncl >= MAX_CONNS || atomic_load(&b->stop)) {
+            pthread_mutex_unlock(&b->mu);
+            close(fd);
+            continue;
+        }
+        struct bconn *c = malloc(sizeof(*c));
+        c->b = b;
+        c->fd = fd;
+        b->cfds[b->ncl] = fd;
+        if (pthread_create(&b->cth[b->ncl], NULL, bconn_main, c) == 0)
+            b->ncl++;
+        else {
+            close(fd);
+            free(c);
+        }
+        pthread_mutex_unlock(&b->mu);
+    }
+    return NULL;
+}
+
+static int listen_any(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 256) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
+        close(fd);
+        return -1;
+    }
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+static backend_t *backend_start(const char *name)
+{
+    backend_t *b = calloc(1, sizeof(*b));
+    b->name = name;
+    pthread_mutex_init(&b->mu, NULL);
+    b->lfd = listen_any(&b->port);
+    assert_true(b->lfd >= 0);
+    assert_int_equal(pthread_create(&b->thread, NULL, backend_main, b), 0);
+    return b;
+}
+
+static void backend_stop(backend_t *b)
+{
+    atomic_store(&b->stop, true);
+    shutdown(b->lfd, SHUT_RDWR);
+    pthread_join(b->thread, NULL);
+    close(b->lfd);
+    pthread_mutex_lock(&b->mu);
+    for (int i = 0; i < b->ncl; i++)
+        shutdown(b->cfds[i], SHUT_RDWR);
+    pthread_mutex_unlock(&b->mu);
+    for (int i = 0; i < b->ncl; i++) {
+        pthread_join(b->cth[i], NULL);
+        close(b->cfds[i]);
+    }
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+}
+
+static int free_port(void)
+{
+    int port;
+    int fd = listen_any(&port);
+    close(fd);
+    return port;
+}
+
+/* ---- the proxy process ---- */
+
+typedef struct proxy {
+    pid_t pid;
+    char dir[64], config[128], log[128], err[128];
+    int port, admin_port;
+} proxy_t;
+
+static bool port_open(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Starts build/meshproxy (MESHPROXY_SEED fixed) on the given config. */
+static void proxy_start(proxy_t *p, const char *config_text)
+{
+    snprintf(p->dir, sizeof(p->dir), "/tmp/meshproxy-res-XXXXXX");
+    assert_non_null(mkdtemp(p->dir));
+    snprintf(p->config, sizeof(p->config), "%s/config.json", p->dir);
+    snprintf(p->log, sizeof(p->log), "%s/access.log", p->dir);
+    snprintf(p->err, sizeof(p->err), "%s/stderr.log", p->dir);
+    FILE *f = fopen(p->config, "w");
+    assert_non_null(f);
+    fputs(config_text, f);
+    fclose(f);
+    const char *build = getenv("MESH_BUILD") ? getenv("MESH_BUILD") : "build";
+    char bin[256], sp[16], rp[16], ap[16];
+    snprintf(bin, sizeof(bin), "%s/meshproxy", build);
+    snprintf(sp, sizeof(sp), "%d", free_port());
+    snprintf(rp, sizeof(rp), "%d", free_port());
+    snprintf(ap, sizeof(ap), "%d", p->admin_port);
+    p->pid = fork();
+    assert_true(p->pid >= 0);
+    if (p->pid == 0) {
+        FILE *o = freopen(p->log, "w", stdout);
+        FILE *e = freopen(p->err, "w", stderr);
+        (void)o;
+        (void)e;
+        setenv("MESHPROXY_SEED", "12345", 1);
+        execl(bin, bin, "sidecar", "--config-file", p->config, "--concurrency", "1", "--drain-time", "1",
+              "--pod", "client-7f9", "--namespace", "shop", "--bind", "127.0.0.1", "--stats-port", sp,
+              "--ready-port", rp, "--admin-port", ap, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200 && !port_open(p->port); i++)
+        usleep(20000);
+    assert_true(port_open(p->port));
+}
+
+static void proxy_stop(proxy_t *p)
+{
+    int status = 0;
+    kill(p->pid, SIGTERM);
+    for (int i = 0; i < 300; i++) {
+        if (waitpid(p->pid, &status, WNOHANG) == p->pid)
+            goto done;
+        usleep(20000);
+    }
+    kill(p->pid, SIGKILL);
+    waitpid(p->pid, &status, 0);
+done:;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", p->dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", p->dir);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return strdup("");
+    char *buf = calloc(1, 1 << 20);
+    size_t n = fread(buf, 1, (1 << 20) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* ---- client ---- */
+
+typedef struct resp {
+    int status;
+    char head[2048];
+    char body[65536];
+} resp_t;
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* One request on a new connection (a POST when body is set); 0 or -1. */
+static int request_host(int port, const char *host, const char *path, const char *extra, const char *reqbody,
+                        resp_t *r)
+{
+    char raw[1024];
+    static __thread char buf[131072];
+    size_t len = 0;
+    if (reqbody)
+        snprintf(raw, sizeof(raw), "POST %s HTTP/1.1\r\nHost: %s\r\ncontent-length: %zu\r\n%s\r\n%s", path,
+                 host, strlen(reqbody), extra ? extra : "", reqbody);
+    else
+        snprintf(raw, sizeof(raw), "GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n", path, host, extra ? extra : "");
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    int rc = -1;
+    px_h1_msg_t *m = malloc(sizeof(*m));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+        send(fd, raw, strlen(raw), MSG_NOSIGNAL) != (ssize_t)strlen(raw))
+        goto out;
+    const char *err;
+    int h;
+    while ((h = px_h1_parse_response(buf, len, false, false, m, &err)) == -2)
+        if (read_more(fd, buf, &len, sizeof(buf) - 1) < 0)
+            goto out;
+    if (h < 0)
+        goto out;
+    while (m->body == PX_H1_BODY_LENGTH && len - (size_t)h < m->content_length)
+        if (read_more(fd, buf, &len, sizeof(buf) - 1) < 0)
+            goto out;
+    memset(r, 0, sizeof(*r));
+    r->status = m->status_code;
+    snprintf(r->head, sizeof(r->head), "%.*s", h, buf);
+    snprintf(r->body, sizeof(r->body), "%.*s", (int)(len - (size_t)h), buf + h);
+    rc = 0;
+out:
+    free(m);
+    close(fd);
+    return rc;
+}
+
+static int request_body(int port, const char *path, const char *extra, const char *reqbody, resp_t *r)
+{
+    return request_host(port, "svc.local", path, extra, reqbody, r);
+}
+
+static int request(int port, const char *path, const char *extra, resp_t *r)
+{
+    return request_body(port, path, extra, NULL, r);
+}
+
+/* ---- config ---- */
+
+#define FAULT(json)                                                                                     \
+    "\"typed_per_filter_config\": {\"envoy.filters.http.fault\": {\"@type\": "                         \
+    "\"type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault\", " json "}}"
+
+#define RETRY(json) "\"retry_policy\": {" json "}"
+#define EP(port) "{\"endpoint\": {\"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", \"port_value\": " port "}}}}"
+
+static char *make_config(int port, int pa, int pb, int dead, int ps)
+{
+    char *out = malloc(16384);
+    snprintf(out, 16384,
+             "{\"resources\": [\n"
+             "{\"@type\": \"type.googleapis.com/envoy.config.listener.v3.Listener\", \"name\": \"http\", "
+             "\"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", \"port_value\": %d}}, "
+             "\"filter_chains\": [{\"filters\": [{\"name\": \"hcm\", \"typed_config\": "
+             "{\"@type\": \"type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+             "HttpConnectionManager\", \"stat_prefix\": \"in\", \"rds\": {\"route_config_name\": \"main\"}}}]}]},\n"
+             "{\"@type\": \"type.googleapis.com/envoy.config.cluster.v3.Cluster\", \"name\": \"a\", "
+             "\"connect_timeout\": \"1s\", \"load_assignment\": {\"cluster_name\": \"a\", \"endpoints\": "
+             "[{\"lb_endpoints\": [{\"endpoint\": {\"address\": {\"socket_address\": {\"address\": "
+             "\"127.0.0.1\", \"port_value\": %d}}}}]}]}},\n"
+             "{\"@type\": \"type.googleapis.com/envoy.config.cluster.v3.Cluster\", \"name\": \"mixed\", "
+             "\"connect_timeout\": \"1s\", \"load_assignment\": {\"cluster_name\": \"mixed\", \"endpoints\": "
+             "[{\"lb_endpoints\": [" EP("%d") ", " EP("%d") "]}]}},\n"
+             "{\"@type\": \"type.googleapis.com/envoy.config.cluster.v3.Cluster\", \"name\": \"cb\", "
+             "\"connect_timeout\": \"1s\", \"circuit_breakers\": {\"thresholds\": [{\"max_connections\": 1, "
+             "\"max_pending_requests\": 1, \"max_requests\": 100, \"max_retries\": 3}]}, "
+             "\"load_assignment\": {\"cluster_name\": \"cb\", \"endpoints\": [{\"lb_endpoints\": [" EP("%d") "]}]}},\n"
+             "{\"@type\": \"type.googleapis.com/envoy.config.cluster.v3.Cluster\", \"name\": \"od\", "
+             "\"connect_timeout\": \"1s\", \"outlier_detection\": {\"consecutive_5xx\": 3, \"interval\": \"0.1s\", "
+             "\"base_ejection_time\": \"1s\", \"max_ejection_percent\": 100}, "
+             "\"load_assignment\": {\"cluster_name\": \"od\", \"endpoints\": [{\"lb_endpoints\": ["
+             EP("%d") ", " EP("%d") "]}]}},\n"
+             "{\"@type\": \"type.googleapis.com/envoy.config.cluster.v3.Cluster\", \"name\": \"shadow\", "
+             "\"connect_timeout\": \"1s\", \"load_assignment\": {\"cluster_name\": \"shadow\", \"endpoints\": "
+             "[{\"lb_endpoints\": [" EP("%d") "]}]}},\n"
+             "{\"@type\": \"type.googleapis.com/envoy.config.cluster.v3.Cluster\", \"name\": \"deadmirror\", "
+             "\"connect_timeout\": \"1s\", \"load_assignment\": {\"cluster_name\": \"deadmirror\", \"endpoints\": "
+             "[{\"lb_endpoints\": [" EP("%d") "]}]}},\n"
+             "{\"@type\": \"type.googleapis.com/envoy.config.route.v3.RouteConfiguration\", \"name\": \"main\", "
+             "\"virtual_hosts\": [{\"name\": \"all\", \"domains\": [\"*\"], "
+             "\"include_request_attempt_count\": true, \"routes\": [\n"
+             " {\"match\": {\"prefix\": \"/mirrordead\"}, \"route\": {\"cluster\": \"a\", "
+             "\"request_mirror_policies\": [{\"cluster\": \"deadmirror\"}]}},\n"
+             " {\"match\": {\"prefix\": \"/mirror\"}, \"route\": {\"cluster\": \"a\", "
+             "\"request_mirror_policies\": [{\"cluster\": \"shadow\", \"runtime_fraction\": "
+             "{\"default_value\": {\"numerator\": 100}}}]}},\n"
+             " {\"match\": {\"prefix\": \"/od\"}, \"route\": {\"cluster\": \"od\"}},\n"
+             " {\"match\": {\"prefix\": \"/cb\"}, \"route\": {\"cluster\": \"cb\", \"timeout\": \"10s\"}},\n"
+             " {\"match\": {\"prefix\": \"/retry\"}, \"route\": {\"cluster\": \"a\", \"timeout\": \"5s\", "
+             RETRY("\"retry_on\": \"connect-failure,refused-stream,retriable-status-codes\", "
+                   "\"num_retries\": 2, \"retriable_status_codes\": [503]") "}},\n"
+             " {\"match\": {\"prefix\": \"/noretry\"}, \"route\": {\"cluster\": \"a\", "
+             RETRY("\"retry_on\": \"retriable-4xx\", \"num_retries\": 2") "}},\n"
+             " {\"match\": {\"prefix\": \"/cf\"}, \"route\": {\"cluster\": \"mixed\", "
+             RETRY("\"retry_on\": \"connect-failure\", \"num_retries\": 2") "}},\n"
+             " {\"match\": {\"prefix\": \"/slowtry\"}, \"route\": {\"cluster\": \"a\", \"timeout\": \"5s\", "
+             RETRY("\"retry_on\": \"5xx\", \"num_retries\": 1, \"per_try_timeout\": \"0.2s\"") "}},\n"
+             " {\"match\": {\"prefix\": \"/budget\"}, \"route\": {\"cluster\": \"a\", \"timeout\": \"0.3s\", "
+             RETRY("\"retry_on\": \"5xx\", \"num_retries\": 5, \"per_try_timeout\": \"0.2s\"") "}},\n"
+             " {\"match\": {\"prefix\": \"/abort\"}, \"route\": {\"cluster\": \"a\"}, "
+             FAULT("\"abort\": {\"http_status\": 503, \"percentage\": {\"numerator\": 50}}") "},\n"
+             " {\"match\": {\"prefix\": \"/tiny\"}, \"route\": {\"cluster\": \"a\"}, "
+             FAULT("\"abort\": {\"http_status\": 500, \"percentage\": {\"numerator\": 1000, "
+                   "\"denominator\": \"MILLION\"}}") "},\n"
+             " {\"match\": {\"prefix\": \"/grpc\"}, \"route\": {\"cluster\": \"a\"}, "
+             FAULT("\"abort\": {\"grpc_status\": 14, \"percentage\": {\"numerator\": 100}}") "},\n"
+             " {\"match\": {\"prefix\": \"/delay\"}, \"route\": {\"cluster\": \"a\"}, "
+             FAULT("\"delay\": {\"fixed_delay\": \"0.3s\", \"percentage\": {\"numerator\": 100}}") "},\n"
+             " {\"match\": {\"prefix\": \"/both\"}, \"route\": {\"cluster\": \"a\"}, "
+             FAULT("\"delay\": {\"fixed_delay\": \"0.1s\", \"percentage\": {\"numerator\": 100}}, "
+                   "\"abort\": {\"http_status\": 429, \"percentage\": {\"numerator\": 100}}") "},\n"
+             " {\"match\": {\"prefix\": \"/\"}, \"route\": {\"cluster\": \"a\"}}\n"
+             "]}]}\n"
+             "]}\n",
+             port, pa, dead, pb, pa, pa, pb, ps, dead);
+    return out;
+}
+
+typedef struct fixture {
+    backend_t *a, *b, *s;
+    proxy_t p;
+} fixture_t;
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof(*f));
+    f->a = backend_start("A");
+    f->b = backend_start("B");
+    f->s = backend_start("S");
+    f->p.port = free_port();
+    f->p.admin_port = free_port();
+    char *cfg = make_config(f->p.port, f->a->port, f->b->port, free_port(), f->s->port);
+    proxy_start(&f->p, cfg);
+    free(cfg);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    if (f->p.pid > 0)
+        proxy_stop(&f->p);
+    backend_stop(f->a);
+    backend_stop(f->b);
+    backend_stop(f->s);
+    free(f);
+    return 0;
+}
+
+/* The value of "name: N" in the admin /stats text, or -1. */
+static long admin_stat(int admin_port, const char *name)
+{
+    resp_t r;
+    if (request(admin_port, "/stats", NULL, &r) < 0 || r.status != 200)
+        return -1;
+    char key[128];
+    snprintf(key, sizeof(key), "%s: ", name);
+    const char *p = strstr(r.body, key);
+    return p ? strtol(p + strlen(key), NULL, 10) : -1;
+}
+
+/* Whether the admin /stats/prometheus output has an istio_requests_total
+ * series with this response_flags value. */
+static bool prom_has_flag(int admin_port, const char *flag)
+{
+    resp_t *r = malloc(sizeof(*r));
+    char want[64];
+    snprintf(want, sizeof(want), "response_flags=\"%s\"", flag);
+    bool ok = request(admin_port, "/stats/prometheus", NULL, r) == 0 && r->status == 200 &&
+              strstr(r->body, "istio_requests_total{") && strstr(r->body, want);
+    free(r);
+    return ok;
+}
+
+/* ---- tests ---- */
+
+static void test_fraction_ppm(void **state)
+{
+    (void)state;
+    assert_int_equal(px_fraction_ppm(50, 0), 500000);    /* 50/100 */
+    assert_int_equal(px_fraction_ppm(10, 1), 1000);      /* 10/10000 = 0.1% */
+    assert_int_equal(px_fraction_ppm(1000, 2), 1000);    /* 1000/1e6 = 0.1% */
+    assert_int_equal(px_fraction_ppm(250, 0), 1000000);  /* capped at 100% */
+}
+
+static void test_retry_on_parse(void **state)
+{
+    (void)state;
+    /* meshd's default policy; unknown (gRPC) names are ignored */
+    uint32_t on = px_retry_on_parse("connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes");
+    assert_int_equal(on, PX_RETRY_CONNECT | PX_RETRY_REFUSED | PX_RETRY_STATUS);
+    assert_int_equal(px_retry_on_parse(" 5xx , gateway-error,reset,retriable-4xx"),
+                     PX_RETRY_5XX | PX_RETRY_GATEWAY | PX_RETRY_RESET | PX_RETRY_4XX);
+    uint32_t codes[] = {503, 429};
+    px_retry_t r = {.set = true, .on = PX_RETRY_STATUS, .codes = codes, .ncodes = 2};
+    assert_true(px_retry_status(&r, 429));
+    assert_false(px_retry_status(&r, 500));
+    r.on = PX_RETRY_GATEWAY;
+    assert_true(px_retry_status(&r, 504));
+    assert_false(px_retry_status(&r, 500));
+    r.on = PX_RETRY_5XX | PX_RETRY_4XX;
+    assert_true(px_retry_status(&r, 500));
+    assert_true(px_retry_status(&r, 409));
+    assert_false(px_retry_status(&r, 404));
+}
+
+static void test_fault_abort_half(void **state)
+{
+    fixture_t *f = *state;
+    int n503 = 0, n200 = 0, other = 0;
+    for (int i = 0; i < 400; i++) {
+        resp_t r;
+        assert_int_equal(request(f->p.port, "/abort", NULL, &r), 0);
+        if (r.status == 503) {
+            n503++;
+            assert_non_null(strstr(r.body, "fault filter abort"));
+        } else if (r.status == 200) {
+            n200++;
+            assert_non_null(strstr(r.body, "backend=A"));
+        } else {
+            other++;
+        }
+    }
+    /* 50% of 400: mean 200, sd 10; bounds at about 5 sd */
+    assert_int_equal(other, 0);
+    assert_in_range(n503, 150, 250);
+    assert_int_equal(n200, 400 - n503);
+    assert_int_equal(atomic_load(&f->a->reqs), n200);
+    /* 0.1% of 400 requests: almost always none, never many */
+    int tiny = 0;
+    for (int i = 0; i < 400; i++) {
+        resp_t r;
+        assert_int_equal(request(f->p.port, "/tiny", NULL, &r), 0);
+        if (r.status == 500)
+            tiny++;
+        else
+            assert_int_equal(r.status, 200);
+    }
+    assert_in_range(tiny, 0, 5);
+    assert_int_equal(admin_stat(f->p.admin_port, "http.fault.aborts_injected"), n503 + tiny);
+    usleep(200000);
+    char *log = slurp(f->p.log);
+    assert_non_null(strstr(log, "\"GET /abort HTTP/1.1\" 503 FI "));
+    assert_non_null(strstr(log, "\"GET /abort HTTP/1.1\" 200 - "));
+    free(log);
+    assert_true(prom_has_flag(f->p.admin_port, "FI"));
+}
+
+static void test_fault_grpc_abort(void **state)
+{
+    fixture_t *f = *state;
+    resp_t r;
+    assert_int_equal(request(f->p.port, "/grpc/pkg.Svc/Call", "content-type: application/grpc\r\n", &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.head, "grpc-status: 14\r\n"));
+    assert_non_null(strstr(r.head, "content-type: application/grpc\r\n"));
+    assert_int_equal(atomic_load(&f->a->reqs), 0);
+}
+
+static void test_fault_delay(void **state)
+{
+    fixture_t *f = *state;
+    for (int i = 0; i < 4; i++) {
+        resp_t r;
+        uint64_t t0 = now_ms();
+        assert_int_equal(request(f->p.port, "/delay", NULL, &r), 0);
+        uint64_t took = now_ms() - t0;
+        assert_int_equal(r.status, 200);
+        assert_non_null(strstr(r.body, "backend=A"));
+        assert_true(took >= 295);
+        assert_true(took < 3000);
+    }
+    /* a delayed request does not hold up the others on the same worker */
+    resp_t r;
+    uint64_t t0 = now_ms();
+    assert_int_equal(request(f->p.port, "/plain", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_true(now_ms() - t0 < 250);
+    /* delay then abort */
+    t0 = now_ms();
+    assert_int_equal(request(f->p.port, "/both", NULL, &r), 0);
+    assert_int_equal(r.status, 429);
+    assert_true(now_ms() - t0 >= 95);
+    assert_int_equal(admin_stat(f->p.admin_port, "http.fault.delays_injected"), 5);
+    usleep(200000);
+    char *log = slurp(f->p.log);
+    assert_non_null(strstr(log, "\"GET /delay HTTP/1.1\" 200 DI "));
+    assert_non_null(strstr(log, "\"GET /both HTTP/1.1\" 429 DI,FI "));
+    free(log);
+    assert_true(prom_has_flag(f->p.admin_port, "DI"));
+    assert_true(prom_has_flag(f->p.admin_port, "DI,FI"));
+}
+
+/* While one request is held by a delay, another on its own connection is
+ * answered at once (the delay is a timer, not a blocked worker). */
+static void *delayed_main(void *arg)
+{
+    int port = *(int *)arg;
+    resp_t r;
+    return (void *)(intptr_t)(request(port, "/delay", NULL, &r) == 0 ? r.status : -1);
+}
+
+static void test_fault_delay_does_not_block_worker(void **state)
+{
+    fixture_t *f = *state;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, delayed_main, &f->p.port), 0);
+    usleep(50000);
+    resp_t r;
+    uint64_t t0 = now_ms();
+    assert_int_equal(request(f->p.port, "/plain", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_true(now_ms() - t0 < 200);
+    void *rv;
+    pthread_join(th, &rv);
+    assert_int_equal((int)(intptr_t)rv, 200);
+}
+
+static void test_retry_until_success(void **state)
+{
+    fixture_t *f = *state;
+    atomic_store(&f->a->fail_left, 2);
+    resp_t r;
+    assert_int_equal(request(f->p.port, "/retry", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "backend=A"));
+    assert_int_equal(atomic_load(&f->a->reqs), 3);
+    assert_string_equal(f->a->seen, "1/0,2/0,3/0");
+    assert_int_equal(admin_stat(f->p.admin_port, "upstream_rq_retry"), 2);
+    assert_int_equal(admin_stat(f->p.admin_port, "upstream_rq_retry_success"), 1);
+    /* a buffered body is sent again with each attempt */
+    atomic_store(&f->a->fail_left, 1);
+    f->a->seen[0] = '\0';
+    assert_int_equal(request_body(f->p.port, "/retry", NULL, "hello", &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(f->a->seen, "1/5,2/5");
+    /* out of retries: the last 503 is relayed with flag URX */
+    atomic_store(&f->a->fail_left, 10);
+    f->a->seen[0] = '\0';
+    assert_int_equal(request(f->p.port, "/retry/x", NULL, &r), 0);
+    assert_int_equal(r.status, 503);
+    assert_string_equal(f->a->seen, "1/0,2/0,3/0");
+    assert_int_equal(admin_stat(f->p.admin_port, "upstream_rq_retry_limit_exceeded"), 1);
+    /* a status the policy does not cover is not retried */
+    f->a->seen[0] = '\0';
+    assert_int_equal(request(f->p.port, "/noretry", NULL, &r), 0);
+    assert_int_equal(r.status, 503);
+    assert_string_equal(f->a->seen, "1/0");
+    atomic_store(&f->a->fail_left, 0);
+    usleep(200000);
+    char *log = slurp(f->p.log);
+    assert_non_null(strstr(log, "\"GET /retry/x HTTP/1.1\" 503 URX "));
+    free(log);
+    assert_true(prom_has_flag(f->p.admin_port, "URX"));
+}
+
+static void test_retry_connect_failure_to_live_endpoint(void **state)
+{
+    fixture_t *f = *state;
+    for (int i = 0; i < 10; i++) {
+        resp_t r;
+        assert_int_equal(request(f->p.port, "/cf", NULL, &r), 0);
+        assert_int_equal(r.status, 200);
+        assert_non_null(strstr(r.body, "backend=B"));
+    }
+    assert_int_equal(atomic_load(&f->b->reqs), 10);
+    /* half of the first attempts went to the dead endpoint */
+    long retries = admin_stat(f->p.admin_port, "upstream_rq_retry");
+    assert_in_range(retries, 3, 10);
+}
+
+static void test_retry_per_try_timeout(void **state)
+{
+    fixture_t *f = *state;
+    resp_t r;
+    uint64_t t0 = now_ms();
+    assert_int_equal(request(f->p.port, "/slowtry", NULL, &r), 0);
+    uint64_t took = now_ms() - t0;
+    /* two attempts of 200 ms each, then 504 UT; well under the route's 5 s */
+    assert_int_equal(r.status, 504);
+    assert_true(took >= 390);
+    assert_true(took < 2500);
+    usleep(700000);
+    assert_int_equal(atomic_load(&f->a->reqs), 2);
+    /* the route timeout (300 ms) covers all the attempts */
+    t0 = now_ms();
+    assert_int_equal(request(f->p.port, "/budget/slowtry", NULL, &r), 0);
+    took = now_ms() - t0;
+    assert_int_equal(r.status, 504);
+    assert_true(took >= 290);
+    assert_true(took < 1500);
+    usleep(700000);
+    assert_in_range(atomic_load(&f->a->reqs), 3, 4);
+}
+
+typedef struct cb_client {
+    int port;
+    resp_t r;
+    int rc;
+} cb_client_t;
+
+static void *cb_client_main(void *arg)
+{
+    cb_client_t *c = arg;
+    c->rc = request(c->port, "/cb/slowtry", NULL, &c->r);
+    return NULL;
+}
+
+static void test_circuit_breaker_overflow(void **state)
+{
+    fixture_t *f = *state;
+    enum { N = 6 };
+    cb_client_t cl[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        cl[i].port = f->p.port;
+        assert_int_equal(pthread_create(&th[i], NULL, cb_client_main, &cl[i]), 0);
+    }
+    int ok = 0, uo = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(cl[i].rc, 0);
+        if (cl[i].r.status == 200) {
+            ok++;
+        } else {
+            assert_int_equal(cl[i].r.status, 503);
+            assert_non_null(strstr(cl[i].r.head, "x-envoy-overloaded: true\r\n"));
+            uo++;
+        }
+    }
+    /* one request on the only connection, one pending; the rest overflow
+     * (unless a client came late enough to find room) */
+    assert_true(ok >= 2);
+    assert_true(uo >= 1);
+    assert_int_equal(ok + uo, N);
+    assert_int_equal(atomic_load(&f->a->reqs), ok);
+    assert_int_equal(admin_stat(f->p.admin_port, "upstream_rq_pending_overflow"), uo);
+    assert_true(admin_stat(f->p.admin_port, "upstream_cx_overflow") >= 1);
+    /* the breaker closes again: a later request goes through */
+    resp_t r;
+    assert_int_equal(request(f->p.port, "/cb/x", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    usleep(200000);
+    char *log = slurp(f->p.log);
+    assert_non_null(strstr(log, "\"GET /cb/slowtry HTTP/1.1\" 503 UO "));
+    free(log);
+    assert_true(prom_has_flag(f->p.admin_port, "UO"));
+}
+
+static void test_mirror(void **state)
+{
+    fixture_t *f = *state;
+    resp_t r;
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(request(f->p.port, "/mirror", NULL, &r), 0);
+        assert_int_equal(r.status, 200);
+        assert_non_null(strstr(r.body, "backend=A host=svc.local\n"));
+    }
+    assert_int_equal(request_body(f->p.port, "/mirror/post", NULL, "hello", &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "backend=A"));
+    for (int i = 0; i < 100 && atomic_load(&f->s->reqs) < 6; i++)
+        usleep(20000);
+    assert_int_equal(atomic_load(&f->s->reqs), 6);
+    assert_int_equal(atomic_load(&f->a->reqs), 6);
+    pthread_mutex_lock(&f->s->mu);
+    assert_string_equal(f->s->hosts, "svc.local-shadow,svc.local-shadow,svc.local-shadow,svc.local-shadow,"
+                                     "svc.local-shadow,svc.local-shadow");
+    assert_non_null(strstr(f->s->seen, "-/5"));
+    pthread_mutex_unlock(&f->s->mu);
+    /* a port stays after the suffix */
+    assert_int_equal(request_host(f->p.port, "svc.local:8080", "/mirror/port", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "host=svc.local:8080\n"));
+    for (int i = 0; i < 100 && atomic_load(&f->s->reqs) < 7; i++)
+        usleep(20000);
+    pthread_mutex_lock(&f->s->mu);
+    assert_non_null(strstr(f->s->hosts, ",svc.local-shadow:8080"));
+    pthread_mutex_unlock(&f->s->mu);
+    assert_int_equal(admin_stat(f->p.admin_port, "http.shadow.requests_sent"), 7);
+    /* a dead mirror never fails nor slows the request */
+    for (int i = 0; i < 3; i++) {
+        uint64_t t0 = now_ms();
+        assert_int_equal(request(f->p.port, "/mirrordead", NULL, &r), 0);
+        assert_int_equal(r.status, 200);
+        assert_non_null(strstr(r.body, "backend=A"));
+        assert_true(now_ms() - t0 < 500);
+    }
+    long failed = -1;
+    for (int i = 0; i < 100 && failed < 3; i++) {
+        failed = admin_stat(f->p.admin_port, "http.shadow.requests_failed");
+        usleep(20000);
+    }
+    assert_int_equal(failed, 3);
+}
+
+static void test_outlier_ejection_and_return(void **state)
+{
+    fixture_t *f = *state;
+    atomic_store(&f->a->fail_left, 1000000);
+    int n503 = 0;
+    for (int i = 0; i < 20; i++) {
+        resp_t r;
+        assert_int_equal(request(f->p.port, "/od", NULL, &r), 0);
+        if (r.status == 503)
+            n503++;
+        else
+            assert_non_null(strstr(r.body, "backend=B"));
+    }
+    /* A failed 3 times in a row, then was ejected: the rest went to B */
+    assert_int_equal(atomic_load(&f->a->reqs), 3);
+    assert_int_equal(n503, 3);
+    assert_int_equal(atomic_load(&f->b->reqs), 17);
+    assert_int_equal(admin_stat(f->p.admin_port, "outlier_detection.ejections_enforced_total"), 1);
+    assert_int_equal(admin_stat(f->p.admin_port, "outlier_detection.ejections_enforced_consecutive_5xx"), 1);
+    /* after the ejection time (1 s) A is back */
+    atomic_store(&f->a->fail_left, 0);
+    usleep(1300000);
+    for (int i = 0; i < 10; i++) {
+        resp_t r;
+        assert_int_equal(request(f->p.port, "/od", NULL, &r), 0);
+        assert_int_equal(r.status, 200);
+    }
+    assert_in_range(atomic_load(&f->a->reqs), 6, 10);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fraction_ppm),
+        cmocka_unit_test(test_retry_on_parse),
+        cmocka_unit_test_setup_teardown(test_fault_abort_half, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fault_grpc_abort, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fault_delay, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fault_delay_does_not_block_worker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_until_success, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_connect_failure_to_live_endpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_per_try_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_circuit_breaker_overflow, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mirror, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outlier_ejection_and_return, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
