@@ -2,7 +2,8 @@
 # Runs the benchmarks and prints their figures with the machine they ran on.
 # `make bench` builds everything first and calls this with BUILD set.
 #
-#   sh bench/run.sh [SECTION...]     sections: config_load (default: all)
+#   sh bench/run.sh [SECTION...]     sections: config_load, and inject, ca_sign,
+#                                    kube_sync, xds_load, proxy (default: all)
 #
 # Each section is a function bench_<name> that prints a heading, runs one
 # benchmark and returns non-zero if it failed; add a section by writing the

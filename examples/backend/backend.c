@@ -80,6 +80,12 @@ int main(int argc, char **argv)
 {
     const char *listen_addr = "127.0.0.1:9081", *name = "backend";
     long body_size = -1;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0 || argc % 2 == 0) {
+            fprintf(argc % 2 == 0 ? stderr : stdout,
+                    "usage: backend --listen HOST:PORT --name NAME [--body-size N]\n");
+            return argc % 2 == 0 ? 2 : 0;
+        }
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--listen") == 0)
             listen_addr = argv[i + 1];
