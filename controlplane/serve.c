@@ -42,6 +42,7 @@ struct serve {
     webhook_t *wh;
     webhook_server_t *whs;
     loop_timer_t *rotate;
+    loop_timer_t *reregister; /* kube mode: caBundles re-checked while leading */
     serve_ports_t ports;
     /* kube mode: only the leader writes (root ConfigMaps, webhook registration) */
     kube_leader_t *leader;
@@ -281,8 +282,10 @@ out:
     return rc;
 }
 
-/* Keeps both webhook configurations pointing at meshd's CA (leader only). */
-static void register_webhooks(serve_t *s)
+/* Keeps both webhook configurations pointing at meshd's CA (leader only):
+ * at the start of leadership and then every minute, so that a rotated root
+ * or an edited configuration is repaired (an unchanged one costs a GET). */
+static void register_webhooks(serve_t *s, bool periodic)
 {
     const serve_opts_t *o = &s->o;
     {
@@ -300,7 +303,8 @@ static void register_webhooks(serve_t *s)
         if (webhook_register(o->kube, &ro, e2, sizeof(e2)) != 0)
             log_warn("webhook registration: %s", e2);
         else
-            log_info("webhook configurations %s and %s: caBundle checked", ro.mutating, ro.validating);
+            log_msg(periodic ? LOG_DEBUG : LOG_INFO, "webhook configurations %s and %s: caBundle checked",
+                    ro.mutating, ro.validating);
         free(root);
     }
 }
@@ -322,7 +326,21 @@ static void on_leading(void *ud)
     if (s->ca != NULL)
         ca_publish_all(s->ca);
     if (s->whs != NULL)
-        register_webhooks(s);
+        register_webhooks(s, false);
+}
+
+static void reregister_work(void *arg)
+{
+    serve_t *s = arg;
+    if (atomic_load(&s->leading))
+        register_webhooks(s, true);
+}
+
+static void reregister_tick(loop_timer_t *t, void *arg)
+{
+    (void)t;
+    serve_t *s = arg;
+    workq_submit(s->wq, NULL, reregister_work, NULL, s); /* HTTP stays off the loop */
 }
 
 static void on_not_leading(void *ud)
@@ -396,6 +414,10 @@ serve_t *serve_start(const serve_opts_t *o, char *err, size_t errlen)
                                  .ud = s};
         if ((s->leader = kube_leader_start(o->kube, &lo, err, errlen)) == NULL)
             goto fail;
+        if (s->whs != NULL) {
+            s->reregister = loop_timer_new(s->loop, reregister_tick, s);
+            loop_timer_start(s->reregister, 60000, 60000);
+        }
     }
     if (!off(o->monitoring_addr)) {
         char full[256];
@@ -435,7 +457,8 @@ static void teardown_on_loop(void *arg)
 {
     serve_t *s = arg;
     loop_timer_free(s->rotate);
-    s->rotate = NULL;
+    loop_timer_free(s->reregister);
+    s->rotate = s->reregister = NULL;
     grpc_server_free(s->grpc);
     grpc_server_free(s->sgrpc);
     s->grpc = s->sgrpc = NULL;
