@@ -632,11 +632,12 @@ static void u_update_interest(uconn_t *u)
     loop_io_modify(u->io, ev);
 }
 
-/* Flushes d->out; returns -1 if the connection failed. */
-static int d_flush(dconn_t *d)
+/* Sends what b holds on fd until it is empty or the socket is full;
+ * returns -1 if the connection failed. */
+static int buf_send(int fd, buf_t *b)
 {
-    while (d->out.len) {
-        ssize_t n = send(d->fd, d->out.data, d->out.len, MSG_NOSIGNAL);
+    while (b->len) {
+        ssize_t n = send(fd, b->data, b->len, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return 0;
@@ -644,25 +645,20 @@ static int d_flush(dconn_t *d)
                 continue;
             return -1;
         }
-        buf_consume(&d->out, (size_t)n);
+        buf_consume(b, (size_t)n);
     }
     return 0;
 }
 
+/* Flushes the downstream (d) or upstream (u) connection's output. */
+static int d_flush(dconn_t *d)
+{
+    return buf_send(d->fd, &d->out);
+}
+
 static int u_flush(uconn_t *u)
 {
-    while (u->out.len) {
-        ssize_t n = send(u->fd, u->out.data, u->out.len, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0;
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        buf_consume(&u->out, (size_t)n);
-    }
-    return 0;
+    return buf_send(u->fd, &u->out);
 }
 
 /* Queues a local response (error, redirect, direct response). */

@@ -527,6 +527,23 @@ static void record_ack(xds_server_t *srv, xs_stream_t *st, xds_type_t t, const c
     }
 }
 
+/* What both protocols check first: the stream knows its proxy (from this
+ * request's node the first time) and the type is one meshd serves. */
+static int request_type(xds_server_t *srv, xs_stream_t *st,
+                        const Envoy__Config__Core__V3__Node *node, const char *type_url,
+                        xds_type_t *t)
+{
+    if (stream_identify(srv, st, node) < 0)
+        return -1;
+    int ti = xds_type_from_url(type_url);
+    if (ti < 0) {
+        log_debug("ADS: %s asked for %s, which meshd does not serve", st->proxy->id, type_url);
+        return -1;
+    }
+    *t = (xds_type_t)ti;
+    return 0;
+}
+
 static void handle_sotw(xds_server_t *srv, xs_stream_t *st, const uint8_t *msg, size_t len)
 {
     Envoy__Service__Discovery__V3__DiscoveryRequest *req =
@@ -535,15 +552,9 @@ static void handle_sotw(xds_server_t *srv, xs_stream_t *st, const uint8_t *msg, 
         reject(st, "cannot decode DiscoveryRequest");
         return;
     }
-    if (stream_identify(srv, st, req->node) < 0)
+    xds_type_t t;
+    if (request_type(srv, st, req->node, req->type_url, &t) < 0)
         goto out;
-    int ti = xds_type_from_url(req->type_url);
-    if (ti < 0) {
-        log_debug("ADS: %s asked for %s, which meshd does not serve", st->proxy->id,
-                  req->type_url);
-        goto out;
-    }
-    xds_type_t t = (xds_type_t)ti;
     xs_watch_t *w = &st->w[t];
     bool initial = req->response_nonce == NULL || req->response_nonce[0] == 0;
     if (!initial && strcmp(req->response_nonce, w->sent_nonce) != 0) {
@@ -591,15 +602,9 @@ static void handle_delta(xds_server_t *srv, xs_stream_t *st, const uint8_t *msg,
         reject(st, "cannot decode DeltaDiscoveryRequest");
         return;
     }
-    if (stream_identify(srv, st, req->node) < 0)
+    xds_type_t t;
+    if (request_type(srv, st, req->node, req->type_url, &t) < 0)
         goto out;
-    int ti = xds_type_from_url(req->type_url);
-    if (ti < 0) {
-        log_debug("ADS: %s asked for %s, which meshd does not serve", st->proxy->id,
-                  req->type_url);
-        goto out;
-    }
-    xds_type_t t = (xds_type_t)ti;
     xs_watch_t *w = &st->w[t];
     bool initial = req->response_nonce == NULL || req->response_nonce[0] == 0;
     if (!initial) {
