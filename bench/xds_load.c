@@ -17,6 +17,14 @@
  * included); the server's resident memory and CPU time.
  *
  *   xds_load [--services N] [--endpoints N] [--proxies N] [--conns N] [--changes N]
+ *   xds_load --translate N [--services N] [--endpoints N] [--dump FILE]
+ *
+ * --translate N skips the ADS part: it loads the same mesh in-process, times
+ * a whole xds_translate() of up to 20 of N sidecars spread over the
+ * namespaces, then the translation meshd's push uses for all N (outbound part
+ * shared per namespace, tx_translate_shared). --dump writes every resource's
+ * name and hash of the whole translations (all N) and checks that the shared
+ * ones have the same sets.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -31,10 +39,13 @@
 
 #include "../common/grpc.h"
 #include "../common/log.h"
+#include "../xds/translate_internal.h"
 #include "../xds/xds.h"
 #include "../xds/xds_server.h"
 
 static int nservices = 1000, nendpoints = 10000, nproxies = 2000, nconns = 20, nchanges = 10;
+static int ntranslate = 0;
+static const char *dump_path; /* --dump FILE: every resource's name and hash (--translate) */
 #define NNS 10
 
 /* ---- config ---- */
@@ -218,6 +229,110 @@ static int run_child(int cmd_fd, int port_fd)
             " shared, %" PRIu64 " translations shared, %" PRIu64 " resources (%.1f MB) interned\n",
             st.translations, st.responses_encoded, st.responses_shared, st.translations_shared,
             st.resources_interned, st.resources_bytes / 1048576.0);
+    return 0;
+}
+
+/* ---- translation only (--translate) ---- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static long peak_rss_kb(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+static int run_translate(void)
+{
+    log_set_level(LOG_WARN);
+    cfg_store_t *store = cfg_store_new();
+    char *yaml = world_yaml();
+    apply(store, yaml);
+    free(yaml);
+    cfg_snap_t *snap = cfg_store_snapshot(store);
+    double t0 = now_s();
+    reg_t *reg = reg_build(snap);
+    printf("translate: %d services, %d endpoints; registry built in %.3f s, rss peak %.1f MB\n",
+           nservices, nendpoints, now_s() - t0, peak_rss_kb() / 1024.0);
+    xds_input_t in = {.snap = snap, .reg = reg};
+    xds_proxy_t **px = calloc((size_t)ntranslate, sizeof(*px));
+    for (int i = 0; i < ntranslate; i++) {
+        int svc = (int)(((long)i * nservices / ntranslate + i) % nservices); /* all namespaces */
+        char ip[32], pod[64], ns[32];
+        pod_ip(ip, sizeof(ip), svc, 0);
+        snprintf(pod, sizeof(pod), "svc-%d-0", svc);
+        snprintf(ns, sizeof(ns), "ns-%d", svc % NNS);
+        px[i] = xds_proxy_new(XDS_SIDECAR, ip, pod, ns, "default", NULL);
+    }
+    uint64_t sum[XDS_NTYPES] = {0};
+    uint32_t cnt[XDS_NTYPES] = {0};
+    FILE *dump = dump_path ? fopen(dump_path, "w") : NULL;
+    int nfull = dump_path || ntranslate < 20 ? ntranslate : 20; /* the slow one: a sample */
+    t0 = now_s();
+    for (int i = 0; i < nfull; i++) {
+        xds_resources_t *r = xds_translate(&in, px[i]);
+        for (int t = 0; t < XDS_NTYPES; t++) {
+            uint32_t n;
+            const xds_resource_t *res = xds_resources_get(r, (xds_type_t)t, &n);
+            cnt[t] = n;
+            for (uint32_t k = 0; k < n; k++) {
+                sum[t] += res[k].len;
+                if (dump)
+                    fprintf(dump, "%s %d %s %016" PRIx64 "\n", px[i]->id, t, res[k].name,
+                            res[k].hash);
+            }
+        }
+        xds_resources_unref(r);
+    }
+    double full = now_s() - t0;
+    if (dump)
+        fclose(dump);
+    uint64_t bytes = 0;
+    for (int t = 0; t < XDS_NTYPES; t++)
+        bytes += sum[t];
+    printf("full translation: %.1f ms per proxy (%d proxies), rss peak %.1f MB; last proxy: "
+           "%u listeners, %u routes, %u clusters, %u endpoints, %.1f MB serialized\n",
+           full * 1000 / nfull, nfull, peak_rss_kb() / 1024.0, cnt[XDS_LISTENER],
+           cnt[XDS_ROUTE], cnt[XDS_CLUSTER], cnt[XDS_ENDPOINT],
+           bytes / 1048576.0 / nfull);
+    /* as the push does: outbound part per namespace, inbound part per proxy */
+    tx_shared_t *sh = tx_shared_new(&in);
+    size_t differ = 0;
+    t0 = now_s();
+    for (int i = 0; i < ntranslate; i++) {
+        xds_resources_t *r = tx_translate_shared(sh, &in, px[i]);
+        if (dump) { /* the shared path must give the bytes the full one gives */
+            xds_resources_t *f = xds_translate(&in, px[i]);
+            for (int t = 0; t < XDS_NTYPES; t++)
+                differ += xds_resources_hash(r, (xds_type_t)t) !=
+                          xds_resources_hash(f, (xds_type_t)t);
+            xds_resources_unref(f);
+        }
+        xds_resources_unref(r);
+    }
+    double shared = now_s() - t0;
+    uint64_t built, reused;
+    tx_shared_stats(sh, &built, &reused);
+    tx_shared_unref(sh);
+    printf("shared translation: %.1f ms per proxy%s (outbound part built %" PRIu64
+           " times, reused %" PRIu64 " times), rss peak %.1f MB%s\n",
+           shared * 1000 / ntranslate, dump ? ", with the full one to compare" : "", built,
+           reused, peak_rss_kb() / 1024.0,
+           !dump    ? ""
+           : differ ? ", DIFFERENT from the full translation"
+                    : ", identical to the full translation");
+    for (int i = 0; i < ntranslate; i++)
+        xds_proxy_free(px[i]);
+    free(px);
+    reg_unref(reg);
+    cfg_snap_release(snap);
+    cfg_store_free(store);
     return 0;
 }
 
@@ -518,12 +633,18 @@ int main(int argc, char **argv)
             nconns = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--changes") == 0)
             nchanges = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--translate") == 0)
+            ntranslate = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--dump") == 0)
+            dump_path = argv[i + 1];
         else {
             fprintf(stderr, "usage: xds_load [--services N] [--endpoints N] [--proxies N] "
-                            "[--conns N] [--changes N]\n");
+                            "[--conns N] [--changes N] | --translate N [--dump FILE]\n");
             return 2;
         }
     }
+    if (ntranslate > 0 && nservices >= 1 && nendpoints >= nservices * 2)
+        return run_translate();
     if (nservices < 1 || nproxies < 1 || nconns < 1 || nproxies > nservices * 2 ||
         nendpoints < nservices * 2) {
         fprintf(stderr, "xds_load: need services >= 1, proxies <= 2 * services, "

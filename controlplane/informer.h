@@ -47,8 +47,10 @@ typedef struct informer_opts {
     cfg_store_t *store;
     informer_kind_opts_t kinds[CFG_KIND_COUNT]; /* indexed by cfg_kind_t */
     /* Keep only the Secrets meshd needs, filtered on the client because a
-     * field selector cannot say "or": type kubernetes.io/tls, or the names
-     * cacerts and istio-ca-secret. */
+     * field selector cannot say "or": the names cacerts and istio-ca-secret
+     * (the CA), type kubernetes.io/tls, and Opaque Secrets shaped like a
+     * gateway credential (cert and key, tls.crt and tls.key, cacert or
+     * ca.crt). Every other Secret is dropped before it is decoded. */
     bool secret_filter;
     int list_limit; /* objects per LIST page (500) */
     int watch_timeout_min_s, watch_timeout_max_s; /* timeoutSeconds of a watch, random in range (300..600) */

@@ -33,14 +33,31 @@ void informer_object_id(const doc_node_t *item, char *ns, size_t nslen, char *na
     copy_str(rv, rvlen, meta ? doc_map_get(meta, "resourceVersion") : NULL);
 }
 
+/* True when a Secret's data has key (the API server always sends data). */
+static bool data_has(const doc_node_t *obj, const char *key)
+{
+    const doc_node_t *data = doc_map_get(obj, "data");
+    return data != NULL && data->type == DOC_MAP && doc_map_get(data, key) != NULL;
+}
+
 bool informer_secret_wanted(const doc_node_t *obj)
 {
+    if (obj == NULL || obj->type != DOC_MAP)
+        return false;
+    const doc_node_t *meta = doc_map_get(obj, "metadata");
+    const char *name = meta && meta->type == DOC_MAP ? doc_str(doc_map_get(meta, "name")) : NULL;
+    if (name != NULL && (strcmp(name, "cacerts") == 0 || strcmp(name, "istio-ca-secret") == 0))
+        return true; /* the CA's own */
     const char *type = doc_str(doc_map_get(obj, "type"));
     if (type != NULL && strcmp(type, "kubernetes.io/tls") == 0)
         return true;
-    const doc_node_t *meta = doc_map_get(obj, "metadata");
-    const char *name = meta && meta->type == DOC_MAP ? doc_str(doc_map_get(meta, "name")) : NULL;
-    return name != NULL && (strcmp(name, "cacerts") == 0 || strcmp(name, "istio-ca-secret") == 0);
+    /* Gateway credentials in generic Secrets; never service-account tokens
+     * (they hold a ca.crt too), docker configs or other typed Secrets. */
+    if (type != NULL && type[0] != '\0' && strcmp(type, "Opaque") != 0)
+        return false;
+    return (data_has(obj, "cert") && data_has(obj, "key")) ||
+           (data_has(obj, "tls.crt") && data_has(obj, "tls.key")) || data_has(obj, "cacert") ||
+           data_has(obj, "ca.crt");
 }
 
 /* Joins every error line of diag with "; " into a malloc'd string. */

@@ -8,7 +8,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/crypto.h>
+
 #include "../common/arena.h"
+#include "../common/b64.h"
 #include "../common/hmap.h"
 #include "../common/log.h"
 #include "registry.h"
@@ -808,6 +811,49 @@ const reg_workload_t *reg_workload_by_name(const reg_t *r, const char *ns, const
 const reg_labels_t *reg_namespace_labels(const reg_t *r, const char *ns)
 {
     return hmap_get(&r->ns_labels, ns);
+}
+
+/* ---- Secrets ---- */
+
+const cfg_object_t *reg_secret_get(const cfg_snap_t *snap, const char *ns, const char *name)
+{
+    if (snap == NULL || ns == NULL || name == NULL)
+        return NULL;
+    return cfg_snap_get(snap, CFG_Secret, ns, name);
+}
+
+unsigned char *reg_secret_value(const cfg_object_t *secret, const char *key, size_t *len,
+                                bool *bad)
+{
+    *len = 0;
+    if (bad)
+        *bad = false;
+    if (secret == NULL || secret->kind != CFG_Secret || key == NULL)
+        return NULL;
+    const cfg_SecretObject *o = CFG_BODY(secret, Secret);
+    const char *plain = map_get(&o->stringData, key);
+    if (plain != NULL) {
+        size_t n = strlen(plain);
+        unsigned char *v = mesh_xmalloc(n + 1);
+        memcpy(v, plain, n + 1);
+        *len = n;
+        return v;
+    }
+    const char *enc = map_get(&o->data, key);
+    if (enc == NULL)
+        return NULL;
+    unsigned char *v = b64_decode(enc, strlen(enc), len);
+    if (v == NULL && bad)
+        *bad = true;
+    return v;
+}
+
+void reg_secret_value_free(unsigned char *v, size_t len)
+{
+    if (v == NULL)
+        return;
+    OPENSSL_cleanse(v, len);
+    free(v);
 }
 
 /* The container port named `name` of a pod, or 0. */

@@ -183,4 +183,18 @@ uint32_t reg_targets(const reg_t *r, const char *ns, const reg_labels_t *labels,
 /* Namespace labels (for Sidecar/namespace selection); NULL when unknown. */
 const reg_labels_t *reg_namespace_labels(const reg_t *r, const char *ns);
 
+/* ---- Secrets (gateway credentials, read from the snapshot) ---- */
+
+/* The Secret ns/name of a snapshot, or NULL. Borrowed from the snapshot. */
+const cfg_object_t *reg_secret_get(const cfg_snap_t *snap, const char *ns, const char *name);
+/* The value of key in a Secret: stringData as written (the API server merges
+ * it over data), else data decoded from base64. Returns a malloc'd buffer
+ * with a NUL after its *len bytes (release with reg_secret_value_free, which
+ * wipes it), or NULL when the key is absent or (with *bad set) its data
+ * value is not base64. bad may be NULL. */
+unsigned char *reg_secret_value(const cfg_object_t *secret, const char *key, size_t *len,
+                                bool *bad);
+/* Wipes and frees a value of reg_secret_value(). NULL is ignored. */
+void reg_secret_value_free(unsigned char *v, size_t len);
+
 #endif

@@ -245,11 +245,30 @@ static int handle(struct px_admin *a, int kind, const char *path, size_t plen, s
             char addr[300];
             snprintf(addr, sizeof(addr), "%s:%u", l->address, l->port);
             json_object_object_add(o, "address", json_object_new_string(addr));
-            json_object_object_add(o, "kind", json_object_new_string(l->kind == PX_LISTENER_TCP ? "tcp_proxy" : "http"));
-            if (l->rds_name)
-                json_object_object_add(o, "rds", json_object_new_string(l->rds_name));
-            if (l->tcp_cluster)
-                json_object_object_add(o, "cluster", json_object_new_string(l->tcp_cluster));
+            if (!l->bind)
+                json_object_object_add(o, "bind_to_port", json_object_new_boolean(false));
+            json_object *chs = json_object_new_array();
+            for (size_t k = 0; k <= l->nchains; k++) {
+                const px_chain_t *ch = k < l->nchains ? &l->chains[k] : l->default_chain;
+                if (ch == NULL)
+                    continue;
+                json_object *co = json_object_new_object();
+                json_object_object_add(co, "name", json_object_new_string(ch->name));
+                if (k == l->nchains)
+                    json_object_object_add(co, "default", json_object_new_boolean(true));
+                json_object_object_add(co, "kind",
+                                       json_object_new_string(ch->kind == PX_LISTENER_TCP ? "tcp_proxy" : "http"));
+                if (ch->rds_name)
+                    json_object_object_add(co, "rds", json_object_new_string(ch->rds_name));
+                if (ch->tcp_cluster)
+                    json_object_object_add(co, "cluster", json_object_new_string(ch->tcp_cluster));
+                if (ch->tls)
+                    json_object_object_add(co, "tls", json_object_new_boolean(true));
+                if (ch->nnet_rbac + ch->nhttp_rbac)
+                    json_object_object_add(co, "rbac_filters", json_object_new_int((int)(ch->nnet_rbac + ch->nhttp_rbac)));
+                json_object_array_add(chs, co);
+            }
+            json_object_object_add(o, "filter_chains", chs);
             json_object_array_add(ls, o);
         }
         for (size_t i = 0; s && i < s->nroute_configs; i++) {

@@ -8,6 +8,8 @@
 
 #include "../common/doc.h"
 #include "config_internal.h"
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
+#include "tls_internal.h"
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
@@ -18,6 +20,7 @@ static const ProtobufCMessageDescriptor *const res_desc[PX_RES_NTYPES] = {
     [PX_RES_ROUTE] = &envoy__config__route__v3__route_configuration__descriptor,
     [PX_RES_CLUSTER] = &envoy__config__cluster__v3__cluster__descriptor,
     [PX_RES_ENDPOINT] = &envoy__config__endpoint__v3__cluster_load_assignment__descriptor,
+    [PX_RES_SECRET] = &envoy__extensions__transport_sockets__tls__v3__secret__descriptor,
 };
 
 int px_bundle_add(px_bundle_t *b, int t, ProtobufCMessage *m)
@@ -199,4 +202,78 @@ void px_bundle_free(px_bundle_t *b)
         free(b->msgs[t]);
     }
     memset(b, 0, sizeof(*b));
+}
+
+/* The text of a secret's DataSource: inline, or a file (read whole). */
+static char *secret_data(const Envoy__Config__Core__V3__DataSource *ds)
+{
+    if (ds == NULL)
+        return NULL;
+    switch (ds->specifier_case) {
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_BYTES: {
+        char *p = malloc(ds->inline_bytes.len + 1);
+        if (p) {
+            memcpy(p, ds->inline_bytes.data, ds->inline_bytes.len);
+            p[ds->inline_bytes.len] = '\0';
+        }
+        return p;
+    }
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING:
+        return strdup(ds->inline_string ? ds->inline_string : "");
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME: {
+        FILE *f = fopen(ds->filename, "rb");
+        if (f == NULL)
+            return NULL;
+        char *p = malloc((1u << 20) + 1);
+        size_t n = p ? fread(p, 1, 1u << 20, f) : 0;
+        fclose(f);
+        if (p)
+            p[n] = '\0';
+        return p;
+    }
+    default:
+        return NULL;
+    }
+}
+
+int px_bundle_install_secrets(const px_bundle_t *b, struct px_secrets *store, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < b->n[PX_RES_SECRET]; i++) {
+        const Envoy__Extensions__TransportSockets__Tls__V3__Secret *sec = (const void *)b->msgs[PX_RES_SECRET][i];
+        const char *name = sec->name ? sec->name : "";
+        char *chain = NULL, *key = NULL, *ca = NULL;
+        int rc = 0;
+        if (sec->type_case == ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE &&
+            sec->tls_certificate) {
+            chain = secret_data(sec->tls_certificate->certificate_chain);
+            key = secret_data(sec->tls_certificate->private_key);
+            if (chain == NULL || key == NULL) {
+                snprintf(err, errlen, "Secret %s: tls_certificate needs certificate_chain and private_key", name);
+                rc = -1;
+            }
+        } else if (sec->type_case == ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT &&
+                   sec->validation_context) {
+            ca = secret_data(sec->validation_context->trusted_ca);
+            if (ca == NULL) {
+                snprintf(err, errlen, "Secret %s: validation_context needs trusted_ca", name);
+                rc = -1;
+            }
+        } else {
+            snprintf(err, errlen, "Secret %s: only tls_certificate and validation_context are supported", name);
+            rc = -1;
+        }
+        if (rc == 0 && px_secrets_set(store, name, chain, key, ca) < 0) {
+            snprintf(err, errlen, "Secret %s: cannot be stored", name);
+            rc = -1;
+        }
+        free(chain);
+        if (key) {
+            memset(key, 0, strlen(key));
+            free(key);
+        }
+        free(ca);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
 }

@@ -9,7 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <errno.h>
+#include <openssl/ssl.h>
+
 #include "config_internal.h"
+#include "rbac_internal.h"
+#include "tls_internal.h"
+#include "envoy/extensions/filters/http/rbac/v3/rbac.pb-c.h"
+#include "envoy/extensions/filters/network/rbac/v3/rbac.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
@@ -37,6 +45,14 @@ typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConn
     pb_hcm_t;
 typedef Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy pb_tcp_t;
 
+typedef Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext pb_ctls_t;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__DownstreamTlsContext pb_dtls_t;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__UpstreamTlsContext pb_utls_t;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext pb_cvc_t;
+
+/* PEM files a transport socket names are read when the snapshot is built. */
+#define PX_MAX_PEM (1u << 20)
+
 #define HCM_TYPE "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 #define TCP_TYPE "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 
@@ -58,6 +74,8 @@ static int failf(build_t *b, const char *field, const char *why)
 }
 
 static void build_retry(build_t *b, const Envoy__Config__Route__V3__RetryPolicy *p, px_retry_t *r);
+static int build_transport(build_t *b, const char *field, const Envoy__Config__Core__V3__TransportSocket *ts,
+                           bool server, const struct px_tls_cfg **out);
 static uint32_t pct_ppm(const Envoy__Type__V3__FractionalPercent *p);
 
 static const char *lower_dup(arena_t *a, const char *s)
@@ -86,57 +104,92 @@ static int keep_code(build_t *b, pcre2_code *re)
     return 0;
 }
 
+static int keep_re_cb(void *ud, pcre2_code *re)
+{
+    return keep_code(ud, re);
+}
+
+int px_regex_compile(const char *pattern, bool caseless, px_keep_re_fn keep_re, void *ud, pcre2_code **out,
+                     char *why, size_t whylen)
+{
+    if (pattern == NULL) {
+        snprintf(why, whylen, "regex is required");
+        return -1;
+    }
+    int ec;
+    PCRE2_SIZE off;
+    uint32_t opts = PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_UTF | (caseless ? PCRE2_CASELESS : 0);
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opts, &ec, &off, NULL);
+    if (re == NULL) {
+        PCRE2_UCHAR msg[160];
+        pcre2_get_error_message(ec, msg, sizeof(msg));
+        snprintf(why, whylen, "invalid regex \"%s\" at offset %zu: %s", pattern, (size_t)off, (char *)msg);
+        return -1;
+    }
+    if (keep_re(ud, re) < 0) {
+        snprintf(why, whylen, "regex \"%s\": out of memory", pattern);
+        return -1;
+    }
+    *out = re;
+    return 0;
+}
+
+int px_str_match_compile(arena_t *a, const pb_smatch_t *sm, px_keep_re_fn keep_re, void *ud, px_str_match_t *m,
+                         char *why, size_t whylen)
+{
+    if (sm == NULL) {
+        snprintf(why, whylen, "a string matcher is required");
+        return -1;
+    }
+    m->ignore_case = sm->ignore_case;
+    const char *v;
+    switch (sm->match_pattern_case) {
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT:
+        m->kind = PX_STR_EXACT;
+        v = sm->exact;
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_PREFIX:
+        m->kind = PX_STR_PREFIX;
+        v = sm->prefix;
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SUFFIX:
+        m->kind = PX_STR_SUFFIX;
+        v = sm->suffix;
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_CONTAINS:
+        m->kind = PX_STR_CONTAINS;
+        v = sm->contains;
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SAFE_REGEX:
+        /* ignore_case has no effect on safe_regex (Envoy) */
+        m->kind = PX_STR_REGEX;
+        m->ignore_case = false;
+        return px_regex_compile(sm->safe_regex ? sm->safe_regex->regex : NULL, false, keep_re, ud, &m->re, why,
+                                whylen);
+    default:
+        snprintf(why, whylen, "no match pattern set (exact, prefix, suffix, contains or safe_regex)");
+        return -1;
+    }
+    m->value = arena_strdup(a, v ? v : "");
+    m->value_len = strlen(m->value);
+    return 0;
+}
+
 /* Compiles an anchored regex (Envoy's safe_regex matches the whole value). */
 static int compile_regex(build_t *b, const char *field, const char *pattern, bool ignore_case,
                          pcre2_code **out)
 {
-    int ec;
-    PCRE2_SIZE off;
-    uint32_t opts = PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_UTF | (ignore_case ? PCRE2_CASELESS : 0);
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opts, &ec, &off, NULL);
-    if (re == NULL) {
-        PCRE2_UCHAR msg[160];
-        char why[300];
-        pcre2_get_error_message(ec, msg, sizeof(msg));
-        snprintf(why, sizeof(why), "invalid regex \"%s\" at offset %zu: %s", pattern, (size_t)off,
-                 (char *)msg);
-        return failf(b, field, why);
-    }
-    if (keep_code(b, re) < 0)
-        return -1;
-    *out = re;
+    char why[512];
+    if (px_regex_compile(pattern, ignore_case, keep_re_cb, b, out, why, sizeof(why)) < 0)
+        return b->err[0] ? -1 : failf(b, field, why);
     return 0;
 }
 
 static int string_matcher(build_t *b, const char *field, const pb_smatch_t *sm, px_str_match_t *m)
 {
-    m->ignore_case = sm->ignore_case;
-    switch (sm->match_pattern_case) {
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT:
-        m->kind = PX_STR_EXACT;
-        m->value = arena_strdup(b->a, sm->exact);
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_PREFIX:
-        m->kind = PX_STR_PREFIX;
-        m->value = arena_strdup(b->a, sm->prefix);
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SUFFIX:
-        m->kind = PX_STR_SUFFIX;
-        m->value = arena_strdup(b->a, sm->suffix);
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_CONTAINS:
-        m->kind = PX_STR_CONTAINS;
-        m->value = arena_strdup(b->a, sm->contains);
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SAFE_REGEX:
-        m->kind = PX_STR_REGEX;
-        if (sm->safe_regex == NULL || sm->safe_regex->regex == NULL)
-            return failf(b, field, "safe_regex without a regex");
-        return compile_regex(b, field, sm->safe_regex->regex, sm->ignore_case, &m->re);
-    default:
-        return failf(b, field, "no match pattern set");
-    }
-    m->value_len = strlen(m->value);
+    char why[512];
+    if (px_str_match_compile(b->a, sm, keep_re_cb, b, m, why, sizeof(why)) < 0)
+        return b->err[0] ? -1 : failf(b, field, why);
     return 0;
 }
 
@@ -778,6 +831,14 @@ static int build_cluster(build_t *b, const pb_cluster_t *pc, px_cluster_t *c, co
         return failf(b, "lb_policy", "unsupported load-balancing policy");
     }
     c->connect_timeout_ms = pc->connect_timeout ? duration_ms(pc->connect_timeout) : 5000;
+    if (build_transport(b, "transport_socket", pc->transport_socket, false, &c->tls) < 0)
+        return -1;
+    if (pc->upstream_bind_config && pc->upstream_bind_config->source_address) {
+        const Envoy__Config__Core__V3__SocketAddress *ba = pc->upstream_bind_config->source_address;
+        if (parse_sockaddr(ba->address ? ba->address : "", ba->port_value, &c->bind_sa, &c->bind_salen) < 0)
+            return failf(b, "upstream_bind_config.source_address", "not an IP address");
+        c->bind = true;
+    }
     if (pc->outlier_detection) {
         const Envoy__Config__Cluster__V3__OutlierDetection *od = pc->outlier_detection;
         c->outlier = true;
@@ -847,6 +908,432 @@ static int build_cluster(build_t *b, const pb_cluster_t *pc, px_cluster_t *c, co
     }
 }
 
+/* ---- TLS transport sockets ---- */
+
+/* The text of a DataSource (inline bytes/string, or a file read now). */
+static const char *data_source(build_t *b, const char *field, const Envoy__Config__Core__V3__DataSource *ds)
+{
+    if (ds == NULL)
+        return NULL;
+    switch (ds->specifier_case) {
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_BYTES: {
+        char *p = arena_alloc(b->a, ds->inline_bytes.len + 1);
+        memcpy(p, ds->inline_bytes.data, ds->inline_bytes.len);
+        p[ds->inline_bytes.len] = '\0';
+        return p;
+    }
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING:
+        return arena_strdup(b->a, ds->inline_string ? ds->inline_string : "");
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME: {
+        FILE *f = fopen(ds->filename, "rb");
+        if (f == NULL) {
+            char why[512];
+            snprintf(why, sizeof(why), "cannot read %s: %s", ds->filename, strerror(errno));
+            failf(b, field, why);
+            return NULL;
+        }
+        char *p = arena_alloc(b->a, PX_MAX_PEM + 1);
+        size_t n = fread(p, 1, PX_MAX_PEM, f);
+        bool more = fgetc(f) != EOF;
+        fclose(f);
+        if (more) {
+            failf(b, field, "file larger than 1 MiB");
+            return NULL;
+        }
+        p[n] = '\0';
+        return p;
+    }
+    default:
+        failf(b, field, "only inline_bytes, inline_string and filename are supported");
+        return NULL;
+    }
+}
+
+/* Remembers an SDS name the xDS client must fetch (not the proxy's own). */
+static void want_sds(build_t *b, const char *name)
+{
+    if (strcmp(name, PX_SDS_DEFAULT) == 0 || strcmp(name, PX_SDS_ROOTCA) == 0)
+        return;
+    px_snapshot_t *s = b->s;
+    for (size_t i = 0; i < s->nsds_names; i++)
+        if (strcmp(s->sds_names[i], name) == 0)
+            return;
+    const char **n = arena_alloc(b->a, (s->nsds_names + 1) * sizeof(*n));
+    if (s->nsds_names)
+        memcpy(n, s->sds_names, s->nsds_names * sizeof(*n));
+    n[s->nsds_names++] = arena_strdup(b->a, name);
+    s->sds_names = n;
+}
+
+static int tls_version(int v)
+{
+    switch (v) {
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_PARAMETERS__TLS_PROTOCOL__TLSv1_2: return TLS1_2_VERSION;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_PARAMETERS__TLS_PROTOCOL__TLSv1_3: return TLS1_3_VERSION;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_PARAMETERS__TLS_PROTOCOL__TLSv1_0: return TLS1_VERSION;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_PARAMETERS__TLS_PROTOCOL__TLSv1_1: return TLS1_1_VERSION;
+    default: return 0;
+    }
+}
+
+static const char *join_list(build_t *b, char *const *v, size_t n)
+{
+    size_t len = 1;
+    for (size_t i = 0; i < n; i++)
+        len += strlen(v[i]) + 1;
+    char *p = arena_alloc(b->a, len);
+    p[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            strcat(p, ":");
+        strcat(p, v[i]);
+    }
+    return p;
+}
+
+static int validation_context(build_t *b, const pb_cvc_t *v, px_tls_cfg_t *t)
+{
+    if (v == NULL)
+        return 0;
+    if (v->trusted_ca) {
+        t->ca_pem = data_source(b, "validation_context.trusted_ca", v->trusted_ca);
+        if (t->ca_pem == NULL)
+            return -1;
+    }
+    size_t n = v->n_match_typed_subject_alt_names + v->n_match_subject_alt_names;
+    px_str_match_t *m = arena_alloc(b->a, (n ? n : 1) * sizeof(*m));
+    size_t k = 0;
+    for (size_t i = 0; i < v->n_match_typed_subject_alt_names; i++)
+        if (v->match_typed_subject_alt_names[i]->matcher &&
+            string_matcher(b, "validation_context.match_typed_subject_alt_names",
+                           v->match_typed_subject_alt_names[i]->matcher, &m[k++]) < 0)
+            return -1;
+    for (size_t i = 0; i < v->n_match_subject_alt_names; i++)
+        if (string_matcher(b, "validation_context.match_subject_alt_names", v->match_subject_alt_names[i],
+                           &m[k++]) < 0)
+            return -1;
+    t->sans = m;
+    t->nsans = k;
+    return 0;
+}
+
+/* A transport_socket: NULL for plaintext (raw_buffer / none), a TLS config
+ * for envoy.transport_sockets.tls. */
+static int build_transport(build_t *b, const char *field, const Envoy__Config__Core__V3__TransportSocket *ts,
+                           bool server, const px_tls_cfg_t **out)
+{
+    *out = NULL;
+    if (ts == NULL || ts->config_type_case != ENVOY__CONFIG__CORE__V3__TRANSPORT_SOCKET__CONFIG_TYPE_TYPED_CONFIG ||
+        ts->typed_config == NULL)
+        return 0;
+    const char *url = ts->typed_config->type_url ? ts->typed_config->type_url : "";
+    const char *tn = strrchr(url, '/') ? strrchr(url, '/') + 1 : url;
+    if (strstr(tn, "RawBuffer"))
+        return 0;
+    const ProtobufCMessageDescriptor *d =
+        server ? &envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor
+               : &envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__descriptor;
+    if (strcmp(tn, d->name) != 0) {
+        char why[300];
+        snprintf(why, sizeof(why), "unsupported transport socket \"%s\" (want %s)", tn, d->name);
+        return failf(b, field, why);
+    }
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, ts->typed_config->value.len, ts->typed_config->value.data);
+    if (m == NULL)
+        return failf(b, field, "undecodable TLS context");
+    px_tls_cfg_t *t = arena_alloc(b->a, sizeof(*t));
+    t->server = server;
+    const pb_ctls_t *c;
+    if (server) {
+        const pb_dtls_t *dt = (const pb_dtls_t *)m;
+        c = dt->common_tls_context;
+        t->require_client_cert = dt->require_client_certificate && dt->require_client_certificate->value;
+    } else {
+        const pb_utls_t *ut = (const pb_utls_t *)m;
+        c = ut->common_tls_context;
+        if (ut->sni && ut->sni[0])
+            t->sni = arena_strdup(b->a, ut->sni);
+    }
+    int rc = -1;
+    if (c) {
+        if (c->n_tls_certificates) {
+            t->cert_pem = data_source(b, "common_tls_context.tls_certificates[0].certificate_chain",
+                                      c->tls_certificates[0]->certificate_chain);
+            t->key_pem = data_source(b, "common_tls_context.tls_certificates[0].private_key",
+                                     c->tls_certificates[0]->private_key);
+            if (t->cert_pem == NULL || t->key_pem == NULL) {
+                if (b->err[0] == '\0')
+                    failf(b, "common_tls_context.tls_certificates[0]", "needs certificate_chain and private_key");
+                goto out;
+            }
+        } else if (c->n_tls_certificate_sds_secret_configs) {
+            const char *n = c->tls_certificate_sds_secret_configs[0]->name;
+            if (n == NULL || !n[0]) {
+                failf(b, "common_tls_context.tls_certificate_sds_secret_configs[0].name", "must not be empty");
+                goto out;
+            }
+            t->cert_sds = arena_strdup(b->a, n);
+            want_sds(b, n);
+        }
+        const Envoy__Extensions__TransportSockets__Tls__V3__SdsSecretConfig *vs = NULL;
+        switch (c->validation_context_type_case) {
+        case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT:
+            if (validation_context(b, c->validation_context, t) < 0)
+                goto out;
+            break;
+        case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT_SDS_SECRET_CONFIG:
+            vs = c->validation_context_sds_secret_config;
+            break;
+        case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT:
+            if (c->combined_validation_context) {
+                if (validation_context(b, c->combined_validation_context->default_validation_context, t) < 0)
+                    goto out;
+                vs = c->combined_validation_context->validation_context_sds_secret_config;
+            }
+            break;
+        default:
+            break;
+        }
+        if (vs && vs->name && vs->name[0]) {
+            t->ca_sds = arena_strdup(b->a, vs->name);
+            want_sds(b, vs->name);
+        }
+        for (size_t i = 0; i < c->n_alpn_protocols && t->nalpn < PX_TLS_MAX_ALPN; i++)
+            t->alpn[t->nalpn++] = arena_strdup(b->a, c->alpn_protocols[i]);
+        if (c->tls_params) {
+            t->min_version = tls_version(c->tls_params->tls_minimum_protocol_version);
+            t->max_version = tls_version(c->tls_params->tls_maximum_protocol_version);
+            if (c->tls_params->n_cipher_suites)
+                t->ciphers = join_list(b, c->tls_params->cipher_suites, c->tls_params->n_cipher_suites);
+            if (c->tls_params->n_ecdh_curves)
+                t->curves = join_list(b, c->tls_params->ecdh_curves, c->tls_params->n_ecdh_curves);
+        }
+    }
+    if (server && t->cert_sds == NULL && t->cert_pem == NULL) {
+        failf(b, field, "a DownstreamTlsContext needs a certificate");
+        goto out;
+    }
+    if (px_tls_cfg_finish(t, b->a) < 0) {
+        failf(b, field, "out of memory");
+        goto out;
+    }
+    *out = t;
+    rc = 0;
+out:
+    protobuf_c_message_free_unpacked(m, NULL);
+    return rc;
+}
+
+/* ---- listeners and filter chains ---- */
+
+static int cidr(build_t *b, const char *field, const Envoy__Config__Core__V3__CidrRange *r, px_cidr_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    const char *ip = r->address_prefix ? r->address_prefix : "";
+    uint32_t max;
+    if (inet_pton(AF_INET, ip, c->addr) == 1) {
+        c->family = AF_INET;
+        max = 32;
+    } else if (inet_pton(AF_INET6, ip, c->addr) == 1) {
+        c->family = AF_INET6;
+        max = 128;
+    } else {
+        return failf(b, field, "address_prefix is not an IP address");
+    }
+    c->len = r->prefix_len ? r->prefix_len->value : max;
+    if (c->len > max)
+        return failf(b, field, "prefix_len is longer than the address");
+    return 0;
+}
+
+static int cidrs(build_t *b, const char *field, Envoy__Config__Core__V3__CidrRange *const *v, size_t n,
+                 px_cidr_t **out, size_t *nout)
+{
+    *out = arena_alloc(b->a, (n ? n : 1) * sizeof(**out));
+    *nout = n;
+    for (size_t i = 0; i < n; i++)
+        if (cidr(b, field, v[i], &(*out)[i]) < 0)
+            return -1;
+    return 0;
+}
+
+static const char **str_list(build_t *b, char *const *v, size_t n, bool lower)
+{
+    const char **o = arena_alloc(b->a, (n ? n : 1) * sizeof(*o));
+    for (size_t i = 0; i < n; i++)
+        o[i] = lower ? lower_dup(b->a, v[i]) : arena_strdup(b->a, v[i]);
+    return o;
+}
+
+/* An RBAC filter (network or HTTP) appended to *list. */
+static int add_rbac(build_t *b, const char *field, const Google__Protobuf__Any *any, bool http,
+                    const px_rbac_t ***list, size_t *n)
+{
+    const ProtobufCMessageDescriptor *d = http ? &envoy__extensions__filters__http__rbac__v3__rbac__descriptor
+                                               : &envoy__extensions__filters__network__rbac__v3__rbac__descriptor;
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, any->value.len, any->value.data);
+    if (m == NULL)
+        return failf(b, field, "undecodable RBAC");
+    const ProtobufCMessage *rules, *shadow;
+    const char *prefix;
+    if (http) {
+        const Envoy__Extensions__Filters__Http__Rbac__V3__RBAC *h = (const void *)m;
+        rules = (const ProtobufCMessage *)h->rules;
+        shadow = (const ProtobufCMessage *)h->shadow_rules;
+        prefix = ""; /* shadow_rules_stat_prefix names the shadow stats only */
+    } else {
+        const Envoy__Extensions__Filters__Network__Rbac__V3__RBAC *nr = (const void *)m;
+        rules = (const ProtobufCMessage *)nr->rules;
+        shadow = (const ProtobufCMessage *)nr->shadow_rules;
+        prefix = nr->stat_prefix;
+    }
+    char err[512];
+    px_rbac_t *r = px_rbac_compile(b->a, rules, shadow, prefix ? prefix : "", keep_re_cb, b, err, sizeof(err));
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (r == NULL)
+        return b->err[0] ? -1 : failf(b, field, err);
+    const px_rbac_t **nl = arena_alloc(b->a, (*n + 1) * sizeof(*nl));
+    if (*n)
+        memcpy(nl, *list, *n * sizeof(*nl));
+    nl[(*n)++] = r;
+    *list = nl;
+    return 0;
+}
+
+static const char *any_type(const Google__Protobuf__Any *a)
+{
+    const char *url = a && a->type_url ? a->type_url : "";
+    return strrchr(url, '/') ? strrchr(url, '/') + 1 : url;
+}
+
+static int build_hcm(build_t *b, const char *field, const Google__Protobuf__Any *any, px_chain_t *ch)
+{
+    pb_hcm_t *h = envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__unpack(
+        NULL, any->value.len, any->value.data);
+    if (h == NULL)
+        return failf(b, field, "undecodable HttpConnectionManager");
+    ch->kind = PX_LISTENER_HTTP;
+    ch->stat_prefix = arena_strdup(b->a, h->stat_prefix ? h->stat_prefix : "");
+    ch->xfcc = (int)h->forward_client_cert_details;
+    int rc = 0;
+    for (size_t i = 0; i < h->n_http_filters && rc == 0; i++) {
+        const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter *f = h->http_filters[i];
+        if (f->config_type_case ==
+                ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_TYPED_CONFIG &&
+            strcmp(any_type(f->typed_config), envoy__extensions__filters__http__rbac__v3__rbac__descriptor.name) == 0)
+            rc = add_rbac(b, "HttpConnectionManager.http_filters.envoy.filters.http.rbac", f->typed_config, true,
+                          &ch->http_rbac, &ch->nhttp_rbac);
+    }
+    if (rc < 0) {
+        /* already reported */
+    } else if (h->route_specifier_case ==
+            ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS &&
+        h->rds->route_config_name && h->rds->route_config_name[0]) {
+        ch->rds_name = arena_strdup(b->a, h->rds->route_config_name);
+    } else if (h->route_specifier_case ==
+               ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG) {
+        px_route_config_t *rcfg = arena_alloc(b->a, sizeof(*rcfg));
+        char saved[256];
+        snprintf(saved, sizeof(saved), "%s", b->where);
+        rc = build_route_config(b, h->route_config, rcfg);
+        if (rc < 0) {
+            char inner[1024];
+            snprintf(inner, sizeof(inner), "%s", b->err);
+            snprintf(b->err, b->errlen, "%s: inline %s", saved, inner);
+        }
+        snprintf(b->where, sizeof(b->where), "%s", saved);
+        ch->route_config = rcfg;
+    } else {
+        rc = failf(b, field, "HttpConnectionManager needs rds.route_config_name or route_config");
+    }
+    protobuf_c_message_free_unpacked(&h->base, NULL);
+    return rc;
+}
+
+static int build_chain(build_t *b, size_t idx, const Envoy__Config__Listener__V3__FilterChain *fc, px_chain_t *ch)
+{
+    char field[160];
+    if (idx == (size_t)-1)
+        snprintf(field, sizeof(field), "default_filter_chain");
+    else
+        snprintf(field, sizeof(field), "filter_chains[%zu]", idx);
+    ch->name = arena_strdup(b->a, fc->name ? fc->name : "");
+    const Envoy__Config__Listener__V3__FilterChainMatch *m = fc->filter_chain_match;
+    if (m) {
+        px_chain_match_t *cm = &ch->match;
+        char f[200];
+        cm->dport = m->destination_port ? m->destination_port->value : 0;
+        snprintf(f, sizeof(f), "%s.filter_chain_match.prefix_ranges", field);
+        if (cidrs(b, f, m->prefix_ranges, m->n_prefix_ranges, &cm->prefixes, &cm->nprefixes) < 0)
+            return -1;
+        snprintf(f, sizeof(f), "%s.filter_chain_match.source_prefix_ranges", field);
+        if (cidrs(b, f, m->source_prefix_ranges, m->n_source_prefix_ranges, &cm->src_prefixes,
+                  &cm->nsrc_prefixes) < 0)
+            return -1;
+        cm->server_names = str_list(b, m->server_names, m->n_server_names, true);
+        cm->nserver_names = m->n_server_names;
+        if (m->transport_protocol && m->transport_protocol[0])
+            cm->transport = arena_strdup(b->a, m->transport_protocol);
+        cm->alpn = str_list(b, m->application_protocols, m->n_application_protocols, false);
+        cm->nalpn = m->n_application_protocols;
+    }
+    char f[200];
+    snprintf(f, sizeof(f), "%s.transport_socket", field);
+    if (build_transport(b, f, fc->transport_socket, true, &ch->tls) < 0)
+        return -1;
+    if (fc->n_filters == 0) {
+        snprintf(f, sizeof(f), "%s.filters", field);
+        return failf(b, f, "needs a network filter");
+    }
+    for (size_t i = 0; i < fc->n_filters; i++) {
+        const Envoy__Config__Listener__V3__Filter *flt = fc->filters[i];
+        snprintf(f, sizeof(f), "%s.filters[%zu]", field, i);
+        if (flt->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG ||
+            flt->typed_config == NULL || flt->typed_config->type_url == NULL)
+            return failf(b, f, "needs a typed_config");
+        const char *tn = any_type(flt->typed_config);
+        bool last = i + 1 == fc->n_filters;
+        if (strcmp(tn, envoy__extensions__filters__network__rbac__v3__rbac__descriptor.name) == 0 && !last) {
+            if (add_rbac(b, f, flt->typed_config, false, &ch->net_rbac, &ch->nnet_rbac) < 0)
+                return -1;
+            continue;
+        }
+        if (!last) {
+            char why[300];
+            snprintf(why, sizeof(why), "unsupported network filter \"%s\" before the terminal filter", tn);
+            return failf(b, f, why);
+        }
+        if (strcmp(tn, HCM_TYPE) == 0)
+            return build_hcm(b, f, flt->typed_config, ch);
+        if (strcmp(tn, TCP_TYPE) == 0) {
+            pb_tcp_t *t = envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__unpack(
+                NULL, flt->typed_config->value.len, flt->typed_config->value.data);
+            if (t == NULL)
+                return failf(b, f, "undecodable TcpProxy");
+            int rc = 0;
+            ch->kind = PX_LISTENER_TCP;
+            ch->stat_prefix = arena_strdup(b->a, t->stat_prefix ? t->stat_prefix : "");
+            if (t->cluster_specifier_case ==
+                    ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_CLUSTER &&
+                t->cluster && t->cluster[0])
+                ch->tcp_cluster = arena_strdup(b->a, t->cluster);
+            else if (t->cluster_specifier_case ==
+                         ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_WEIGHTED_CLUSTERS &&
+                     t->weighted_clusters && t->weighted_clusters->n_clusters &&
+                     t->weighted_clusters->clusters[0]->name)
+                ch->tcp_cluster = arena_strdup(b->a, t->weighted_clusters->clusters[0]->name);
+            else
+                rc = failf(b, f, "TcpProxy needs a cluster");
+            protobuf_c_message_free_unpacked(&t->base, NULL);
+            return rc;
+        }
+        char why[300];
+        snprintf(why, sizeof(why), "unsupported network filter \"%s\"", tn);
+        return failf(b, f, why);
+    }
+    return 0;
+}
+
 static int build_listener(build_t *b, const pb_listener_t *pl, px_listener_t *l)
 {
     snprintf(b->where, sizeof(b->where), "Listener %s", pl->name ? pl->name : "");
@@ -865,66 +1352,35 @@ static int build_listener(build_t *b, const pb_listener_t *pl, px_listener_t *l)
         return failf(b, "address.socket_address", "not an IP address and port");
     l->address = arena_strdup(b->a, sa->address);
     l->port = sa->port_value;
-    const Envoy__Config__Listener__V3__FilterChain *fc =
-        pl->n_filter_chains ? pl->filter_chains[0] : pl->default_filter_chain;
-    if (fc == NULL || fc->n_filters == 0)
+    l->bind = pl->bind_to_port ? pl->bind_to_port->value : true;
+    l->use_original_dst = pl->use_original_dst && pl->use_original_dst->value;
+    for (size_t i = 0; i < pl->n_listener_filters; i++) {
+        const char *n = pl->listener_filters[i]->name ? pl->listener_filters[i]->name : "";
+        if (strcmp(n, "envoy.filters.listener.original_dst") == 0)
+            l->original_dst = true;
+        else if (strcmp(n, "envoy.filters.listener.tls_inspector") == 0)
+            l->tls_inspector = true;
+        else if (strcmp(n, "envoy.filters.listener.http_inspector") == 0)
+            l->http_inspector = true;
+    }
+    if (pl->n_filter_chains == 0 && pl->default_filter_chain == NULL)
         return failf(b, "filter_chains", "needs a filter chain with a network filter");
-    const Envoy__Config__Listener__V3__Filter *f = fc->filters[fc->n_filters - 1];
-    if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG ||
-        f->typed_config == NULL || f->typed_config->type_url == NULL)
-        return failf(b, "filter_chains[0].filters", "the last filter needs a typed_config");
-    const char *url = f->typed_config->type_url;
-    const char *tn = strrchr(url, '/') ? strrchr(url, '/') + 1 : url;
-    if (strcmp(tn, HCM_TYPE) == 0) {
-        pb_hcm_t *h = envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__unpack(
-            NULL, f->typed_config->value.len, f->typed_config->value.data);
-        if (h == NULL)
-            return failf(b, "filter_chains[0].filters.typed_config", "undecodable HttpConnectionManager");
-        l->kind = PX_LISTENER_HTTP;
-        l->stat_prefix = arena_strdup(b->a, h->stat_prefix ? h->stat_prefix : "");
-        int rc = 0;
-        if (h->route_specifier_case ==
-                ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS &&
-            h->rds->route_config_name && h->rds->route_config_name[0]) {
-            l->rds_name = arena_strdup(b->a, h->rds->route_config_name);
-        } else if (h->route_specifier_case ==
-                   ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG) {
-            px_route_config_t *rcfg = arena_alloc(b->a, sizeof(*rcfg));
-            char saved[256];
-            snprintf(saved, sizeof(saved), "%s", b->where);
-            rc = build_route_config(b, h->route_config, rcfg);
-            if (rc < 0) {
-                char inner[1024];
-                snprintf(inner, sizeof(inner), "%s", b->err);
-                snprintf(b->err, b->errlen, "%s: inline %s", saved, inner);
-            }
-            l->route_config = rcfg;
-        } else {
-            rc = failf(b, "HttpConnectionManager", "needs rds.route_config_name or route_config");
-        }
-        protobuf_c_message_free_unpacked(&h->base, NULL);
-        return rc;
+    l->chains = arena_alloc(b->a, (pl->n_filter_chains ? pl->n_filter_chains : 1) * sizeof(*l->chains));
+    for (size_t i = 0; i < pl->n_filter_chains; i++) {
+        if (build_chain(b, i, pl->filter_chains[i], &l->chains[i]) < 0)
+            return -1;
+        const px_chain_match_t *m = &l->chains[i].match;
+        if (m->transport || m->nserver_names || m->nalpn)
+            l->tls_inspector = true; /* Envoy requires the inspector; meshproxy just peeks */
+        l->nchains++;
     }
-    if (strcmp(tn, TCP_TYPE) == 0) {
-        pb_tcp_t *t = envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__unpack(
-            NULL, f->typed_config->value.len, f->typed_config->value.data);
-        if (t == NULL)
-            return failf(b, "filter_chains[0].filters.typed_config", "undecodable TcpProxy");
-        int rc = 0;
-        l->kind = PX_LISTENER_TCP;
-        l->stat_prefix = arena_strdup(b->a, t->stat_prefix ? t->stat_prefix : "");
-        if (t->cluster_specifier_case ==
-                ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_CLUSTER &&
-            t->cluster && t->cluster[0])
-            l->tcp_cluster = arena_strdup(b->a, t->cluster);
-        else
-            rc = failf(b, "TcpProxy.cluster", "is required");
-        protobuf_c_message_free_unpacked(&t->base, NULL);
-        return rc;
+    if (pl->default_filter_chain) {
+        px_chain_t *dc = arena_alloc(b->a, sizeof(*dc));
+        if (build_chain(b, (size_t)-1, pl->default_filter_chain, dc) < 0)
+            return -1;
+        l->default_chain = dc;
     }
-    char why[300];
-    snprintf(why, sizeof(why), "unsupported network filter \"%s\"", tn);
-    return failf(b, "filter_chains[0].filters", why);
+    return 0;
 }
 
 px_snapshot_t *px_snapshot_build(const px_resources_t *in, char *err, size_t errlen)
@@ -974,8 +1430,11 @@ px_snapshot_t *px_snapshot_build(const px_resources_t *in, char *err, size_t err
                                   : "another listener has the same address and port");
                 goto fail;
             }
-        if (l->rds_name)
-            l->route_config = px_snapshot_route_config(s, l->rds_name);
+        for (size_t k = 0; k <= l->nchains; k++) {
+            px_chain_t *ch = k < l->nchains ? &l->chains[k] : (px_chain_t *)l->default_chain;
+            if (ch && ch->rds_name)
+                ch->route_config = px_snapshot_route_config(s, ch->rds_name);
+        }
         s->nlisteners++;
     }
     s->generation = atomic_fetch_add(&generation, 1) + 1;
@@ -1026,21 +1485,52 @@ static bool ieq_n(const char *a, const char *b2, size_t n)
     return strncasecmp(a, b2, n) == 0;
 }
 
-static bool regex_match(pcre2_code *re, const char *s, size_t n)
+/* PCRE2 memory from a caller's buffer: nothing reaches malloc. */
+typedef struct bump {
+    unsigned char *buf;
+    size_t cap, used;
+} bump_t;
+
+static void *bump_alloc(size_t n, void *ud)
 {
-    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
-    pcre2_match_context *mc = pcre2_match_context_create(NULL);
-    bool ok = false;
-    if (md && mc) {
-        pcre2_set_match_limit(mc, PX_REGEX_MATCH_LIMIT);
-        ok = pcre2_match(re, (PCRE2_SPTR)s, n, 0, 0, md, mc) >= 0;
-    }
-    pcre2_match_context_free(mc);
-    pcre2_match_data_free(md);
-    return ok;
+    bump_t *b = ud;
+    size_t off = (b->used + 15) & ~(size_t)15;
+    if (off > b->cap || n > b->cap - off)
+        return NULL;
+    b->used = off + n;
+    return b->buf + off;
 }
 
-static bool str_match(const px_str_match_t *m, const char *s, size_t n)
+static void bump_release(void *p, void *ud)
+{
+    (void)p;
+    (void)ud; /* the buffer goes with the caller's frame */
+}
+
+#define PX_REGEX_STACK 65536  /* stack bytes one regex evaluation may use */
+#define PX_REGEX_HEAP_KIB 40  /* PCRE2 backtracking frames, within PX_REGEX_STACK */
+
+__attribute__((noinline)) int px_regex_eval(const pcre2_code *re, const char *s, size_t n)
+{
+    _Alignas(16) unsigned char buf[PX_REGEX_STACK];
+    bump_t b = {.buf = buf, .cap = sizeof(buf)};
+    pcre2_general_context *gc = pcre2_general_context_create(bump_alloc, bump_release, &b);
+    pcre2_match_context *mc = gc ? pcre2_match_context_create(gc) : NULL;
+    pcre2_match_data *md = gc ? pcre2_match_data_create(1, gc) : NULL;
+    if (mc == NULL || md == NULL)
+        return -1;
+    pcre2_set_match_limit(mc, PX_REGEX_MATCH_LIMIT);
+    pcre2_set_heap_limit(mc, PX_REGEX_HEAP_KIB);
+    int rc = pcre2_match(re, (PCRE2_SPTR)(s ? s : ""), n, 0, 0, md, mc);
+    return rc >= 0 ? 1 : rc == PCRE2_ERROR_NOMATCH ? 0 : -1;
+}
+
+static bool regex_match(const pcre2_code *re, const char *s, size_t n)
+{
+    return px_regex_eval(re, s, n) == 1;
+}
+
+bool px_str_match(const px_str_match_t *m, const char *s, size_t n)
 {
     size_t vl = m->value_len;
     switch (m->kind) {
@@ -1144,14 +1634,14 @@ static bool route_matches(const px_route_t *rt, const px_route_req_t *r)
         if (h->m.kind == PX_STR_PRESENT)
             ok = have == h->present;
         else
-            ok = have && str_match(&h->m, v, vl);
+            ok = have && px_str_match(&h->m, v, vl);
         if (ok == h->invert)
             return false;
     }
     for (size_t i = 0; i < rt->nquery; i++) {
         const char *v;
         size_t vl;
-        if (!req_query(r, rt->query[i].name, &v, &vl) || !str_match(&rt->query[i].m, v, vl))
+        if (!req_query(r, rt->query[i].name, &v, &vl) || !px_str_match(&rt->query[i].m, v, vl))
             return false;
     }
     return true;
@@ -1309,4 +1799,148 @@ long px_lb_pick(px_lb_t *lb, const px_cluster_t *c, uint64_t hash)
         return -1;
     }
     return -1;
+}
+
+/* ---- filter-chain selection ---- */
+
+bool px_cidr_contains(const px_cidr_t *c, const struct sockaddr *sa)
+{
+    const uint8_t *a;
+    if (sa == NULL || sa->sa_family != c->family)
+        return false;
+    if (sa->sa_family == AF_INET)
+        a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+    else
+        a = (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+    uint32_t full = c->len / 8, rest = c->len % 8;
+    if (memcmp(a, c->addr, full) != 0)
+        return false;
+    if (rest == 0)
+        return true;
+    uint8_t mask = (uint8_t)(0xffu << (8 - rest));
+    return (a[full] & mask) == (c->addr[full] & mask);
+}
+
+static uint32_t sa_port(const struct sockaddr *sa)
+{
+    if (sa == NULL)
+        return 0;
+    if (sa->sa_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+    if (sa->sa_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+    return 0;
+}
+
+/* Longest matching prefix length of a range list, -1 when none matches, -2
+ * when the list is empty (the chain does not set the criterion). */
+static int prefix_score(const px_cidr_t *v, size_t n, const struct sockaddr *sa)
+{
+    if (n == 0)
+        return -2;
+    int best = -1;
+    for (size_t i = 0; i < n; i++)
+        if (px_cidr_contains(&v[i], sa) && (int)v[i].len > best)
+            best = (int)v[i].len;
+    return best;
+}
+
+/* Server-name score: 1000 + length for an exact match, the suffix length for
+ * a "*.x" wildcard, -1 no match, -2 the chain lists none. */
+static int sni_score(const px_chain_match_t *m, const char *sni)
+{
+    if (m->nserver_names == 0)
+        return -2;
+    size_t sl = sni ? strlen(sni) : 0;
+    int best = -1;
+    for (size_t i = 0; i < m->nserver_names && sl; i++) {
+        const char *n = m->server_names[i];
+        size_t nl = strlen(n);
+        if (nl == sl && strcasecmp(n, sni) == 0)
+            best = 1000 + (int)nl;
+        else if (n[0] == '*' && n[1] == '.' && sl > nl - 1 && strcasecmp(sni + sl - (nl - 1), n + 1) == 0 &&
+                 (int)nl > best)
+            best = (int)nl;
+    }
+    return best;
+}
+
+static int transport_score(const px_chain_match_t *m, const char *tp)
+{
+    if (m->transport == NULL)
+        return -2;
+    return tp && strcmp(m->transport, tp) == 0 ? 1 : -1;
+}
+
+static int alpn_score(const px_chain_match_t *m, const px_chain_input_t *in)
+{
+    if (m->nalpn == 0)
+        return -2;
+    for (size_t i = 0; i < m->nalpn; i++)
+        for (size_t k = 0; k < in->nalpn; k++)
+            if (strcmp(m->alpn[i], in->alpn[k]) == 0)
+                return 1;
+    return -1;
+}
+
+#define PX_MAX_CHAINS_SELECT 1024
+
+const px_chain_t *px_chain_select(const px_listener_t *l, const px_chain_input_t *in)
+{
+    /* candidates narrowed criterion by criterion, most specific first */
+    const px_chain_t *cand[PX_MAX_CHAINS_SELECT];
+    int score[PX_MAX_CHAINS_SELECT];
+    size_t n = 0;
+    for (size_t i = 0; i < l->nchains && n < PX_MAX_CHAINS_SELECT; i++)
+        cand[n++] = &l->chains[i];
+    uint32_t dport = sa_port(in->local);
+    for (int step = 0; step < 6 && n > 0; step++) {
+        int best = -1;
+        for (size_t i = 0; i < n; i++) {
+            const px_chain_match_t *m = &cand[i]->match;
+            int s;
+            switch (step) {
+            case 0: s = m->dport == 0 ? -2 : m->dport == dport ? 1 : -1; break;
+            case 1: s = prefix_score(m->prefixes, m->nprefixes, in->local); break;
+            case 2: s = sni_score(m, in->sni); break;
+            case 3: s = transport_score(m, in->transport); break;
+            case 4: s = alpn_score(m, in); break;
+            default: s = prefix_score(m->src_prefixes, m->nsrc_prefixes, in->remote); break;
+            }
+            score[i] = s;
+            if (s > best)
+                best = s;
+        }
+        /* keep the best specific matches; else the chains without the criterion */
+        int want = best >= 0 ? best : -2;
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (score[i] == want)
+                cand[k++] = cand[i];
+        n = k;
+    }
+    return n > 0 ? cand[0] : l->default_chain;
+}
+
+const px_listener_t *px_listener_for_dst(const px_snapshot_t *s, const struct sockaddr *dst,
+                                         const px_listener_t *self)
+{
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (dst->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)dst)->sin_addr, ip, sizeof(ip));
+    else if (dst->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)dst)->sin6_addr, ip, sizeof(ip));
+    uint32_t port = sa_port(dst);
+    const px_listener_t *wild = NULL;
+    for (size_t i = 0; i < s->nlisteners; i++) {
+        const px_listener_t *l = &s->listeners[i];
+        if (l == self || l->port != port)
+            continue;
+        if (strcmp(l->address, ip) == 0)
+            return l;
+        if (wild == NULL && (strcmp(l->address, "0.0.0.0") == 0 || strcmp(l->address, "::") == 0) &&
+            (strcmp(l->address, "::") == 0) == (dst->sa_family == AF_INET6))
+            wild = l;
+    }
+    return wild;
 }

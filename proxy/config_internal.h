@@ -54,6 +54,29 @@ typedef struct px_str_match {
     pcre2_code *re;
 } px_str_match_t;
 
+/* Whether s (n bytes) satisfies m (PX_STR_PRESENT: always). Regexes are
+ * evaluated as px_regex_eval does; "cannot tell" counts as no match. */
+bool px_str_match(const px_str_match_t *m, const char *s, size_t n);
+
+/* Who owns the regexes a compiler makes: keep_re(ud, code) takes the code
+ * (even when it fails and returns -1). */
+typedef int (*px_keep_re_fn)(void *ud, pcre2_code *re);
+
+/* Compiles a regex with RE2's whole-value semantics (anchored at both ends,
+ * UTF-8). 0, or -1 with the reason (pattern, offset, PCRE2's message) in why. */
+int px_regex_compile(const char *pattern, bool caseless, px_keep_re_fn keep_re, void *ud, pcre2_code **out,
+                     char *why, size_t whylen);
+struct Envoy__Type__Matcher__V3__StringMatcher;
+/* Compiles a StringMatcher (exact, prefix, suffix, contains, safe_regex;
+ * ignore_case applies to all but safe_regex, as in Envoy). Strings from a.
+ * 0, or -1 with the reason in why. */
+int px_str_match_compile(arena_t *a, const struct Envoy__Type__Matcher__V3__StringMatcher *sm,
+                         px_keep_re_fn keep_re, void *ud, px_str_match_t *m, char *why, size_t whylen);
+/* Matches a compiled regex without allocating (PCRE2 works in a stack
+ * buffer) and within PX_REGEX_MATCH_LIMIT: 1 match, 0 no match, -1 cannot
+ * tell (a limit was hit, or the subject is not UTF-8). */
+int px_regex_eval(const pcre2_code *re, const char *s, size_t n);
+
 typedef struct px_header_match {
     const char *name; /* lower case; ":method", ":authority", ":path" are the pseudo-headers */
     px_str_match_t m;
@@ -233,20 +256,102 @@ typedef struct px_cluster {
     uint32_t od_enforce_5xx, od_enforce_gw;           /* percent of ejections enforced */
     uint64_t od_interval_ms, od_base_ejection_ms, od_max_ejection_ms;
     uint32_t od_max_ejection_pct;
+    const struct px_tls_cfg *tls; /* upstream TLS (transport_socket); NULL: plaintext */
+    bool bind; /* upstream_bind_config: connections bind this source address first */
+    struct sockaddr_storage bind_sa;
+    socklen_t bind_salen;
 } px_cluster_t;
 
 typedef enum { PX_LISTENER_HTTP, PX_LISTENER_TCP } px_listener_kind_t;
 
-typedef struct px_listener {
+struct px_tls_cfg;
+struct px_rbac;
+struct px_snapshot;
+
+/* The SDS names of the proxy's own certificate and of the mesh root (made by
+ * the proxy from its CA client, never fetched). */
+#define PX_SDS_DEFAULT "default"
+#define PX_SDS_ROOTCA "ROOTCA"
+
+/* A CidrRange: family AF_INET / AF_INET6, the address bytes, the prefix length. */
+typedef struct px_cidr {
+    int family;
+    uint8_t addr[16];
+    uint32_t len;
+} px_cidr_t;
+
+/* Whether a socket address lies in a CIDR range. */
+bool px_cidr_contains(const px_cidr_t *c, const struct sockaddr *sa);
+
+/* FilterChainMatch: every criterion set must hold (Envoy's order of
+ * precedence picks the most specific chain, see px_chain_select). */
+typedef struct px_chain_match {
+    uint32_t dport; /* 0: any */
+    px_cidr_t *prefixes; /* destination prefix_ranges */
+    size_t nprefixes;
+    px_cidr_t *src_prefixes; /* source_prefix_ranges */
+    size_t nsrc_prefixes;
+    const char **server_names; /* lower case; "*.example.com" wildcards */
+    size_t nserver_names;
+    const char *transport; /* NULL: any; "tls" or "raw_buffer" */
+    const char **alpn; /* application_protocols */
+    size_t nalpn;
+} px_chain_match_t;
+
+/* One filter chain: how a matched connection is served. */
+typedef struct px_chain {
     const char *name;
-    const char *address;
-    uint32_t port;
+    px_chain_match_t match;
     px_listener_kind_t kind;
     const char *stat_prefix;
     const char *rds_name;                 /* HTTP with RDS */
     const px_route_config_t *route_config; /* HTTP: inline or resolved RDS */
     const char *tcp_cluster;              /* TCP */
+    const struct px_tls_cfg *tls;         /* downstream TLS; NULL: plaintext */
+    /* RBAC filters in order: network filters (TCP and HTTP chains), then the
+     * HTTP filters (HTTP chains only) */
+    const struct px_rbac **net_rbac;
+    size_t nnet_rbac;
+    const struct px_rbac **http_rbac;
+    size_t nhttp_rbac;
+    int xfcc; /* HCM forward_client_cert_details (the enum's value) */
+} px_chain_t;
+
+typedef struct px_listener {
+    const char *name;
+    const char *address;
+    uint32_t port;
+    px_chain_t *chains;
+    size_t nchains;
+    const px_chain_t *default_chain; /* default_filter_chain, or NULL */
+    bool bind;             /* bind_to_port (default true) */
+    bool use_original_dst; /* hand captured connections to the listener of their original destination */
+    bool original_dst;     /* the original_dst listener filter: the local address is SO_ORIGINAL_DST */
+    bool tls_inspector;    /* peek the ClientHello (or some chain matches on TLS/SNI/ALPN) */
+    bool http_inspector;   /* detect plaintext HTTP for application_protocols */
 } px_listener_t;
+
+/* What a filter chain is chosen by. */
+typedef struct px_chain_input {
+    const struct sockaddr *local;  /* destination address and port */
+    const struct sockaddr *remote; /* source */
+    const char *transport;         /* "tls" or "raw_buffer" */
+    const char *sni;               /* "" or NULL: none */
+    const char *const *alpn;       /* offered protocols */
+    size_t nalpn;
+} px_chain_input_t;
+
+/* The filter chain Envoy would pick for a connection (destination port, then
+ * destination IP, server name, transport protocol, application protocols,
+ * source IP; at each step the most specific match, chains that do not set
+ * the criterion as fallback), else the default chain, else NULL (the
+ * connection is closed). */
+const px_chain_t *px_chain_select(const px_listener_t *l, const px_chain_input_t *in);
+/* The listener a captured connection with original destination dst belongs
+ * to (exact address and port, else 0.0.0.0/[::] with the port), not the
+ * capturing listener itself; NULL when none. */
+const px_listener_t *px_listener_for_dst(const struct px_snapshot *s, const struct sockaddr *dst,
+                                         const px_listener_t *self);
 
 typedef struct px_snapshot {
     atomic_int _refs;
@@ -261,6 +366,10 @@ typedef struct px_snapshot {
     size_t nroute_configs;
     px_cluster_t *clusters;
     size_t nclusters;
+    /* the SDS secrets the config names that the proxy does not make itself
+     * ("kubernetes://..."; not "default"/"ROOTCA"), for the xDS client */
+    const char **sds_names;
+    size_t nsds_names;
 } px_snapshot_t;
 
 /* The xDS resources a snapshot is built from (borrowed, not freed). */
@@ -329,7 +438,8 @@ ProtobufCMessage *px_pb_from_json(const ProtobufCMessageDescriptor *d, json_obje
 
 /* A set of xDS resources owned by the proxy (from a config file or the
  * xDS client): decoded protobuf-c messages by type. */
-enum { PX_RES_LISTENER, PX_RES_ROUTE, PX_RES_CLUSTER, PX_RES_ENDPOINT, PX_RES_NTYPES };
+enum { PX_RES_LISTENER, PX_RES_ROUTE, PX_RES_CLUSTER, PX_RES_ENDPOINT, PX_RES_SECRET, PX_RES_NTYPES };
+
 
 typedef struct px_bundle {
     ProtobufCMessage **msgs[PX_RES_NTYPES];
@@ -346,5 +456,11 @@ int px_bundle_add(px_bundle_t *b, int t, ProtobufCMessage *m);
 /* A view of the bundle for px_snapshot_build() (valid while b is unchanged). */
 void px_bundle_view(const px_bundle_t *b, px_resources_t *out);
 void px_bundle_free(px_bundle_t *b);
+
+struct px_secrets;
+/* Installs the Secret resources of a bundle (envoy...tls.v3.Secret:
+ * tls_certificate or validation_context, inline or file) into the store.
+ * 0, or -1 with err naming the secret and field. */
+int px_bundle_install_secrets(const px_bundle_t *b, struct px_secrets *store, char *err, size_t errlen);
 
 #endif

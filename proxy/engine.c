@@ -28,10 +28,26 @@
 #include "../common/hmap.h"
 #include "../common/log.h"
 #include "../common/loop.h"
+#include <openssl/ssl.h>
+
 #include "config_internal.h"
+#include "rbac_internal.h"
+#include "tls_internal.h"
 #include "proxy.h"
 
 #define IN_CAP (PX_H1_MAX_HEAD + 16384) /* a full head plus some body */
+#define PEEK_TIMEOUT_MS 5000  /* listener filters: how long to wait for the first bytes */
+#define PEEK_RETRY_MS 5       /* an incomplete ClientHello: look again after */
+#define PEEK_MAX (16384 + 5)  /* one TLS record */
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24 /* linux/in.h */
+#endif
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80 /* linux/netfilter_ipv4.h */
+#endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80 /* linux/netfilter_ipv6/ip6_tables.h */
+#endif
 #define OUT_HIGH (256 * 1024)           /* stop reading the other side above this */
 #define RETRY_BODY_MAX 65536            /* a request body is kept for retries up to this size */
 #define SHADOW_MS 10000                 /* a mirrored request's connection lives at most this long */
@@ -101,6 +117,9 @@ typedef struct wstats {
     counter_t cx_overflow, rq_pending_overflow, retry_overflow; /* circuit breakers */
     counter_t shadow_sent, shadow_failed; /* mirrored requests */
     counter_t od_ejections, od_eject_5xx, od_eject_gw, od_overflow; /* outlier detection */
+    counter_t ssl_fail, ssl_handshake;       /* TLS handshakes failed / completed (both sides) */
+    counter_t rbac_allowed, rbac_denied, rbac_shadow_denied; /* authorization */
+    counter_t no_chain;                      /* connections no filter chain matched */
 } wstats_t;
 
 /* One listening socket of a worker. */
@@ -163,6 +182,7 @@ struct worker {
     bool draining;
     uint64_t rng;
     wstats_t st;
+    px_tls_cache_t *tls; /* this worker's TLS contexts */
     hmap_t metrics; /* label set -> px_metric_t* (this worker's only) */
     dconn_t *waitq;   /* requests waiting for an upstream connection (max_connections) */
     bool wake_queued;
@@ -170,6 +190,7 @@ struct worker {
 
 struct px_server {
     px_options_t opt;
+    px_secrets_t *secrets, *own_secrets; /* own_secrets: made here when the options had none */
     int nworkers;
     worker_t *workers;
     pthread_mutex_t mu;
@@ -183,7 +204,7 @@ struct px_server {
     } *listeners;
 };
 
-typedef enum { U_CONNECTING, U_ACTIVE, U_IDLE } ustate_t;
+typedef enum { U_CONNECTING, U_TLS, U_ACTIVE, U_IDLE } ustate_t;
 
 struct uconn {
     uconn_t *next_idle;
@@ -192,7 +213,13 @@ struct uconn {
     loop_io_t *io;
     loop_timer_t *timer; /* connect timeout */
     char *address;
+    char *pool_key; /* address, plus the TLS config for TLS connections */
     ustate_t state;
+    px_tls_conn_t *tls;
+    unsigned tls_want;
+    bool kick_queued;
+    px_snapshot_t *tls_snap; /* U_TLS: keeps the cluster's TLS config alive */
+    const px_tls_cfg_t *tls_cfg;
     dconn_t *d; /* the downstream it serves (ACTIVE/CONNECTING) */
     buf_t in, out;
     bool reused;
@@ -203,6 +230,8 @@ struct uconn {
 };
 
 typedef enum {
+    D_PEEK,      /* waiting for the first bytes to choose a filter chain */
+    D_HANDSHAKE, /* TLS handshake with the client */
     D_HEAD,     /* reading a request head */
     D_PROXY,    /* a request is being proxied */
     D_LOCAL,    /* writing a local response */
@@ -219,7 +248,17 @@ struct dconn {
     loop_timer_t *timer;
     px_snapshot_t *snap;
     const px_listener_t *listener;
+    const px_chain_t *chain;
+    struct sockaddr_storage local, remote; /* destination (original when captured) and source */
+    px_tls_conn_t *tls;
+    px_snapshot_t *tls_snap; /* the snapshot holding the TLS config d->tls reads */
+    unsigned tls_want;
+    bool kick_queued;
+    char peer_uri[256]; /* the client's SPIFFE ID (mTLS) or "" */
+    uint64_t peek_start;
     char peer[64];
+    px_endpoint_t odst; /* ORIGINAL_DST clusters: the destination as an endpoint */
+    char odst_addr[80];
     dstate_t state;
     bool closed;
     bool listener_gone; /* the listener left the config: close after this request */
@@ -283,6 +322,12 @@ struct dconn {
 };
 
 static void dconn_close(dconn_t *d);
+static void chain_begin(dconn_t *d);
+static void peek_step(dconn_t *d, bool timed_out);
+static void handshake_step(dconn_t *d);
+static const px_endpoint_t *ep_of(dconn_t *d, const px_cluster_t *c, long ei);
+static bool rbac_allows(dconn_t *d, const px_rbac_t *const *f, size_t n, const px_rbac_attrs_t *a);
+static void net_attrs(dconn_t *d, px_rbac_attrs_t *a);
 static void dconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg);
 static void dconn_process(dconn_t *d);
 static void uconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg);
@@ -390,7 +435,7 @@ static void access_log(dconn_t *d)
     int len = snprintf(line, sizeof(line),
                        "[%s] \"%s %s %s\" %d %s %llu %llu %llu %s \"%s\" \"%s\" \"%s\" \"%s\" \"%s\"\n",
                        ts, d->method, d->path_log ? d->path_log : "-",
-                       d->listener && d->listener->kind == PX_LISTENER_TCP ? "-"
+                       d->chain && d->chain->kind == PX_LISTENER_TCP ? "-"
                        : d->req.minor_version ? "HTTP/1.1" : "HTTP/1.0",
                        d->resp_code, flags_of(d, fl, sizeof(fl)), (unsigned long long)d->bytes_in,
                        (unsigned long long)d->bytes_out,
@@ -501,7 +546,7 @@ static px_metric_t *metric_for(dconn_t *d, bool tcp)
     bool inbound = !o->router && d->listener &&
                    (strncmp(d->listener->name, "virtualInbound", 14) == 0 ||
                     (d->cluster && strncmp(d->cluster->name, "inbound|", 8) == 0));
-    const char *cname = d->cluster ? d->cluster->name : (tcp && d->listener ? d->listener->tcp_cluster : NULL);
+    const char *cname = d->cluster ? d->cluster->name : (tcp && d->chain ? d->chain->tcp_cluster : NULL);
     char svc[256] = "unknown", svc_name[128] = "unknown", svc_ns[128] = "unknown";
     if (cname) {
         const char *p = cname;
@@ -540,7 +585,11 @@ static px_metric_t *metric_for(dconn_t *d, bool tcp)
         char fl[32];
         label(&b, "response_flags", flags_of(d, fl, sizeof(fl)), true);
     }
-    label(&b, "connection_security_policy", inbound ? "none" : "unknown", true);
+    const char *own = o->spiffe && o->spiffe[0] ? o->spiffe : "unknown";
+    label(&b, "source_principal", inbound ? (d->peer_uri[0] ? d->peer_uri : "unknown") : own, true);
+    label(&b, "destination_principal", inbound ? own : "unknown", true);
+    label(&b, "connection_security_policy",
+          inbound ? (d->peer_uri[0] ? "mutual_tls" : "none") : "unknown", true);
     buf_add(&b, "", 1);
     if (b.data == NULL)
         return NULL;
@@ -590,6 +639,14 @@ static void request_done(dconn_t *d)
     request_reset(d);
 }
 
+static void d_kick_cb(void *arg)
+{
+    dconn_t *d = arg;
+    d->kick_queued = false;
+    if (!d->closed)
+        dconn_on_io(d->io, d->fd, LOOP_READ, d);
+}
+
 static void d_update_interest(dconn_t *d)
 {
     if (d->closed)
@@ -613,7 +670,24 @@ static void d_update_interest(dconn_t *d)
     default:
         break;
     }
+    if (d->tls) {
+        if (d->tls_want & PX_TLS_WANT_WRITE)
+            ev |= LOOP_WRITE;
+        if ((ev & LOOP_READ) && !d->kick_queued && px_tls_pending(d->tls)) {
+            /* decrypted bytes wait in the TLS layer: the socket will not wake us */
+            d->kick_queued = true;
+            loop_defer(d->w->loop, d_kick_cb, d);
+        }
+    }
     loop_io_modify(d->io, ev);
+}
+
+static void u_kick_cb(void *arg)
+{
+    uconn_t *u = arg;
+    u->kick_queued = false;
+    if (u->fd >= 0)
+        uconn_on_io(u->io, u->fd, LOOP_READ, u);
 }
 
 static void u_update_interest(uconn_t *u)
@@ -621,6 +695,8 @@ static void u_update_interest(uconn_t *u)
     unsigned ev = 0;
     if (u->state == U_CONNECTING) {
         ev = LOOP_WRITE;
+    } else if (u->state == U_TLS) {
+        ev = (u->tls_want & PX_TLS_WANT_WRITE) ? LOOP_WRITE : LOOP_READ;
     } else if (u->state == U_IDLE) {
         ev = LOOP_READ;
     } else {
@@ -628,16 +704,33 @@ static void u_update_interest(uconn_t *u)
             ev |= LOOP_WRITE;
         if (!u->d || u->d->out.len < OUT_HIGH)
             ev |= LOOP_READ;
+        if (u->tls_want & PX_TLS_WANT_WRITE)
+            ev |= LOOP_WRITE;
+        if (u->tls && (ev & LOOP_READ) && !u->kick_queued && px_tls_pending(u->tls)) {
+            u->kick_queued = true;
+            loop_defer(u->w->loop, u_kick_cb, u);
+        }
     }
     loop_io_modify(u->io, ev);
 }
 
-/* Sends what b holds on fd until it is empty or the socket is full;
- * returns -1 if the connection failed. */
-static int buf_send(int fd, buf_t *b)
+/* Reads from a connection, through TLS when it has it (errno EAGAIN with
+ * *want set when nothing is there). */
+static ssize_t conn_recv(int fd, px_tls_conn_t *t, void *p, size_t n, unsigned *want)
 {
+    *want = 0;
+    if (t)
+        return px_tls_read(t, p, n, want);
+    return recv(fd, p, n, 0);
+}
+
+/* Sends what b holds on fd (through TLS when t) until it is empty or the
+ * socket is full; returns -1 if the connection failed. */
+static int buf_send(int fd, px_tls_conn_t *t, buf_t *b, unsigned *want)
+{
+    *want = 0;
     while (b->len) {
-        ssize_t n = send(fd, b->data, b->len, MSG_NOSIGNAL);
+        ssize_t n = t ? px_tls_write(t, b->data, b->len, want) : send(fd, b->data, b->len, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return 0;
@@ -653,12 +746,12 @@ static int buf_send(int fd, buf_t *b)
 /* Flushes the downstream (d) or upstream (u) connection's output. */
 static int d_flush(dconn_t *d)
 {
-    return buf_send(d->fd, &d->out);
+    return buf_send(d->fd, d->tls, &d->out, &d->tls_want);
 }
 
 static int u_flush(uconn_t *u)
 {
-    return buf_send(u->fd, &u->out);
+    return buf_send(u->fd, u->tls, &u->out, &u->tls_want);
 }
 
 /* Queues a local response (error, redirect, direct response). */
@@ -706,18 +799,21 @@ static void uconn_free_cb(void *arg)
     uconn_t *u = arg;
     buf_free(&u->in);
     buf_free(&u->out);
+    px_tls_conn_free(u->tls);
+    px_snapshot_unref(u->tls_snap);
     free(u->address);
+    free(u->pool_key);
     free(u);
 }
 
 static void pool_remove(uconn_t *u)
 {
-    uconn_t *head = hmap_get(&u->w->idle, u->address);
+    uconn_t *head = hmap_get(&u->w->idle, u->pool_key);
     if (head == u) {
         if (u->next_idle)
-            hmap_put(&u->w->idle, u->next_idle->address, u->next_idle);
+            hmap_put(&u->w->idle, u->next_idle->pool_key, u->next_idle);
         else
-            hmap_del(&u->w->idle, u->address);
+            hmap_del(&u->w->idle, u->pool_key);
     } else {
         for (uconn_t *p = head; p; p = p->next_idle)
             if (p->next_idle == u) {
@@ -746,6 +842,8 @@ static void uconn_close(uconn_t *u)
     loop_timer_free(u->timer);
     u->io = NULL;
     u->timer = NULL;
+    if (u->tls && u->state != U_TLS && u->state != U_CONNECTING)
+        px_tls_shutdown(u->tls);
     close(u->fd);
     u->fd = -1;
     if (u->d && u->d->u == u)
@@ -758,7 +856,7 @@ static void uconn_close(uconn_t *u)
 static void pool_put(uconn_t *u)
 {
     size_t n = 0;
-    uconn_t *head = hmap_get(&u->w->idle, u->address);
+    uconn_t *head = hmap_get(&u->w->idle, u->pool_key);
     for (uconn_t *p = head; p; p = p->next_idle)
         n++;
     if (n >= POOL_MAX_IDLE || u->w->draining || u->in.len || u->peer_closed) {
@@ -768,7 +866,7 @@ static void pool_put(uconn_t *u)
     u->d = NULL;
     u->state = U_IDLE;
     u->next_idle = head;
-    hmap_put(&u->w->idle, u->address, u);
+    hmap_put(&u->w->idle, u->pool_key, u);
     u->out.len = 0;
     u_update_interest(u);
     if (u->w->waitq)
@@ -788,13 +886,33 @@ static uconn_t *pool_get(worker_t *w, const char *address)
 
 static void connect_timeout(loop_timer_t *t, void *arg);
 
-static uconn_t *uconn_connect(worker_t *w, const px_endpoint_t *ep, uint64_t timeout_ms)
+/* The idle-pool key of an endpoint of a cluster: TLS connections are only
+ * shared between clusters with the same TLS config (SNI, identity). */
+static void pool_key(const px_cluster_t *c, const char *address, char *key, size_t n)
+{
+    if (c && c->tls)
+        snprintf(key, n, "%s|%016llx", address,
+                 (unsigned long long)px_hash64(c->tls->key, strlen(c->tls->key)));
+    else
+        snprintf(key, n, "%s", address);
+}
+
+static uconn_t *uconn_connect(worker_t *w, px_snapshot_t *snap, const px_cluster_t *c, const px_endpoint_t *ep,
+                              uint64_t timeout_ms)
 {
     int fd = socket(ep->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return NULL;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (c && c->bind && c->bind_sa.ss_family == ep->sa.ss_family) {
+        /* the port is picked at connect time, per destination */
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+        if (bind(fd, (const struct sockaddr *)&c->bind_sa, c->bind_salen) < 0) {
+            close(fd);
+            return NULL;
+        }
+    }
     if (connect(fd, (const struct sockaddr *)&ep->sa, ep->salen) < 0 && errno != EINPROGRESS) {
         close(fd);
         return NULL;
@@ -807,14 +925,24 @@ static uconn_t *uconn_connect(worker_t *w, const px_endpoint_t *ep, uint64_t tim
     u->w = w;
     u->fd = fd;
     u->address = strdup(ep->address);
+    char key[512];
+    pool_key(c, ep->address, key, sizeof(key));
+    u->pool_key = strdup(key);
+    if (c && c->tls) {
+        /* the handshake starts once TCP is up; the snapshot stays with it */
+        u->tls_cfg = c->tls;
+        u->tls_snap = px_snapshot_ref(snap);
+    }
     u->state = U_CONNECTING;
     u->io = loop_io_add(w->loop, fd, LOOP_WRITE, uconn_on_io, u);
     u->timer = loop_timer_new(w->loop, connect_timeout, u);
-    if (u->io == NULL || u->address == NULL) {
+    if (u->io == NULL || u->address == NULL || u->pool_key == NULL) {
         loop_io_del(u->io);
         loop_timer_free(u->timer);
         close(fd);
+        px_snapshot_unref(u->tls_snap);
         free(u->address);
+        free(u->pool_key);
         free(u);
         return NULL;
     }
@@ -835,7 +963,7 @@ static void upstream_failed(dconn_t *d, const char *why)
         d->retried = true;
         uconn_close(u);
         d->u = NULL;
-        uconn_t *nu = uconn_connect(d->w, d->endpoint, d->cluster->connect_timeout_ms);
+        uconn_t *nu = uconn_connect(d->w, d->snap, d->cluster, d->endpoint, d->cluster->connect_timeout_ms);
         if (nu && buf_add(&nu->out, d->retry_head.data, d->retry_head.len) == 0) {
             nu->d = d;
             d->u = nu;
@@ -848,7 +976,7 @@ static void upstream_failed(dconn_t *d, const char *why)
     }
     /* a connect failure or reset before the response head: outlier
      * detection, then the retry policy */
-    bool connect = u == NULL || u->state == U_CONNECTING;
+    bool connect = u == NULL || u->state == U_CONNECTING || u->state == U_TLS;
     if (d->state == D_PROXY && !d->resp_head_done && d->cluster && strcmp(why, "internal error") != 0)
         od_report(d->w, d->cluster, d->cb, d->upstream_host, -1);
     if (d->state == D_PROXY && !d->resp_head_done && strcmp(why, "internal error") != 0 &&
@@ -926,12 +1054,38 @@ static int add_ops(buf_t *b, const px_header_ops_t *ops)
     return 0;
 }
 
+/* x-forwarded-client-cert as the HCM's forward_client_cert_details says:
+ * SANITIZE (0) drops it, FORWARD_ONLY (1) and ALWAYS_FORWARD_ONLY (4) pass
+ * it on, APPEND_FORWARD (2) appends this hop, SANITIZE_SET (3) replaces it
+ * with this hop; this hop only exists on mTLS connections. */
+static bool xfcc_drops(const dconn_t *d)
+{
+    int x = d->chain->xfcc;
+    return x == 0 || (x == 3 && d->peer_uri[0]);
+}
+
+static bool xfcc_sets(const dconn_t *d)
+{
+    int x = d->chain->xfcc;
+    return (x == 2 || x == 3) && d->peer_uri[0];
+}
+
+static const char *xfcc_line(const dconn_t *d, char *line, size_t n)
+{
+    const px_options_t *o = &d->w->srv->opt;
+    const px_h1_header_t *prev = d->chain->xfcc == 2 ? px_h1_find(&d->req, "x-forwarded-client-cert") : NULL;
+    int pl = prev ? (int)(prev->value_len < 1024 ? prev->value_len : 1024) : 0;
+    snprintf(line, n, "x-forwarded-client-cert: %.*s%sBy=%s;URI=%s\r\n", pl, prev ? prev->value : "",
+             prev ? "," : "", o->spiffe && o->spiffe[0] ? o->spiffe : "", d->peer_uri);
+    return line;
+}
+
 /* Builds the upstream request head into b, without the blank line that ends
  * it (the attempt count goes there). */
 static int write_upstream_head(dconn_t *d, const px_vhost_t *vh, const px_weighted_t *wc, buf_t *b)
 {
     const px_route_t *rt = d->route;
-    const px_route_config_t *rc = d->listener->route_config;
+    const px_route_config_t *rc = d->chain->route_config;
     const px_h1_msg_t *m = &d->req;
     const char *path = d->path;
     size_t plen = d->path_len;
@@ -959,6 +1113,8 @@ static int write_upstream_head(dconn_t *d, const px_vhost_t *vh, const px_weight
         if (px_h1_ieq(h->name, h->name_len, "x-forwarded-for") ||
             px_h1_ieq(h->name, h->name_len, "x-request-id"))
             continue;
+        if (px_h1_ieq(h->name, h->name_len, "x-forwarded-client-cert") && xfcc_drops(d))
+            continue;
         if (removed_by(&rt->req, h) || (vh && removed_by(&vh->req, h)) || (rc && removed_by(&rc->req, h)) ||
             (wc && removed_by(&wc->req, h)))
             continue;
@@ -972,10 +1128,13 @@ static int write_upstream_head(dconn_t *d, const px_vhost_t *vh, const px_weight
     if (!rt->host_rewrite && (m->host == NULL || d->absolute) && (buf_str(b, "host: ") < 0 || buf_str(b, d->authority ? d->authority : "") < 0 ||
                             buf_str(b, "\r\n") < 0))
         goto out;
-    char line[512];
-    snprintf(line, sizeof(line), "x-forwarded-for: %s%s%s\r\nx-forwarded-proto: http\r\nx-request-id: %s\r\n",
-             d->xff ? d->xff : "", d->xff ? ", " : "", d->peer, d->request_id);
+    char line[2048];
+    snprintf(line, sizeof(line), "x-forwarded-for: %s%s%s\r\nx-forwarded-proto: %s\r\nx-request-id: %s\r\n",
+             d->xff ? d->xff : "", d->xff ? ", " : "", d->peer,
+             d->tls && !d->peer_uri[0] ? "https" : "http", d->request_id);
     if (buf_str(b, line) < 0)
+        goto out;
+    if (xfcc_sets(d) && buf_str(b, xfcc_line(d, line, sizeof(line))) < 0)
         goto out;
     if (rt->timeout_ms) {
         snprintf(line, sizeof(line), "x-envoy-expected-rq-timeout-ms: %llu\r\n",
@@ -1332,7 +1491,7 @@ static void send_shadow(dconn_t *d, const px_mirror_t *mi)
         CINC(w->st.shadow_failed);
         return;
     }
-    uconn_t *u = uconn_connect(w, &c->endpoints[ei], c->connect_timeout_ms);
+    uconn_t *u = uconn_connect(w, d->snap, c, &c->endpoints[ei], c->connect_timeout_ms);
     if (u == NULL) {
         CINC(w->st.shadow_failed);
         return;
@@ -1368,12 +1527,12 @@ static void start_attempt(dconn_t *d)
         d->cb_rq = true;
     }
     uint64_t hash = c->lb == PX_LB_RING_HASH ? request_hash(d) : 0;
-    long ei = ls ? px_lb_pick(&ls->lb, c, hash) : -1;
+    long ei = c->lb == PX_LB_ORIGINAL_DST && d->local.ss_family ? 0 : ls ? px_lb_pick(&ls->lb, c, hash) : -1;
     if (ei >= 0 && d->attempts > 0 && rt->retry.other_host && c->nendpoints > 1)
         for (uint32_t k = 1; k < rt->retry.host_attempts && ei == d->last_ep; k++)
             ei = px_lb_pick(&ls->lb, c, hash + k);
     /* ejected hosts are passed over (all ejected: the pick stands) */
-    if (ei >= 0 && c->outlier && d->cb)
+    if (ei >= 0 && c->outlier && d->cb && c->nendpoints)
         for (size_t k = 1; k <= c->nendpoints && od_ejected(w, d->cb, c->endpoints[ei].address); k++)
             ei = px_lb_pick(&ls->lb, c, hash + 7919 * k);
     if (ei < 0) {
@@ -1383,7 +1542,7 @@ static void start_attempt(dconn_t *d)
     }
     d->attempts++;
     d->last_ep = ei;
-    const px_endpoint_t *ep = &c->endpoints[ei];
+    const px_endpoint_t *ep = ep_of(d, c, ei);
     d->endpoint = ep;
     snprintf(d->upstream_host, sizeof(d->upstream_host), "%s", ep->address);
     if (d->ep && d->ep->n)
@@ -1415,7 +1574,9 @@ static void attempt_send(dconn_t *d, bool later)
     const px_route_t *rt = d->route;
     const px_h1_msg_t *m = &d->req;
     const px_endpoint_t *ep = d->endpoint;
-    uconn_t *u = pool_get(w, ep->address);
+    char key[512];
+    pool_key(d->cluster, ep->address, key, sizeof(key));
+    uconn_t *u = pool_get(w, key);
     if (u) {
         CINC(w->st.ucx_reused);
     } else {
@@ -1436,7 +1597,7 @@ static void attempt_send(dconn_t *d, bool later)
             *pp = d;
             return;
         }
-        u = uconn_connect(w, ep, d->cluster->connect_timeout_ms);
+        u = uconn_connect(w, d->snap, d->cluster, ep, d->cluster->connect_timeout_ms);
         if (u == NULL) {
             upstream_failed(d, "connection failure");
             return;
@@ -1638,7 +1799,24 @@ static void start_request(dconn_t *d)
     px_h1_chunked_init(&d->req_chunk);
     d->req_body_done = m->body == PX_H1_BODY_NONE;
 
-    const px_route_config_t *rc = d->listener->route_config;
+    if (d->chain->nhttp_rbac) {
+        px_rbac_attrs_t a;
+        net_attrs(d, &a);
+        a.http = true;
+        a.method = m->method;
+        a.method_len = m->method_len;
+        a.path = d->path;
+        a.path_len = d->path_len;
+        a.host = host;
+        a.host_len = host ? host_len : 0;
+        a.headers = m->headers;
+        a.nheaders = m->nheaders;
+        if (!rbac_allows(d, d->chain->http_rbac, d->chain->nhttp_rbac, &a)) {
+            local_reply(d, 403, "-", "RBAC: access denied", NULL, !d->req_body_done);
+            return;
+        }
+    }
+    const px_route_config_t *rc = d->chain->route_config;
     if (rc == NULL) {
         local_reply(d, 404, "NR", NULL, NULL, !d->req_body_done);
         return;
@@ -1777,12 +1955,19 @@ static void refresh_snapshot(dconn_t *d)
         return;
     for (size_t i = 0; i < w->snap->nlisteners; i++) {
         const px_listener_t *l = &w->snap->listeners[i];
-        if (strcmp(l->name, d->listener->name) == 0 && l->kind == d->listener->kind) {
-            px_snapshot_t *old = d->snap;
-            d->snap = px_snapshot_ref(w->snap);
-            d->listener = l;
-            px_snapshot_unref(old);
-            return;
+        if (strcmp(l->name, d->listener->name) != 0)
+            continue;
+        for (size_t k = 0; k <= l->nchains; k++) {
+            const px_chain_t *ch = k < l->nchains ? &l->chains[k] : l->default_chain;
+            if (ch && ch->kind == d->chain->kind && strcmp(ch->name, d->chain->name) == 0 &&
+                (ch->tls != NULL) == (d->chain->tls != NULL)) {
+                px_snapshot_t *old = d->snap;
+                d->snap = px_snapshot_ref(w->snap);
+                d->listener = l;
+                d->chain = ch;
+                px_snapshot_unref(old);
+                return;
+            }
         }
     }
     d->listener_gone = true;
@@ -1875,7 +2060,7 @@ static int write_downstream_head(dconn_t *d, const px_h1_msg_t *r)
     const px_route_t *rt = d->route;
     const px_vhost_t *vh = d->vhost;
     const px_weighted_t *wc = d->weighted;
-    const px_route_config_t *rc = d->listener->route_config;
+    const px_route_config_t *rc = d->chain->route_config;
     char line[256];
     int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %.*s\r\n", r->status_code, (int)r->reason_len,
                      r->reason ? r->reason : "");
@@ -2117,6 +2302,43 @@ static void relay_response(dconn_t *d, uconn_t *u, bool eof)
 
 /* A shadow connection: send the copy, read and drop the answer until the
  * upstream closes (the copy asked connection: close) or SHADOW_MS pass. */
+/* TCP is up (or the handshake progressed): 1 when the connection is ready
+ * for requests, 0 while the TLS handshake goes on, -1 on failure (why set). */
+static int u_connected(uconn_t *u, char *why, size_t n)
+{
+    if (u->state == U_CONNECTING) {
+        if (u->tls_cfg == NULL) {
+            u->state = U_ACTIVE;
+            return 1;
+        }
+        char err[256];
+        SSL_CTX *ctx = px_tls_ctx(u->w->tls, u->tls_cfg, err, sizeof(err));
+        u->tls = ctx ? px_tls_conn_new(ctx, u->tls_cfg, u->fd) : NULL;
+        if (u->tls == NULL) {
+            snprintf(why, n, "TLS error: %s", ctx ? "cannot create the TLS connection" : err);
+            return -1;
+        }
+        u->state = U_TLS;
+    }
+    if (u->state != U_TLS)
+        return 1;
+    char err[256];
+    int r = px_tls_handshake(u->tls, &u->tls_want, err, sizeof(err));
+    if (r < 0) {
+        snprintf(why, n, "TLS error: %s", err);
+        CINC(u->w->st.ssl_fail);
+        return -1;
+    }
+    if (r == 0)
+        return 0;
+    u->tls_want = 0;
+    u->state = U_ACTIVE;
+    u->tls_cfg = NULL;
+    px_snapshot_unref(u->tls_snap);
+    u->tls_snap = NULL;
+    return 1;
+}
+
 static void shadow_on_io(uconn_t *u, int fd, unsigned ev)
 {
     if (u->state == U_CONNECTING) {
@@ -2128,8 +2350,21 @@ static void shadow_on_io(uconn_t *u, int fd, unsigned ev)
             uconn_close(u);
             return;
         }
-        u->state = U_ACTIVE;
         loop_timer_start(u->timer, SHADOW_MS, 0);
+    }
+    if (u->state == U_CONNECTING || u->state == U_TLS) {
+        char why[300];
+        int r = u_connected(u, why, sizeof(why));
+        if (r < 0) {
+            CINC(u->w->st.shadow_failed);
+            uconn_close(u);
+            return;
+        }
+        if (r == 0) {
+            u_update_interest(u);
+            return;
+        }
+        ev |= LOOP_WRITE;
     }
     if ((ev & LOOP_WRITE) && u->out.len && u_flush(u) < 0) {
         uconn_close(u);
@@ -2138,7 +2373,7 @@ static void shadow_on_io(uconn_t *u, int fd, unsigned ev)
     if (ev & LOOP_READ) {
         char sink[16384];
         for (;;) {
-            ssize_t n = recv(fd, sink, sizeof(sink), 0);
+            ssize_t n = conn_recv(fd, u->tls, sink, sizeof(sink), &u->tls_want);
             if (n > 0)
                 continue;
             if (n < 0 && errno == EINTR)
@@ -2150,7 +2385,7 @@ static void shadow_on_io(uconn_t *u, int fd, unsigned ev)
             break;
         }
     }
-    loop_io_modify(u->io, LOOP_READ | (u->out.len ? LOOP_WRITE : 0));
+    loop_io_modify(u->io, LOOP_READ | (u->out.len || (u->tls_want & PX_TLS_WANT_WRITE) ? LOOP_WRITE : 0));
 }
 
 static void uconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
@@ -2174,8 +2409,23 @@ static void uconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
                 uconn_close(u);
             return;
         }
+    }
+    if (u->state == U_CONNECTING || u->state == U_TLS) {
+        char why[300];
+        int r = u_connected(u, why, sizeof(why));
+        if (r < 0) {
+            if (u->d)
+                upstream_failed(u->d, why);
+            else
+                uconn_close(u);
+            return;
+        }
+        if (r == 0) {
+            u_update_interest(u);
+            return;
+        }
         loop_timer_stop(u->timer);
-        u->state = U_ACTIVE;
+        ev |= LOOP_WRITE;
         if (u->d == NULL) {
             uconn_close(u);
             return;
@@ -2216,7 +2466,7 @@ static void uconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
                 upstream_failed(d, "internal error");
                 return;
             }
-            ssize_t n = recv(fd, u->in.data + u->in.len, u->in.cap - u->in.len, 0);
+            ssize_t n = conn_recv(fd, u->tls, u->in.data + u->in.len, u->in.cap - u->in.len, &u->tls_want);
             if (n > 0) {
                 u->in.len += (size_t)n;
                 if (u->in.len > 4 * 1024 * 1024)
@@ -2289,6 +2539,8 @@ static void dconn_free_cb(void *arg)
     buf_free(&d->out);
     buf_free(&d->retry_head);
     buf_free(&d->attempt_req);
+    px_tls_conn_free(d->tls);
+    px_snapshot_unref(d->tls_snap);
     px_snapshot_unref(d->snap);
     free(d);
 }
@@ -2299,7 +2551,7 @@ static void dconn_close(dconn_t *d)
         return;
     d->closed = true;
     worker_t *w = d->w;
-    if (d->listener && d->listener->kind == PX_LISTENER_TCP && d->cluster) {
+    if (d->chain && d->chain->kind == PX_LISTENER_TCP && d->cluster) {
         px_metric_t *m = metric_for(d, true);
         if (m) {
             m->tcp_closed++;
@@ -2324,6 +2576,8 @@ static void dconn_close(dconn_t *d)
     loop_timer_free(d->timer);
     loop_timer_free(d->try_timer);
     d->try_timer = NULL;
+    if (d->tls && d->state != D_HANDSHAKE)
+        px_tls_shutdown(d->tls);
     close(d->fd);
     if (d->prev)
         d->prev->next = d->next;
@@ -2340,6 +2594,10 @@ static void dconn_timeout(loop_timer_t *t, void *arg)
 {
     (void)t;
     dconn_t *d = arg;
+    if (d->state == D_PEEK) {
+        peek_step(d, loop_now(d->w->loop) - d->peek_start >= PEEK_TIMEOUT_MS);
+        return;
+    }
     if (d->state == D_DELAY) {
         /* the injected delay is over: on to the abort or the router */
         d->state = D_HEAD;
@@ -2366,6 +2624,15 @@ static void dconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
     dconn_t *d = arg;
     if (d->closed)
         return;
+    if (d->state == D_PEEK) {
+        if (ev & LOOP_READ)
+            peek_step(d, false);
+        return;
+    }
+    if (d->state == D_HANDSHAKE) {
+        handshake_step(d);
+        return;
+    }
     if ((ev & LOOP_WRITE) && d->out.len) {
         if (d_flush(d) < 0) {
             dconn_close(d);
@@ -2403,7 +2670,7 @@ static void dconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
                 dconn_close(d);
                 return;
             }
-            ssize_t n = recv(fd, d->in.data + d->in.len, cap - d->in.len, 0);
+            ssize_t n = conn_recv(fd, d->tls, d->in.data + d->in.len, cap - d->in.len, &d->tls_want);
             if (n > 0) {
                 d->in.len += (size_t)n;
                 continue;
@@ -2487,22 +2754,37 @@ static void dconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
 }
 
 /* TCP proxy: connect to the cluster and pump bytes both ways. */
+/* The endpoint of pick ei, or for an ORIGINAL_DST cluster the connection's
+ * original destination (kept in d). */
+static const px_endpoint_t *ep_of(dconn_t *d, const px_cluster_t *c, long ei)
+{
+    if (c->lb != PX_LB_ORIGINAL_DST)
+        return &c->endpoints[ei];
+    px_endpoint_t *e = &d->odst;
+    memcpy(&e->sa, &d->local, sizeof(d->local));
+    e->salen = d->local.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    e->weight = 1;
+    e->address = d->odst_addr;
+    return e;
+}
+
 static void start_tcp(dconn_t *d)
 {
     worker_t *w = d->w;
-    const px_cluster_t *c = find_cluster(d->snap, d->listener->tcp_cluster);
+    const px_cluster_t *c = find_cluster(d->snap, d->chain->tcp_cluster);
     d->start_ms = loop_now(w->loop);
     clock_gettime(CLOCK_REALTIME, &d->start_wall);
     snprintf(d->method, sizeof(d->method), "-");
     lb_state_t *ls = c ? lb_for(w, c) : NULL;
-    long ei = ls ? px_lb_pick(&ls->lb, c, px_hash64(d->peer, strlen(d->peer))) : -1;
-    uconn_t *u = ei >= 0 ? uconn_connect(w, &c->endpoints[ei], c->connect_timeout_ms) : NULL;
+    long ei = c && c->lb == PX_LB_ORIGINAL_DST && d->local.ss_family ? 0
+              : ls ? px_lb_pick(&ls->lb, c, px_hash64(d->peer, strlen(d->peer))) : -1;
+    uconn_t *u = ei >= 0 ? uconn_connect(w, d->snap, c, ep_of(d, c, ei), c->connect_timeout_ms) : NULL;
     if (u == NULL) {
         d->flags = ei < 0 ? "UH" : "UF";
         dconn_close(d);
         return;
     }
-    snprintf(d->upstream_host, sizeof(d->upstream_host), "%s", c->endpoints[ei].address);
+    snprintf(d->upstream_host, sizeof(d->upstream_host), "%s", ep_of(d, c, ei)->address);
     d->cluster = c;
     px_metric_t *m = metric_for(d, true);
     if (m)
@@ -2514,6 +2796,201 @@ static void start_tcp(dconn_t *d)
     d->flags = "-";
     d->req_body_done = true;
     d_update_interest(d);
+}
+
+/* The destination a connection had before iptables redirected it. */
+static bool original_dst(int fd, struct sockaddr_storage *out)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    memset(&ss, 0, sizeof(ss));
+    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &sl) == 0 && ss.ss_family == AF_INET) {
+        *out = ss;
+        return true;
+    }
+    sl = sizeof(ss);
+    if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &sl) == 0 && ss.ss_family == AF_INET6) {
+        *out = ss;
+        return true;
+    }
+    return false;
+}
+
+static void sa_text(const struct sockaddr_storage *ss, char *out, size_t n)
+{
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+        snprintf(out, n, "%s:%u", ip, ntohs(a->sin_port));
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+        snprintf(out, n, "[%s]:%u", ip, ntohs(a->sin6_port));
+    } else {
+        snprintf(out, n, "-");
+    }
+}
+
+/* Runs the chain's network RBAC filters; false: the connection is denied
+ * (and closed). */
+static bool rbac_allows(dconn_t *d, const px_rbac_t *const *f, size_t n, const px_rbac_attrs_t *a)
+{
+    for (size_t i = 0; i < n; i++) {
+        px_rbac_result_t r;
+        px_rbac_eval(f[i], a, &r);
+        if (!r.shadow_allowed)
+            CINC(d->w->st.rbac_shadow_denied);
+        if (!r.allowed) {
+            CINC(d->w->st.rbac_denied);
+            log_debug("rbac: %s from %s denied, matched policy %s", a->http ? "request" : "connection",
+                          d->peer, r.policy ? r.policy : "none");
+            return false;
+        }
+    }
+    if (n)
+        CINC(d->w->st.rbac_allowed);
+    return true;
+}
+
+static void net_attrs(dconn_t *d, px_rbac_attrs_t *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->peer = (const struct sockaddr *)&d->remote;
+    a->local = (const struct sockaddr *)&d->local;
+    a->principal = d->peer_uri;
+    a->sni = d->tls ? px_tls_sni(d->tls) : NULL;
+}
+
+/* The filter chain is chosen and its handshake (if any) is done: network
+ * authorization, then TCP proxying or HTTP. */
+static void chain_ready(dconn_t *d)
+{
+    const px_chain_t *ch = d->chain;
+    if (ch->nnet_rbac) {
+        px_rbac_attrs_t a;
+        net_attrs(d, &a);
+        if (!rbac_allows(d, ch->net_rbac, ch->nnet_rbac, &a)) {
+            d->flags = "-";
+            dconn_close(d);
+            return;
+        }
+    }
+    if (ch->kind == PX_LISTENER_TCP) {
+        loop_timer_stop(d->timer);
+        start_tcp(d);
+        return;
+    }
+    d->state = D_HEAD;
+    loop_timer_start(d->timer, d->w->srv->opt.idle_timeout_ms, 0);
+    d_update_interest(d);
+}
+
+static void handshake_step(dconn_t *d)
+{
+    char err[256];
+    int r = px_tls_handshake(d->tls, &d->tls_want, err, sizeof(err));
+    if (r < 0) {
+        CINC(d->w->st.ssl_fail);
+        log_debug("TLS handshake with %s on %s failed: %s", d->peer, d->listener->name, err);
+        dconn_close(d);
+        return;
+    }
+    if (r == 0) {
+        loop_io_modify(d->io, (d->tls_want & PX_TLS_WANT_WRITE) ? LOOP_WRITE : LOOP_READ);
+        return;
+    }
+    CINC(d->w->st.ssl_handshake);
+    d->tls_want = 0;
+    snprintf(d->peer_uri, sizeof(d->peer_uri), "%s", px_tls_peer_uri(d->tls));
+    chain_ready(d);
+}
+
+/* Chooses the filter chain from what the connection looks like. */
+static void chain_select(dconn_t *d, const char *transport, const char *sni, const char *const *alpn, size_t nalpn)
+{
+    px_chain_input_t in = {(const struct sockaddr *)&d->local, (const struct sockaddr *)&d->remote, transport, sni,
+                           alpn, nalpn};
+    d->chain = px_chain_select(d->listener, &in);
+    if (d->chain == NULL) {
+        CINC(d->w->st.no_chain);
+        log_debug("%s: no filter chain matches the connection from %s", d->listener->name, d->peer);
+        /* reset, as Envoy does: the client sees "connection reset by peer" */
+        struct linger lg = {1, 0};
+        setsockopt(d->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        d->flags = "NFCF";
+        dconn_close(d);
+        return;
+    }
+    if (d->chain->tls) {
+        char err[256];
+        SSL_CTX *ctx = px_tls_ctx(d->w->tls, d->chain->tls, err, sizeof(err));
+        d->tls = ctx ? px_tls_conn_new(ctx, d->chain->tls, d->fd) : NULL;
+        if (d->tls)
+            d->tls_snap = px_snapshot_ref(d->snap);
+        if (d->tls == NULL) {
+            CINC(d->w->st.ssl_fail);
+            log_warn("%s: filter chain %s cannot serve TLS: %s", d->listener->name, d->chain->name,
+                     ctx ? "cannot create the connection" : err);
+            dconn_close(d);
+            return;
+        }
+        d->state = D_HANDSHAKE;
+        loop_timer_start(d->timer, PEEK_TIMEOUT_MS, 0);
+        handshake_step(d);
+        return;
+    }
+    chain_ready(d);
+}
+
+/* A connection on a listener without inspectors: by address only. */
+static void chain_begin(dconn_t *d)
+{
+    chain_select(d, "raw_buffer", NULL, NULL, 0);
+}
+
+/* The listener's inspectors: look at the first bytes without consuming
+ * them (TLS ClientHello: SNI and ALPN; plaintext HTTP). */
+static void peek_step(dconn_t *d, bool timed_out)
+{
+    static _Thread_local uint8_t buf[PEEK_MAX];
+    ssize_t n = recv(d->fd, buf, sizeof(buf), MSG_PEEK);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        dconn_close(d);
+        return;
+    }
+    if (n < 0)
+        n = 0;
+    px_hello_t h;
+    px_hello_result_t r = n ? px_tls_parse_hello(buf, (size_t)n, &h) : PX_HELLO_MORE;
+    if (r == PX_HELLO_MORE && !timed_out && (size_t)n < sizeof(buf)) {
+        /* incomplete: look again shortly (the bytes stay in the socket, so
+         * a level-triggered read would fire at once) */
+        loop_io_modify(d->io, n ? 0 : LOOP_READ);
+        if (n)
+            loop_timer_start(d->timer, PEEK_RETRY_MS, 0);
+        return;
+    }
+    if (r == PX_HELLO_TLS) {
+        const char *alpn[PX_TLS_MAX_ALPN];
+        for (size_t i = 0; i < h.nalpn; i++)
+            alpn[i] = h.alpn[i];
+        chain_select(d, "tls", h.sni, alpn, h.nalpn);
+        return;
+    }
+    const char *app = NULL;
+    if (d->listener->http_inspector && n >= 4) {
+        if (n >= 16 && memcmp(buf, "PRI * HTTP/2.0\r\n", 16) == 0)
+            app = "h2c";
+        else {
+            ssize_t i = 0;
+            while (i < n && i < 16 && buf[i] >= 'A' && buf[i] <= 'Z')
+                i++;
+            if (i > 0 && i < n && buf[i] == ' ')
+                app = "http/1.1";
+        }
+    }
+    chain_select(d, "raw_buffer", NULL, app ? &app : NULL, app ? 1 : 0);
 }
 
 static void accept_cb(loop_io_t *io, int fd, unsigned ev, void *arg)
@@ -2533,6 +3010,20 @@ static void accept_cb(loop_io_t *io, int fd, unsigned ev, void *arg)
             if (strcmp(w->snap->listeners[k].name, wl->name) == 0)
                 l = &w->snap->listeners[k];
         dconn_t *d = l ? calloc(1, sizeof(*d)) : NULL;
+        if (d) {
+            memcpy(&d->remote, &ss, sizeof(ss));
+            bool orig = (l->original_dst || l->use_original_dst) && original_dst(cfd, &d->local);
+            socklen_t ll = sizeof(d->local);
+            if (!orig && getsockname(cfd, (struct sockaddr *)&d->local, &ll) < 0)
+                memset(&d->local, 0, sizeof(d->local));
+            sa_text(&d->local, d->odst_addr, sizeof(d->odst_addr));
+            if (l->use_original_dst && orig) {
+                /* hand the captured connection to the listener of its destination */
+                const px_listener_t *to = px_listener_for_dst(w->snap, (struct sockaddr *)&d->local, l);
+                if (to)
+                    l = to;
+            }
+        }
         if (d == NULL) {
             close(cfd);
             continue;
@@ -2549,6 +3040,7 @@ static void accept_cb(loop_io_t *io, int fd, unsigned ev, void *arg)
         else if (ss.ss_family == AF_INET6)
             inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, d->peer, sizeof(d->peer));
         d->state = D_HEAD;
+        d->upstream_ms = -1;
         d->io = loop_io_add(w->loop, cfd, LOOP_READ, dconn_on_io, d);
         d->timer = loop_timer_new(w->loop, dconn_timeout, d);
         d->try_timer = loop_timer_new(w->loop, try_timer_cb, d);
@@ -2567,10 +3059,12 @@ static void accept_cb(loop_io_t *io, int fd, unsigned ev, void *arg)
         w->nconns++;
         CINC(w->st.cx_total);
         CINC(w->st.cx_active);
-        if (l->kind == PX_LISTENER_TCP) {
-            start_tcp(d);
+        if (l->tls_inspector || l->http_inspector) {
+            d->state = D_PEEK;
+            d->peek_start = loop_now(w->loop);
+            loop_timer_start(d->timer, PEEK_TIMEOUT_MS, 0);
         } else {
-            loop_timer_start(d->timer, w->srv->opt.idle_timeout_ms, 0);
+            chain_begin(d);
         }
     }
 }
@@ -2681,7 +3175,7 @@ static int bind_listener(const px_listener_t *l, const char *override, char *err
 
 static void listener_key(const px_listener_t *l, char *key, size_t n)
 {
-    snprintf(key, n, "%s|%s|%u|%d", l->name, l->address, l->port, (int)l->kind);
+    snprintf(key, n, "%s|%s|%u", l->name, l->address, l->port);
 }
 
 int px_server_apply(px_server_t *s, px_snapshot_t *snap, char *err, size_t errlen)
@@ -2698,6 +3192,8 @@ int px_server_apply(px_server_t *s, px_snapshot_t *snap, char *err, size_t errle
     /* bind every new listener on every worker first: all or nothing */
     for (size_t i = 0; i < n; i++) {
         char key[512];
+        if (!snap->listeners[i].bind && s->opt.bind_override == NULL)
+            continue; /* reached through a use_original_dst listener only */
         listener_key(&snap->listeners[i], key, sizeof(key));
         struct slistener *sl;
         for (sl = s->listeners; sl; sl = sl->next)
@@ -2726,6 +3222,8 @@ int px_server_apply(px_server_t *s, px_snapshot_t *snap, char *err, size_t errle
     struct slistener *next_set = NULL;
     for (size_t i = 0; i < n; i++) {
         char key[512];
+        if (!snap->listeners[i].bind && s->opt.bind_override == NULL)
+            continue;
         listener_key(&snap->listeners[i], key, sizeof(key));
         struct slistener *sl = fresh[i], **pp;
         if (sl == NULL)
@@ -2805,6 +3303,11 @@ out:
     return rc;
 }
 
+struct px_secrets *px_server_secrets(px_server_t *s)
+{
+    return s->secrets;
+}
+
 /* ---- workers ---- */
 
 static void *worker_main(void *arg)
@@ -2838,6 +3341,15 @@ px_server_t *px_server_new(const px_options_t *o, char *err, size_t errlen)
         s->opt.idle_timeout_ms = 3600 * 1000;
     s->nworkers = o->concurrency > 0 ? o->concurrency : ncpus();
     pthread_mutex_init(&s->mu, NULL);
+    s->secrets = o->secrets;
+    if (s->secrets == NULL) {
+        s->secrets = s->own_secrets = px_secrets_new();
+        if (s->secrets == NULL) {
+            snprintf(err, errlen, "out of memory");
+            free(s);
+            return NULL;
+        }
+    }
     s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
     if (s->workers == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -2854,7 +3366,8 @@ px_server_t *px_server_new(const px_options_t *o, char *err, size_t errlen)
         uint64_t base = seed && seed[0] ? strtoull(seed, NULL, 10) : (uint64_t)time(NULL);
         w->rng = base * 6364136223846793005ull + (uint64_t)i * 1442695040888963407ull + 1;
         w->loop = loop_new();
-        if (w->loop == NULL || pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        w->tls = px_tls_cache_new(s->secrets);
+        if (w->loop == NULL || w->tls == NULL || pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             snprintf(err, errlen, "cannot start worker %d: %s", i, strerror(errno));
             if (w->loop)
                 loop_free(w->loop);
@@ -2987,10 +3500,7 @@ void px_server_free(px_server_t *s)
                 loop_io_del(u->io);
                 loop_timer_free(u->timer);
                 close(u->fd);
-                buf_free(&u->in);
-                buf_free(&u->out);
-                free(u->address);
-                free(u);
+                uconn_free_cb(u);
                 u = nx;
             }
         }
@@ -3000,6 +3510,7 @@ void px_server_free(px_server_t *s)
         free_map(&w->metrics, 2);
         loop_run_once(w->loop, 0); /* run deferred frees */
         loop_free(w->loop);
+        px_tls_cache_free(w->tls);
         px_snapshot_unref(w->snap);
     }
     for (struct slistener *sl = s->listeners; sl;) {
@@ -3026,6 +3537,7 @@ void px_server_free(px_server_t *s)
     }
     pthread_mutex_destroy(&s->mu);
     free(s->workers);
+    px_secrets_free(s->own_secrets);
     free(s);
 }
 
@@ -3198,5 +3710,11 @@ void px_server_counters(px_server_t *s, px_counters_t *out)
         out->od_eject_5xx += CGET(st->od_eject_5xx);
         out->od_eject_gw += CGET(st->od_eject_gw);
         out->od_overflow += CGET(st->od_overflow);
+        out->ssl_handshake += CGET(st->ssl_handshake);
+        out->ssl_fail += CGET(st->ssl_fail);
+        out->rbac_allowed += CGET(st->rbac_allowed);
+        out->rbac_denied += CGET(st->rbac_denied);
+        out->rbac_shadow_denied += CGET(st->rbac_shadow_denied);
+        out->no_filter_chain += CGET(st->no_chain);
     }
 }

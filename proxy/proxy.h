@@ -33,6 +33,7 @@
 #define MESH_PROXY_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct px_server px_server_t;
@@ -47,6 +48,8 @@ typedef struct px_options {
     bool router;               /* gateway: reporter "source" on every listener */
     const char *workload;      /* this proxy's workload and namespace (metric labels) */
     const char *workload_namespace;
+    const char *spiffe;        /* this proxy's SPIFFE ID (metrics, x-forwarded-client-cert); NULL: unknown */
+    struct px_secrets *secrets; /* the TLS secrets store (proxy/tls_internal.h); NULL: the server makes one */
 } px_options_t;
 
 /* Creates the server and starts its workers (no listeners until a snapshot
@@ -60,6 +63,9 @@ int px_server_apply(px_server_t *s, struct px_snapshot *snap, char *err, size_t 
  * stops the workers. Blocks until they have exited. */
 void px_server_drain_and_stop(px_server_t *s);
 void px_server_free(px_server_t *s);
+
+/* The TLS secrets store the server reads (the options' or its own). */
+struct px_secrets *px_server_secrets(px_server_t *s);
 
 /* Counters summed over the workers. */
 typedef struct px_counters {
@@ -77,6 +83,9 @@ typedef struct px_counters {
     uint64_t shadow_sent, shadow_failed; /* mirrored requests sent / not delivered */
     uint64_t od_ejections, od_eject_5xx, od_eject_gw; /* outlier ejections: total, by cause */
     uint64_t od_overflow; /* ejections refused by max_ejection_percent */
+    uint64_t ssl_handshake, ssl_fail; /* TLS handshakes completed / failed (both sides) */
+    uint64_t rbac_allowed, rbac_denied, rbac_shadow_denied; /* authorization decisions */
+    uint64_t no_filter_chain; /* connections closed because no filter chain matched */
 } px_counters_t;
 void px_server_counters(px_server_t *s, px_counters_t *out);
 

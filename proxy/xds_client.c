@@ -17,12 +17,14 @@
 
 #include "../common/grpc.h"
 #include "../common/log.h"
+#include "../common/transport.h"
 #include "../common/loop.h"
 #include "config_internal.h"
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "google/rpc/status.pb-c.h"
@@ -37,6 +39,7 @@ static const char *const type_urls[PX_RES_NTYPES] = {
     [PX_RES_ROUTE] = TYPE_PREFIX "envoy.config.route.v3.RouteConfiguration",
     [PX_RES_CLUSTER] = TYPE_PREFIX "envoy.config.cluster.v3.Cluster",
     [PX_RES_ENDPOINT] = TYPE_PREFIX "envoy.config.endpoint.v3.ClusterLoadAssignment",
+    [PX_RES_SECRET] = TYPE_PREFIX "envoy.extensions.transport_sockets.tls.v3.Secret",
 };
 
 static const ProtobufCMessageDescriptor *const type_desc[PX_RES_NTYPES] = {
@@ -44,10 +47,12 @@ static const ProtobufCMessageDescriptor *const type_desc[PX_RES_NTYPES] = {
     [PX_RES_ROUTE] = &envoy__config__route__v3__route_configuration__descriptor,
     [PX_RES_CLUSTER] = &envoy__config__cluster__v3__cluster__descriptor,
     [PX_RES_ENDPOINT] = &envoy__config__endpoint__v3__cluster_load_assignment__descriptor,
+    [PX_RES_SECRET] = &envoy__extensions__transport_sockets__tls__v3__secret__descriptor,
 };
 
 /* Order of the initial subscriptions. */
-static const int sub_order[PX_RES_NTYPES] = {PX_RES_CLUSTER, PX_RES_LISTENER, PX_RES_ENDPOINT, PX_RES_ROUTE};
+static const int sub_order[PX_RES_NTYPES] = {PX_RES_CLUSTER, PX_RES_LISTENER, PX_RES_ENDPOINT, PX_RES_ROUTE,
+                                             PX_RES_SECRET};
 
 typedef struct names {
     char **v;
@@ -60,6 +65,7 @@ struct px_xds {
     pthread_t thread;
     loop_t *loop;
     grpc_client_t *client;
+    tp_tls_ctx_t *tls; /* NULL: plaintext */
     grpc_call_t *call;
     loop_timer_t *retry;
     uint64_t backoff_ms;
@@ -183,6 +189,8 @@ static const char *res_name(int t, const ProtobufCMessage *m)
         return ((const Envoy__Config__Route__V3__RouteConfiguration *)m)->name;
     case PX_RES_CLUSTER:
         return ((const Envoy__Config__Cluster__V3__Cluster *)m)->name;
+    case PX_RES_SECRET:
+        return ((const Envoy__Extensions__TransportSockets__Tls__V3__Secret *)m)->name;
     default:
         return ((const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)m)->cluster_name;
     }
@@ -274,9 +282,14 @@ static void wanted_names(const px_bundle_t *b, names_t *eds)
 /* RDS names come from the compiled listeners (the HCM is inside an Any). */
 static void rds_names(const px_snapshot_t *s, names_t *rds)
 {
-    for (size_t i = 0; i < s->nlisteners; i++)
-        if (s->listeners[i].rds_name)
-            names_add(rds, s->listeners[i].rds_name);
+    for (size_t i = 0; i < s->nlisteners; i++) {
+        const px_listener_t *l = &s->listeners[i];
+        for (size_t k = 0; k <= l->nchains; k++) {
+            const px_chain_t *ch = k < l->nchains ? &l->chains[k] : l->default_chain;
+            if (ch && ch->rds_name)
+                names_add(rds, ch->rds_name);
+        }
+    }
 }
 
 /* ---- responses ---- */
@@ -397,27 +410,39 @@ static void handle_response(px_xds_t *x, const Envoy__Service__Discovery__V3__Di
         snprintf(err, sizeof(err), "out of memory");
         goto nack;
     }
+    if (t == PX_RES_SECRET && px_bundle_install_secrets(&cand, px_server_secrets(x->srv), err, sizeof(err)) < 0)
+        goto nack;
     px_resources_t view;
     px_bundle_view(&cand, &view);
     snap = px_snapshot_build(&view, err, sizeof(err));
     if (snap == NULL)
         goto nack;
 
-    names_t eds = {0}, rds = {0};
+    names_t eds = {0}, rds = {0}, sds = {0};
     wanted_names(&cand, &eds);
     rds_names(snap, &rds);
+    /* secrets the config names (a TLS chain whose secret has not arrived
+     * refuses handshakes until it does; the rest of the config applies) */
+    for (size_t i = 0; i < snap->nsds_names; i++)
+        names_add(&sds, snap->sds_names[i]);
     if (warm(&cand, &eds, &rds)) {
         if (px_server_apply(x->srv, snap, err, sizeof(err)) < 0) {
             names_free(&eds);
             names_free(&rds);
+            names_free(&sds);
             goto nack;
         }
         px_snapshot_unref(x->applied);
         x->applied = px_snapshot_ref(snap);
         atomic_fetch_add(&x->applies, 1);
-        if (!atomic_load(&x->ready))
+        /* ready once a full config is in: clusters and listeners both
+         * received (and, being warm, their endpoints and routes) */
+        bool full = (x->received[PX_RES_CLUSTER] || t == PX_RES_CLUSTER) &&
+                    (x->received[PX_RES_LISTENER] || t == PX_RES_LISTENER);
+        if (full && !atomic_load(&x->ready)) {
             log_info("xds: first config applied (%zu listeners, %zu clusters)", snap->nlisteners, snap->nclusters);
-        atomic_store(&x->ready, true);
+            atomic_store(&x->ready, true);
+        }
     }
     px_snapshot_unref(snap);
     snap = NULL;
@@ -451,6 +476,13 @@ static void handle_response(px_xds_t *x, const Envoy__Service__Discovery__V3__Di
         send_request(x, PX_RES_ROUTE, NULL);
     } else {
         names_free(&rds);
+    }
+    if (!names_equal(&sds, &x->subs[PX_RES_SECRET])) {
+        names_free(&x->subs[PX_RES_SECRET]);
+        x->subs[PX_RES_SECRET] = sds;
+        send_request(x, PX_RES_SECRET, NULL);
+    } else {
+        names_free(&sds);
     }
     return;
 nack:
@@ -530,7 +562,17 @@ static void on_disconnect(grpc_client_t *c, const char *reason, void *arg)
 
 static void connect_ads(px_xds_t *x)
 {
-    grpc_client_opts_t co = {.on_disconnect = on_disconnect, .arg = x, .connect_timeout_ms = 5000};
+    grpc_client_opts_t co = {.on_disconnect = on_disconnect, .arg = x, .connect_timeout_ms = 5000,
+                             .tls = x->tls, .sni = x->opt.tls_server_name, .keepalive_ms = 30000};
+    if (x->tls) {
+        /* the root may have been rotated since the last connection */
+        char terr[256];
+        const char *alpn[] = {"h2", NULL};
+        tp_tls_config_t tc = {.ca_file = x->opt.tls_root_file, .verify = TP_VERIFY_REQUIRE, .alpn = alpn,
+                              .verify_name = x->opt.tls_server_name};
+        if (tp_tls_ctx_update(x->tls, &tc, terr, sizeof(terr)) < 0)
+            log_warn("xds: keeping the previous control-plane root: %s", terr);
+    }
     char err[256] = "cannot connect";
     x->client = grpc_client_connect(x->loop, x->opt.addr, &co, err, sizeof(err));
     if (x->client == NULL) {
@@ -584,6 +626,19 @@ px_xds_t *px_xds_start(const px_xds_opts_t *o, px_server_t *srv, char *err, size
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    if (o->tls_root_file) {
+        if (x->opt.tls_server_name == NULL)
+            x->opt.tls_server_name = "istiod.istio-system.svc";
+        const char *alpn[] = {"h2", NULL};
+        tp_tls_config_t tc = {.ca_file = o->tls_root_file, .verify = TP_VERIFY_REQUIRE, .alpn = alpn,
+                              .verify_name = x->opt.tls_server_name};
+        char terr[256];
+        x->tls = tp_tls_client_new(&tc, terr, sizeof(terr));
+        if (x->tls == NULL) {
+            snprintf(err, errlen, "xDS TLS root %s: %s", o->tls_root_file, terr);
+            goto fail;
+        }
+    }
     x->retry = loop_timer_new(x->loop, retry_cb, x);
     loop_post(x->loop, start_on_loop, x);
     if (pthread_create(&x->thread, NULL, xds_main, x) != 0) {
@@ -592,6 +647,8 @@ px_xds_t *px_xds_start(const px_xds_opts_t *o, px_server_t *srv, char *err, size
     }
     return x;
 fail:
+    if (x->tls)
+        tp_tls_ctx_unref(x->tls);
     if (x->loop)
         loop_free(x->loop);
     if (x->node)
@@ -628,6 +685,8 @@ void px_xds_stop(px_xds_t *x)
         names_free(&x->subs[t]);
     }
     px_snapshot_unref(x->applied);
+    if (x->tls)
+        tp_tls_ctx_unref(x->tls);
     protobuf_c_message_free_unpacked(&x->node->base, NULL);
     pthread_mutex_destroy(&x->mu);
     free(x);

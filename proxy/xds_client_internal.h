@@ -26,6 +26,11 @@ typedef struct px_xds_opts {
     const char *cluster_id;
     const char *workload; /* NULL: none */
     const char *labels;   /* "k=v,k2=v2" or NULL */
+    /* TLS to the control plane (meshd's 15012): the mesh root to verify it
+     * with, and the name its certificate must carry (NULL: the default
+     * istiod.istio-system.svc). NULL root: plaintext (15010). */
+    const char *tls_root_file;
+    const char *tls_server_name;
 } px_xds_opts_t;
 
 /* Starts the client (connects in the background). NULL with err on failure. */

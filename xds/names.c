@@ -16,6 +16,7 @@ static const char *const type_urls[XDS_NTYPES] = {
     [XDS_ROUTE] = XDS_ROUTE_TYPE,
     [XDS_CLUSTER] = XDS_CLUSTER_TYPE,
     [XDS_ENDPOINT] = XDS_ENDPOINT_TYPE,
+    [XDS_SECRET] = XDS_SECRET_TYPE,
 };
 
 const char *xds_type_url(xds_type_t t)

@@ -1,9 +1,11 @@
 /*
  * ADS pushes: config store changes -> debounce -> one registry rebuild ->
  * one translation per distinct proxy (on the worker pool when there is one),
- * its resources interned so that identical bytes are held once and identical
- * sets are shared -> responses only for the types whose content changed, a
- * slice of streams per loop round, holding back streams whose queue is full.
+ * the outbound part of sidecars built once per namespace and Sidecar scope
+ * and shared (srv->shared, a tx_shared_t of the generation), its resources
+ * interned so that identical bytes are held once and identical sets are
+ * shared -> responses only for the types whose content changed, a slice of
+ * streams per loop round, holding back streams whose queue is full.
  */
 #include <inttypes.h>
 #include <malloc.h>
@@ -14,6 +16,7 @@
 
 #include "../common/log.h"
 #include "server_internal.h"
+#include "translate_internal.h"
 
 const double xs_convergence_bounds[XS_NBUCKETS - 1] = {0.1, 0.5, 1, 3, 5, 10, 20, 30};
 const double xs_push_time_bounds[XS_NBUCKETS - 1] = {0.01, 0.1, 0.5, 1, 3, 5, 10, 20};
@@ -151,6 +154,44 @@ static char *proxy_key(const xds_server_t *srv, const xds_proxy_t *p)
     return buf;
 }
 
+/* The generation's outbound cache, made when missing. */
+static tx_shared_t *shared_get(xds_server_t *srv)
+{
+    if (srv->shared == NULL) {
+        xds_input_t in = {.snap = srv->snap,
+                          .reg = srv->reg,
+                          .trust_domain = srv->opts.trust_domain,
+                          .root_namespace = srv->opts.root_namespace};
+        srv->shared = tx_shared_new(&in);
+    }
+    return srv->shared;
+}
+
+static void shared_drop(xds_server_t *srv)
+{
+    if (srv->shared == NULL)
+        return;
+    uint64_t built, reused;
+    tx_shared_stats(srv->shared, &built, &reused);
+    log_debug("ADS: generation %" PRIu64 ": %" PRIu64 " outbound parts built, %" PRIu64
+              " reused",
+              srv->gen, built, reused);
+    tx_shared_unref(srv->shared);
+    srv->shared = NULL;
+}
+
+static void shared_idle(loop_timer_t *t, void *arg)
+{
+    (void)t;
+    xds_server_t *srv = arg;
+    pthread_mutex_lock(&srv->mu);
+    if (srv->njobs == 0 && srv->pqpos == srv->pqn && srv->shared != NULL) {
+        shared_drop(srv);
+        malloc_trim(0);
+    }
+    pthread_mutex_unlock(&srv->mu);
+}
+
 static void tcache_clear(xds_server_t *srv)
 {
     size_t it = 0;
@@ -181,7 +222,7 @@ void xs_stream_refresh(xds_server_t *srv, xs_stream_t *st)
                           .reg = srv->reg,
                           .trust_domain = srv->opts.trust_domain,
                           .root_namespace = srv->opts.root_namespace};
-        xds_resources_t *r = xds_translate(&in, st->proxy);
+        xds_resources_t *r = tx_translate_shared(shared_get(srv), &in, st->proxy);
         srv->st.translations++;
         e = calloc(1, sizeof(*e));
         if (e == NULL)
@@ -230,6 +271,7 @@ static void push_done(xds_server_t *srv)
     xs_hist_observe(&srv->push_time, xs_push_time_bounds, secs);
     srv->pushing = false;
     clear_resps(srv); /* every stream has its response queued: nothing left to share */
+    shared_drop(srv); /* every proxy is translated: the interned sets hold the rest */
     malloc_trim(0); /* hand the translations' transient memory back to the system */
     log_debug("ADS: push %" PRIu64 " done in %.3f s (%u proxies)", srv->gen, secs,
               srv->nstreams);
@@ -276,6 +318,7 @@ typedef struct xs_tjob {
     xds_input_t in;
     cfg_snap_t *snap;
     reg_t *reg;
+    tx_shared_t *shared;
     xds_proxy_t *proxy;
     bool own_proxy; /* the stream closed: the job frees the proxy */
     xs_stream_t *st;
@@ -285,7 +328,7 @@ typedef struct xs_tjob {
 static void tjob_work(void *arg)
 {
     xs_tjob_t *j = arg;
-    j->r = xds_translate(&j->in, j->proxy);
+    j->r = tx_translate_shared(j->shared, &j->in, j->proxy);
 }
 
 static void tjob_done(void *arg)
@@ -313,6 +356,7 @@ static void tjob_done(void *arg)
         j->st->tjob = NULL;
     if (j->own_proxy)
         xds_proxy_free(j->proxy);
+    tx_shared_unref(j->shared);
     reg_unref(j->reg);
     cfg_snap_release(j->snap);
     free(j->key);
@@ -353,6 +397,7 @@ static void translate_async(xds_server_t *srv, xs_stream_t *st)
     j->gen = srv->gen;
     j->snap = cfg_snap_ref(srv->snap);
     j->reg = reg_ref(srv->reg);
+    j->shared = tx_shared_ref(shared_get(srv));
     j->in = (xds_input_t){.snap = j->snap,
                           .reg = j->reg,
                           .trust_domain = srv->opts.trust_domain,
@@ -410,6 +455,8 @@ static void push_step(loop_timer_t *t, void *arg)
         srv->pqn = srv->pqpos = 0;
         if (srv->pushing && srv->njobs == 0)
             push_done(srv);
+        if (srv->njobs == 0 && srv->shared != NULL)
+            loop_timer_start(srv->shared_idle, XS_SHARED_IDLE_MS, 0);
     }
     pthread_mutex_unlock(&srv->mu);
 }
@@ -420,6 +467,7 @@ static void push_start(xds_server_t *srv, uint64_t change_ms)
     pthread_mutex_lock(&srv->mu);
     cfg_snap_t *snap = cfg_store_snapshot(srv->store);
     reg_t *reg = reg_build(snap);
+    shared_drop(srv); /* before the snapshot it borrows goes */
     if (srv->reg)
         reg_unref(srv->reg);
     if (srv->snap)
@@ -531,6 +579,7 @@ void xs_push_init(xds_server_t *srv)
     srv->gen = 1;
     srv->debounce = loop_timer_new(srv->loop, debounce_fire, srv);
     srv->pushtimer = loop_timer_new(srv->loop, push_step, srv);
+    srv->shared_idle = loop_timer_new(srv->loop, shared_idle, srv);
     cfg_store_subscribe(srv->store, on_store_event, srv);
 }
 
@@ -538,6 +587,8 @@ void xs_push_fini(xds_server_t *srv)
 {
     loop_timer_free(srv->debounce);
     loop_timer_free(srv->pushtimer);
+    loop_timer_free(srv->shared_idle);
+    shared_drop(srv);
     clear_resps(srv);
     tcache_clear(srv);
     hmap_clear(&srv->tjobs); /* empty: stop waits for the last job */

@@ -5,7 +5,9 @@
  * shared grpc_buf_t), debug pages and metrics.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +21,7 @@
 
 /* Push order: clusters warm before listeners. */
 static const xds_type_t push_order[XDS_NTYPES] = {XDS_CLUSTER, XDS_ENDPOINT, XDS_LISTENER,
-                                                  XDS_ROUTE};
+                                                  XDS_ROUTE, XDS_SECRET};
 
 const char *xs_type_short(xds_type_t t)
 {
@@ -32,6 +34,8 @@ const char *xs_type_short(xds_type_t t)
         return "cds";
     case XDS_ENDPOINT:
         return "eds";
+    case XDS_SECRET:
+        return "sds";
     default:
         return "unknown";
     }
@@ -137,11 +141,22 @@ static uint64_t selection_hash(const xs_set_t *s, const xs_watch_t *w)
     if (w->wildcard)
         return s->hash;
     uint64_t h = fnv64(14695981039346656037ull, "sel", 3);
-    for (uint32_t i = 0; i < s->n; i++) {
-        if (!names_has(w, s->res[i]->name))
+    /* both lists are sorted by name: one merge walk */
+    for (uint32_t i = 0, j = 0; i < s->n && j < w->nnames;) {
+        int c = strcmp(s->res[i]->name, w->names[j]);
+        if (c < 0) {
+            i++;
             continue;
-        h = fnv64(h, s->res[i]->name, strlen(s->res[i]->name) + 1);
-        h = fnv64(h, &s->res[i]->hash, sizeof(s->res[i]->hash));
+        }
+        if (c > 0) {
+            j++;
+            continue;
+        }
+        /* the content hash covers the name: every resource type carries it */
+        h = (h ^ s->res[i]->hash) * 1099511628211ull;
+        h ^= h >> 29;
+        i++;
+        j++;
     }
     return h;
 }
@@ -397,18 +412,91 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Named subscriptions are interned: the sidecars of a namespace all ask EDS
+ * for the same thousands of clusters, and hold one copy of the list. The
+ * table serves every server of the process (names_mu). */
+typedef struct xs_names {
+    uint32_t refs;
+    bool interned; /* in names_tab (not when its key collided) */
+    char key[48];
+    char *names[]; /* the strings follow the array, in this allocation */
+} xs_names_t;
+
+static pthread_mutex_t names_mu = PTHREAD_MUTEX_INITIALIZER;
+static hmap_t names_tab; /* key -> xs_names_t */
+
+static xs_names_t *names_of(char **names)
+{
+    return (xs_names_t *)((char *)names - offsetof(xs_names_t, names));
+}
+
 static void names_free(xs_watch_t *w)
 {
-    for (uint32_t i = 0; i < w->nnames; i++)
-        free(w->names[i]);
-    free(w->names);
+    if (w->names != NULL) {
+        xs_names_t *l = names_of(w->names);
+        pthread_mutex_lock(&names_mu);
+        if (--l->refs == 0) {
+            if (l->interned)
+                hmap_del(&names_tab, l->key);
+            free(l);
+        }
+        pthread_mutex_unlock(&names_mu);
+    }
     w->names = NULL;
     w->nnames = 0;
+}
+
+/* The shared list of these sorted, unique names (a new reference). */
+static char **names_intern(char **v, size_t u)
+{
+    uint64_t h = 14695981039346656037ull;
+    size_t bytes = 0;
+    for (size_t i = 0; i < u; i++) {
+        size_t l = strlen(v[i]) + 1;
+        h = fnv64(h, v[i], l);
+        bytes += l;
+    }
+    char key[48];
+    snprintf(key, sizeof(key), "%016" PRIx64 ":%zu", h, u);
+    pthread_mutex_lock(&names_mu);
+    xs_names_t *l = hmap_get(&names_tab, key);
+    bool same = l != NULL;
+    for (size_t i = 0; same && i < u; i++)
+        same = strcmp(l->names[i], v[i]) == 0;
+    if (same) {
+        l->refs++;
+        pthread_mutex_unlock(&names_mu);
+        return l->names;
+    }
+    bool collided = l != NULL;
+    l = malloc(sizeof(*l) + (u ? u : 1) * sizeof(char *) + bytes);
+    if (l == NULL)
+        abort();
+    l->refs = 1;
+    memcpy(l->key, key, sizeof(key));
+    char *p = (char *)(l->names + (u ? u : 1));
+    for (size_t i = 0; i < u; i++) {
+        size_t len = strlen(v[i]) + 1;
+        memcpy(p, v[i], len);
+        l->names[i] = p;
+        p += len;
+    }
+    l->interned = !collided;
+    if (l->interned)
+        hmap_put(&names_tab, l->key, l);
+    pthread_mutex_unlock(&names_mu);
+    return l->names;
 }
 
 /* Replaces the named subscription; returns true when it changed. */
 static bool names_set(xs_watch_t *w, char **names, size_t n)
 {
+    /* most requests repeat the subscription as it stands (ACKs) */
+    bool same = n == w->nnames;
+    for (size_t i = 0; same && i < n; i++)
+        same = strcmp(names[i], w->names[i]) == 0;
+    if (same)
+        return false;
     char **v = calloc(n ? n : 1, sizeof(*v));
     if (v == NULL)
         abort();
@@ -424,14 +512,7 @@ static bool names_set(xs_watch_t *w, char **names, size_t n)
     for (size_t i = 0; !changed && i < u; i++)
         changed = strcmp(v[i], w->names[i]) != 0;
     if (changed) { /* copy first: names may point into w->names */
-        char **nv = calloc(u ? u : 1, sizeof(char *));
-        if (nv == NULL)
-            abort();
-        for (size_t i = 0; i < u; i++) {
-            nv[i] = strdup(v[i]);
-            if (nv[i] == NULL)
-                abort();
-        }
+        char **nv = names_intern(v, u);
         names_free(w);
         w->names = nv;
         w->nnames = (uint32_t)u;
@@ -822,7 +903,8 @@ static void config_dump(void *ud, const debug_req_t *req, debug_resp_t *resp)
         debug_resp_text(resp, 400, "text/plain", "proxyID is required\n");
         return;
     }
-    static const char *const keys[XDS_NTYPES] = {"listeners", "routes", "clusters", "endpoints"};
+    static const char *const keys[XDS_NTYPES] = {"listeners", "routes", "clusters", "endpoints",
+                                                 "secrets"};
     json_object *o = NULL;
     pthread_mutex_lock(&srv->mu);
     for (xs_stream_t *st = srv->streams; st && o == NULL; st = st->next) {
@@ -843,6 +925,8 @@ static void config_dump(void *ud, const debug_req_t *req, debug_resp_t *resp)
                 snprintf(h, sizeof(h), "%016" PRIx64, s->res[i]->hash);
                 json_object_object_add(e, "version", jstr(h));
                 json_object *body = xds_resource_to_json((xds_type_t)t, s->res[i]);
+                if (body && t == XDS_SECRET)
+                    xds_secret_redact_json(body); /* never a private key in clear */
                 if (body)
                     json_object_object_add(e, "resource", body);
                 json_object_array_add(arr, e);
@@ -925,7 +1009,7 @@ void xds_server_metrics_text(xds_server_t *srv, char **buf, size_t *len)
             "# HELP pilot_xds_pushes Pilot build and send errors for lds, rds, cds and eds.\n"
             "# TYPE pilot_xds_pushes counter\n");
     static const xds_type_t order[XDS_NTYPES] = {XDS_CLUSTER, XDS_ENDPOINT, XDS_LISTENER,
-                                                 XDS_ROUTE};
+                                                 XDS_ROUTE, XDS_SECRET};
     for (int i = 0; i < XDS_NTYPES; i++)
         appendf(buf, len, &cap, "pilot_xds_pushes{type=\"%s\"} %" PRIu64 "\n",
                 xs_type_short(order[i]), st.pushes[order[i]]);

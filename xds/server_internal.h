@@ -55,7 +55,8 @@ typedef struct xs_resp {
 typedef struct xs_watch {
     bool requested; /* the proxy asked for this type */
     bool wildcard;  /* every resource (LDS/CDS, or delta "*") */
-    char **names;   /* named subscription, sorted, unique */
+    char **names;   /* named subscription, sorted, unique; interned (server.c):
+                     * shared by equal subscriptions, never written */
     uint32_t nnames;
     bool sent;
     bool force; /* respond even when the content did not change */
@@ -88,6 +89,9 @@ typedef struct xs_stream {
 } xs_stream_t;
 
 #define XS_NBUCKETS 9
+/* How long the outbound parts of a generation are kept once nothing is being
+ * translated (new proxies of the same generation reuse them meanwhile). */
+#define XS_SHARED_IDLE_MS 2000
 /* Encoded responses kept for sharing within one push generation. */
 #define XS_RESP_CACHE_MAX (64u << 20)
 
@@ -115,6 +119,12 @@ struct xds_server {
     cfg_snap_t *snap;
     reg_t *reg;
     uint64_t gen;
+    /* The outbound parts of this generation's sidecars (translate_internal.h),
+     * made on first use; dropped (jobs keep their references) when a new
+     * generation starts, when a push completes, and when nothing has been
+     * translated for XS_SHARED_IDLE_MS: the interned sets hold what proxies get. */
+    struct tx_shared *shared;
+    loop_timer_t *shared_idle;
     uint64_t nonce_seq;
 
     /* change notifications (store writer thread -> loop) */

@@ -1,22 +1,29 @@
 /*
- * xds_translate(): scoping (what a proxy sees), shared helpers, and the
- * serialized, sorted, hashed result.
+ * xds_translate(): scoping (what a proxy sees), indexes over it, shared
+ * helpers, the serialized, sorted, hashed result, and the cache of sidecars'
+ * outbound parts (tx_shared_t, see translate_internal.h for who owns it).
  */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/hmap.h"
 #include "../common/log.h"
 #include "translate_internal.h"
 
 struct xds_resources {
     _Atomic uint32_t refs;
     arena_t *arena;
+    /* a merged result (tx_translate_shared): the shared outbound part and the
+     * proxy's own part, whose names and bytes res[] and warnings borrow */
+    xds_resources_t *parts[2];
     xds_resource_t *res[XDS_NTYPES];
     uint32_t n[XDS_NTYPES];
     uint64_t hash[XDS_NTYPES];
+    uint64_t sum[XDS_NTYPES]; /* of item_mix() over res[]: hash[] before set_final() */
     const char **warnings;
     uint32_t nwarnings;
 };
@@ -61,6 +68,8 @@ char *tx_printf(tx_t *t, const char *fmt, ...)
 
 void tx_warn(tx_t *t, const char *fmt, ...)
 {
+    arena_t *cur = t->a;
+    t->a = t->keep;
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
@@ -70,6 +79,7 @@ void tx_warn(tx_t *t, const char *fmt, ...)
     vsnprintf(s, (size_t)n + 1, fmt, ap);
     va_end(ap);
     TX_PUSH(t, t->warnings, t->nwarnings, s);
+    t->a = cur;
 }
 
 pb_any_t *tx_any(tx_t *t, const void *msg)
@@ -219,13 +229,122 @@ pb_hfilter_t *tx_http_filter(tx_t *t, const char *name, const void *cfg)
     return f;
 }
 
+/* ---- string map ---- */
+
+static uint64_t str_hash(const char *s)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (; *s; s++) {
+        h ^= (uint8_t)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static tx_map_entry_t *map_find(const tx_map_t *m, const char *key)
+{
+    size_t mask = m->cap - 1;
+    for (size_t i = (size_t)str_hash(key) & mask;; i = (i + 1) & mask)
+        if (m->v[i].key == NULL || strcmp(m->v[i].key, key) == 0)
+            return &m->v[i];
+}
+
+void *tx_map_get(const tx_map_t *m, const char *key)
+{
+    if (m->cap == 0)
+        return NULL;
+    tx_map_entry_t *e = map_find(m, key);
+    return e->key ? e->val : NULL;
+}
+
+void **tx_map_slot(tx_t *t, tx_map_t *m, const char *key)
+{
+    if (2 * (m->n + 1) > m->cap) { /* keep it at most half full */
+        tx_map_t g = {.cap = m->cap ? m->cap * 2 : 64};
+        g.v = arena_alloc(t->a, g.cap * sizeof(*g.v));
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->v[i].key)
+                *map_find(&g, m->v[i].key) = m->v[i];
+        g.n = m->n;
+        *m = g;
+    }
+    tx_map_entry_t *e = map_find(m, key);
+    if (e->key == NULL) {
+        e->key = key;
+        m->n++;
+    }
+    return &e->val;
+}
+
 void tx_emit(tx_t *t, xds_type_t type, const char *name, const void *msg)
 {
-    for (size_t i = 0; i < t->nout[type]; i++)
-        if (strcmp(t->out[type][i].name, name) == 0)
-            return; /* first one wins, like Istio's de-duplication */
-    tx_out_t o = {tx_str(t, name), msg};
+    if (t->part == TX_OUTBOUND && type > XDS_ENDPOINT)
+        return; /* anything past LDS/RDS/CDS/EDS is per proxy, never shared */
+    bool dup = tx_map_get(&t->emitted[type], name) != NULL;
+    if (dup && t->rec == NULL)
+        return; /* first one wins, like Istio's de-duplication */
+    arena_t *cur = t->a;
+    t->a = t->keep;
+    tx_out_t o = {tx_str(t, name), msg, NULL, 0};
+    if (cur != t->keep) { /* its arena goes soon: serialize now */
+        o.len = protobuf_c_message_get_packed_size(o.msg);
+        uint8_t *buf = arena_alloc(dup ? t->keep : t->res_arena, o.len ? o.len : 1);
+        protobuf_c_message_pack(o.msg, buf);
+        o.data = buf;
+        o.msg = NULL;
+        if (t->rec) {
+            tx_rec_item_t it = {type, o.name, o.data, o.len};
+            TX_PUSH(t, t->rec->v, t->rec->n, it);
+        }
+    }
+    if (!dup) {
+        TX_PUSH(t, t->out[type], t->nout[type], o);
+        *tx_map_slot(t, &t->emitted[type], o.name) = (void *)(uintptr_t)t->nout[type];
+    }
+    t->a = cur;
+}
+
+/* Emits a resource serialized elsewhere: its bytes are borrowed from the
+ * cache (the result holds the cache's bytes, see translate_part). */
+static void emit_packed(tx_t *t, xds_type_t type, const char *name, const uint8_t *data,
+                        size_t len)
+{
+    if (tx_map_get(&t->emitted[type], name) != NULL)
+        return;
+    tx_out_t o = {arena_strdup(t->keep, name), NULL, data, len};
+    arena_t *cur = t->a;
+    t->a = t->keep;
     TX_PUSH(t, t->out[type], t->nout[type], o);
+    *tx_map_slot(t, &t->emitted[type], o.name) = (void *)(uintptr_t)t->nout[type];
+    t->a = cur;
+}
+
+void tx_record_begin(tx_t *t, tx_rec_t *rec)
+{
+    memset(rec, 0, sizeof(*rec));
+    t->rec = rec;
+}
+
+void tx_scratch_begin(tx_t *t)
+{
+    if (t->part == TX_OUTBOUND && t->a == t->keep)
+        t->a = arena_new(64 * 1024);
+}
+
+void tx_scratch_end(tx_t *t)
+{
+    if (t->a == t->keep)
+        return;
+    arena_free(t->a);
+    t->a = t->keep;
+    t->san_svc = NULL; /* its list was in the scratch arena */
+    t->sans = NULL;
+    t->nsans = 0;
+}
+
+bool tx_emitted(const tx_t *t, xds_type_t type, const char *name)
+{
+    return tx_map_get(&t->emitted[type], name) != NULL;
 }
 
 /* ---- lookups ---- */
@@ -259,29 +378,129 @@ const reg_service_t *tx_service(tx_t *t, const char *host)
     return NULL;
 }
 
+static int obj_cmp(const void *a, const void *b)
+{
+    const cfg_object_t *x = *(const cfg_object_t *const *)a, *y = *(const cfg_object_t *const *)b;
+    int c = strcmp(x->namespace, y->namespace);
+    return c ? c : strcmp(x->name, y->name);
+}
+
+static void objlist_push(tx_t *t, tx_objlist_t *l, const cfg_object_t *o)
+{
+    if (l->n && l->v[l->n - 1] == o)
+        return;
+    TX_PUSH(t, l->v, l->n, o);
+}
+
+static void objlist_add(tx_t *t, tx_map_t *m, const char *key, const cfg_object_t *o)
+{
+    void **slot = tx_map_slot(t, m, key);
+    if (*slot == NULL)
+        *slot = arena_alloc(t->a, sizeof(tx_objlist_t));
+    objlist_push(t, *slot, o);
+}
+
+static bool mesh_bound(const cfg_VirtualService *vs)
+{
+    if (vs->gateways.n == 0)
+        return true;
+    for (uint32_t i = 0; i < vs->gateways.n; i++)
+        if (strcmp(vs->gateways.v[i], "mesh") == 0)
+            return true;
+    return false;
+}
+
+/* Indexes the visible DestinationRules and VirtualServices by resolved host,
+ * keeping snapshot order within each list. */
+static void build_index(tx_t *t)
+{
+    t->indexed = true;
+    for (size_t i = 0; i < t->ndrs; i++) {
+        const cfg_object_t *o = t->drs[i];
+        const cfg_DestinationRule *dr = CFG_BODY(o, DestinationRule)->spec;
+        if (dr == NULL || dr->host == NULL)
+            continue;
+        const char *h = xds_resolve_host(t->a, dr->host, o->namespace);
+        objlist_add(t, &t->dr_by_host, h, o);
+        if (h[0] == '*')
+            objlist_push(t, &t->dr_wild, o);
+    }
+    for (size_t i = 0; i < t->nvss; i++) {
+        const cfg_object_t *o = t->vss[i];
+        const cfg_VirtualService *vs = CFG_BODY(o, VirtualService)->spec;
+        if (vs == NULL)
+            continue;
+        if (vs->tcp.n)
+            objlist_push(t, &t->vs_tcp, o);
+        if (!mesh_bound(vs))
+            continue;
+        for (uint32_t j = 0; j < vs->hosts.n; j++) {
+            const char *h = xds_resolve_host(t->a, vs->hosts.v[j], o->namespace);
+            if (h[0] == '*')
+                objlist_push(t, &t->vs_wild, o);
+            else
+                objlist_add(t, &t->vs_by_host, h, o);
+        }
+    }
+}
+
+const cfg_object_t *tx_vs_for_host(tx_t *t, const char *host)
+{
+    if (!t->indexed)
+        build_index(t);
+    /* the first in snapshot order among exact and wildcard matches */
+    const tx_objlist_t *ex = tx_map_get(&t->vs_by_host, host);
+    const cfg_object_t *best = ex && ex->n ? ex->v[0] : NULL;
+    for (size_t i = 0; i < t->vs_wild.n; i++) {
+        const cfg_object_t *o = t->vs_wild.v[i];
+        if (best && obj_cmp(&o, &best) >= 0)
+            break;
+        const cfg_VirtualService *vs = CFG_BODY(o, VirtualService)->spec;
+        for (uint32_t j = 0; j < vs->hosts.n; j++) {
+            const char *h = xds_resolve_host(t->a, vs->hosts.v[j], o->namespace);
+            if (xds_host_match(h, host)) {
+                best = o;
+                break;
+            }
+        }
+        if (best == o)
+            break;
+    }
+    return best;
+}
+
+static bool dr_applies(tx_t *t, const cfg_object_t *o, const cfg_DestinationRule *dr)
+{
+    if (dr->workloadSelector && !tx_proxy_selected(t, &dr->workloadSelector->matchLabels))
+        return false;
+    return dr->workloadSelector == NULL || strcmp(o->namespace, t->px->namespace) == 0;
+}
+
 const cfg_DestinationRule *tx_dr_for(tx_t *t, const char *host, const cfg_object_t **obj)
 {
     /* Precedence: the proxy's namespace, the service's namespace, the root
      * namespace, then any other namespace; exact host before wildcards. */
+    if (!t->indexed)
+        build_index(t);
     const reg_service_t *s = tx_service(t, host);
     const char *order[3] = {t->px->namespace, s ? s->namespace : NULL, t->root_ns};
     for (int exact = 1; exact >= 0; exact--) {
+        const tx_objlist_t *l = exact ? tx_map_get(&t->dr_by_host, host) : &t->dr_wild;
+        if (l == NULL)
+            continue;
         for (int pass = 0; pass < 4; pass++) {
-            for (size_t i = 0; i < t->ndrs; i++) {
-                const cfg_object_t *o = t->drs[i];
+            for (size_t i = 0; i < l->n; i++) {
+                const cfg_object_t *o = l->v[i];
                 const cfg_DestinationRule *dr = CFG_BODY(o, DestinationRule)->spec;
-                if (dr == NULL || dr->host == NULL)
-                    continue;
                 if (pass < 3 && (order[pass] == NULL || strcmp(o->namespace, order[pass]) != 0))
                     continue;
-                if (dr->workloadSelector && !tx_proxy_selected(t, &dr->workloadSelector->matchLabels))
+                if (!dr_applies(t, o, dr))
                     continue;
-                if (dr->workloadSelector && strcmp(o->namespace, t->px->namespace) != 0)
-                    continue;
-                const char *h = xds_resolve_host(t->a, dr->host, o->namespace);
-                bool m = exact ? strcmp(h, host) == 0 : (h[0] == '*' && xds_host_match(h, host));
-                if (!m)
-                    continue;
+                if (!exact) {
+                    const char *h = xds_resolve_host(t->a, dr->host, o->namespace);
+                    if (!xds_host_match(h, host))
+                        continue;
+                }
                 if (obj)
                     *obj = o;
                 return dr;
@@ -366,13 +585,6 @@ static int collect_visible(void *ud, cfg_object_t *o)
     return 0;
 }
 
-static int obj_cmp(const void *a, const void *b)
-{
-    const cfg_object_t *x = *(const cfg_object_t *const *)a, *y = *(const cfg_object_t *const *)b;
-    int c = strcmp(x->namespace, y->namespace);
-    return c ? c : strcmp(x->name, y->name);
-}
-
 typedef struct sidecar_pick {
     tx_t *t;
     const cfg_object_t *selected, *ns_default, *root_default;
@@ -436,6 +648,8 @@ static void build_scope(tx_t *t)
         cfg_snap_each(t->in->snap, CFG_Sidecar, pick_sidecar, &sp);
     t->sidecar = sp.selected ? sp.selected : sp.ns_default ? sp.ns_default : sp.root_default;
     const cfg_Sidecar *sc = t->sidecar ? CFG_BODY(t->sidecar, Sidecar)->spec : NULL;
+    if (t->part == TX_INBOUND)
+        return; /* the inbound part reads neither services nor routing rules */
 
     uint32_t n;
     const reg_service_t *const *all = reg_services(t->reg, &n);
@@ -459,6 +673,7 @@ static void build_scope(tx_t *t)
         qsort(d.v, d.n, sizeof(*d.v), obj_cmp);
     t->drs = d.v;
     t->ndrs = d.n;
+    build_index(t);
 }
 
 /* ---- result ---- */
@@ -472,17 +687,53 @@ static uint64_t fnv64(const uint8_t *d, size_t n, uint64_t h)
     return h;
 }
 
+/* The hash of a resource set is a sum over its resources (name and content
+ * hash, mixed), so that the hash of a merged result follows from its parts'
+ * without reading every name again. */
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t item_mix(const xds_resource_t *x)
+{
+    uint64_t h = fnv64((const uint8_t *)x->name, strlen(x->name) + 1, 14695981039346656037ULL);
+    return mix64(h ^ mix64(x->hash + 0x9e3779b97f4a7c15ULL));
+}
+
+static uint64_t set_sum(const xds_resource_t *res, uint32_t n)
+{
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < n; i++)
+        sum += item_mix(&res[i]);
+    return sum;
+}
+
+static uint64_t set_final(uint64_t sum, uint32_t n)
+{
+    return mix64(sum ^ mix64((uint64_t)n));
+}
+
 static int res_cmp(const void *a, const void *b)
 {
     return strcmp(((const xds_resource_t *)a)->name, ((const xds_resource_t *)b)->name);
 }
 
-xds_resources_t *xds_translate(const xds_input_t *in, const xds_proxy_t *proxy)
+static xds_resources_t *shared_bytes(tx_shared_t *c);
+
+/* One part (tx_part_t) of a proxy's configuration, serialized. */
+static xds_resources_t *translate_part(const xds_input_t *in, const xds_proxy_t *proxy,
+                                       tx_part_t part, tx_shared_t *shared)
 {
     tx_t t = {0};
-    t.a = arena_new(256 * 1024);
+    t.a = t.keep = arena_new(256 * 1024);
+    t.res_arena = arena_new(64 * 1024);
     t.in = in;
     t.px = proxy;
+    t.part = part;
+    t.shared = part == TX_OUTBOUND ? shared : NULL;
     t.reg = in->reg;
     t.trust_domain = in->trust_domain ? in->trust_domain : "cluster.local";
     t.root_ns = in->root_namespace ? in->root_namespace : "istio-system";
@@ -493,19 +744,28 @@ xds_resources_t *xds_translate(const xds_input_t *in, const xds_proxy_t *proxy)
         tx_build_clusters(&t);
         tx_build_routes(&t);
         tx_build_listeners(&t);
+        void tx_build_secrets(tx_t *t); /* translate_secret.c */
+        tx_build_secrets(&t); /* SDS: what those listeners and clusters name */
     }
 
     xds_resources_t *r = mesh_xcalloc(1, sizeof(*r));
     atomic_init(&r->refs, 1);
-    r->arena = arena_new(64 * 1024);
+    r->arena = t.res_arena;
+    if (t.shared) /* replayed clusters and endpoints are the cache's bytes */
+        r->parts[0] = xds_resources_ref(shared_bytes(t.shared));
     for (int ty = 0; ty < XDS_NTYPES; ty++) {
         r->n[ty] = (uint32_t)t.nout[ty];
         r->res[ty] = arena_alloc(r->arena, (t.nout[ty] + 1) * sizeof(xds_resource_t));
         for (size_t i = 0; i < t.nout[ty]; i++) {
             const ProtobufCMessage *m = t.out[ty][i].msg;
-            size_t len = protobuf_c_message_get_packed_size(m);
-            uint8_t *buf = arena_alloc(r->arena, len ? len : 1);
-            protobuf_c_message_pack(m, buf);
+            size_t len = t.out[ty][i].len;
+            const uint8_t *buf = t.out[ty][i].data;
+            if (m != NULL) {
+                len = protobuf_c_message_get_packed_size(m);
+                uint8_t *p = arena_alloc(r->arena, len ? len : 1);
+                protobuf_c_message_pack(m, p);
+                buf = p;
+            }
             xds_resource_t *x = &r->res[ty][i];
             x->name = arena_strdup(r->arena, t.out[ty][i].name);
             x->data = buf;
@@ -513,19 +773,21 @@ xds_resources_t *xds_translate(const xds_input_t *in, const xds_proxy_t *proxy)
             x->hash = fnv64(buf, len, 14695981039346656037ULL);
         }
         qsort(r->res[ty], r->n[ty], sizeof(xds_resource_t), res_cmp);
-        uint64_t h = 14695981039346656037ULL;
-        for (uint32_t i = 0; i < r->n[ty]; i++) {
-            h = fnv64((const uint8_t *)r->res[ty][i].name, strlen(r->res[ty][i].name) + 1, h);
-            h = fnv64((const uint8_t *)&r->res[ty][i].hash, sizeof(uint64_t), h);
-        }
-        r->hash[ty] = h;
+        r->sum[ty] = set_sum(r->res[ty], r->n[ty]);
+        r->hash[ty] = set_final(r->sum[ty], r->n[ty]);
     }
     r->warnings = arena_alloc(r->arena, (t.nwarnings + 1) * sizeof(char *));
     for (size_t i = 0; i < t.nwarnings; i++)
         r->warnings[i] = arena_strdup(r->arena, t.warnings[i]);
     r->nwarnings = (uint32_t)t.nwarnings;
-    arena_free(t.a);
+    tx_scratch_end(&t);
+    arena_free(t.keep);
     return r;
+}
+
+xds_resources_t *xds_translate(const xds_input_t *in, const xds_proxy_t *proxy)
+{
+    return translate_part(in, proxy, TX_ALL, NULL);
 }
 
 xds_resources_t *xds_resources_ref(xds_resources_t *r)
@@ -539,6 +801,8 @@ void xds_resources_unref(xds_resources_t *r)
 {
     if (r == NULL || atomic_fetch_sub(&r->refs, 1) != 1)
         return;
+    xds_resources_unref(r->parts[0]);
+    xds_resources_unref(r->parts[1]);
     arena_free(r->arena);
     free(r);
 }
@@ -571,4 +835,304 @@ const char *const *xds_resources_warnings(const xds_resources_t *r, uint32_t *n)
 {
     *n = r->nwarnings;
     return r->warnings;
+}
+
+/* ---- the shared outbound part ---- */
+
+/* A label selector of an outbound rule: the proxies it selects may get other
+ * outbound bytes than their namespace's other proxies. */
+typedef struct shared_sel {
+    const char *ns; /* only proxies of this namespace (DestinationRule), or NULL */
+    const cfg_map_t *labels;
+} shared_sel_t;
+
+typedef struct shared_entry {
+    char *key; /* the map's key */
+    xds_resources_t *r; /* NULL while a thread builds it */
+} shared_entry_t;
+
+struct tx_shared {
+    _Atomic uint32_t refs;
+    pthread_mutex_t mu;
+    pthread_cond_t built; /* an entry has been built */
+    xds_input_t in;
+    char *trust_domain, *root_namespace;
+    shared_sel_t *sels;
+    size_t nsels, capsels;
+    hmap_t entries; /* key -> shared_entry_t */
+    uint64_t nbuilt, nreused;
+    /* clusters and endpoints per (service, DestinationRule), in the arena of
+     * svc_bytes, a resource-less result that outbound parts hold a reference
+     * to, as their resources borrow these bytes */
+    hmap_t svc_out; /* "SERVICE|DR" (addresses) -> tx_rec_t */
+    xds_resources_t *svc_bytes;
+};
+
+static xds_resources_t *shared_bytes(tx_shared_t *c)
+{
+    return c->svc_bytes;
+}
+
+static void sel_add(tx_shared_t *c, const char *ns, const cfg_map_t *labels)
+{
+    if (labels == NULL || labels->n == 0)
+        return;
+    if (c->nsels == c->capsels) {
+        c->capsels = c->capsels ? c->capsels * 2 : 16;
+        c->sels = mesh_xrealloc(c->sels, c->capsels * sizeof(*c->sels));
+    }
+    c->sels[c->nsels++] = (shared_sel_t){ns, labels};
+}
+
+static int collect_dr_sel(void *ud, cfg_object_t *o)
+{
+    const cfg_DestinationRule *dr = CFG_BODY(o, DestinationRule)->spec;
+    if (dr && dr->workloadSelector)
+        sel_add(ud, o->namespace, &dr->workloadSelector->matchLabels);
+    return 0;
+}
+
+static int collect_vs_sel(void *ud, cfg_object_t *o)
+{
+    const cfg_VirtualService *vs = CFG_BODY(o, VirtualService)->spec;
+    for (uint32_t i = 0; vs && i < vs->http.n; i++)
+        for (uint32_t j = 0; j < vs->http.v[i].match.n; j++)
+            sel_add(ud, NULL, &vs->http.v[i].match.v[j].sourceLabels);
+    for (uint32_t i = 0; vs && i < vs->tcp.n; i++)
+        for (uint32_t j = 0; j < vs->tcp.v[i].match.n; j++)
+            sel_add(ud, NULL, &vs->tcp.v[i].match.v[j].sourceLabels);
+    return 0;
+}
+
+tx_shared_t *tx_shared_new(const xds_input_t *in)
+{
+    tx_shared_t *c = mesh_xcalloc(1, sizeof(*c));
+    atomic_init(&c->refs, 1);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->built, NULL);
+    c->svc_bytes = mesh_xcalloc(1, sizeof(*c->svc_bytes));
+    atomic_init(&c->svc_bytes->refs, 1);
+    c->svc_bytes->arena = arena_new(256 * 1024);
+    c->trust_domain = in->trust_domain ? mesh_xstrdup(in->trust_domain) : NULL;
+    c->root_namespace = in->root_namespace ? mesh_xstrdup(in->root_namespace) : NULL;
+    c->in = (xds_input_t){.snap = in->snap,
+                          .reg = in->reg,
+                          .trust_domain = c->trust_domain,
+                          .root_namespace = c->root_namespace};
+    cfg_snap_each(in->snap, CFG_DestinationRule, collect_dr_sel, c);
+    cfg_snap_each(in->snap, CFG_VirtualService, collect_vs_sel, c);
+    return c;
+}
+
+tx_shared_t *tx_shared_ref(tx_shared_t *c)
+{
+    if (c)
+        atomic_fetch_add(&c->refs, 1);
+    return c;
+}
+
+void tx_shared_unref(tx_shared_t *c)
+{
+    if (c == NULL || atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    size_t it = 0;
+    const char *k;
+    void *v;
+    while (hmap_next(&c->entries, &it, &k, &v)) {
+        shared_entry_t *e = v;
+        xds_resources_unref(e->r);
+        free(e->key);
+        free(e);
+    }
+    hmap_clear(&c->entries);
+    hmap_clear(&c->svc_out);
+    xds_resources_unref(c->svc_bytes);
+    pthread_cond_destroy(&c->built);
+    pthread_mutex_destroy(&c->mu);
+    free(c->sels);
+    free(c->trust_domain);
+    free(c->root_namespace);
+    free(c);
+}
+
+void tx_shared_stats(tx_shared_t *c, uint64_t *built, uint64_t *reused)
+{
+    pthread_mutex_lock(&c->mu);
+    *built = c->nbuilt;
+    *reused = c->nreused;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+/* What the outbound part reads of a proxy, as a malloc'd string: namespace,
+ * the Sidecar that applies, and which selectors match. */
+static char *shared_key(const tx_shared_t *c, const xds_proxy_t *px)
+{
+    tx_t t = {.in = &c->in, .px = px};
+    t.root_ns = c->root_namespace ? c->root_namespace : "istio-system";
+    sidecar_pick_t sp = {.t = &t};
+    cfg_snap_each(c->in.snap, CFG_Sidecar, pick_sidecar, &sp);
+    const cfg_object_t *sc = sp.selected     ? sp.selected
+                             : sp.ns_default ? sp.ns_default
+                                             : sp.root_default;
+    size_t len = strlen(px->namespace) + c->nsels + 8 +
+                 (sc ? strlen(sc->namespace) + strlen(sc->name) : 0);
+    char *key = mesh_xcalloc(1, len);
+    int n = snprintf(key, len, "%s|%s%s%s|", px->namespace, sc ? sc->namespace : "",
+                     sc ? "/" : "", sc ? sc->name : "");
+    for (size_t i = 0; i < c->nsels; i++) {
+        const shared_sel_t *s = &c->sels[i];
+        bool on = (s->ns == NULL || strcmp(s->ns, px->namespace) == 0) &&
+                  reg_labels_match_map(&px->labels, s->labels);
+        key[n++] = on ? '1' : '0';
+    }
+    return key;
+}
+
+/* The proxy's result: shared outbound part and own part, merged by name (the
+ * outbound resource wins a name both have, as it is emitted first). */
+static xds_resources_t *merge_parts(xds_resources_t *shared, xds_resources_t *own)
+{
+    xds_resources_t *r = mesh_xcalloc(1, sizeof(*r));
+    atomic_init(&r->refs, 1);
+    r->arena = arena_new(4096);
+    r->parts[0] = xds_resources_ref(shared);
+    r->parts[1] = xds_resources_ref(own);
+    for (int ty = 0; ty < XDS_NTYPES; ty++) {
+        const xds_resources_t *only = own->n[ty] == 0 ? shared : shared->n[ty] == 0 ? own : NULL;
+        if (only) { /* nothing to merge: borrow the list as it is */
+            r->res[ty] = only->res[ty];
+            r->n[ty] = only->n[ty];
+            r->sum[ty] = only->sum[ty];
+            r->hash[ty] = only->hash[ty];
+            continue;
+        }
+        /* the proxy's few resources go into the shared list where they sort */
+        const xds_resource_t *a = shared->res[ty], *b = own->res[ty];
+        uint32_t na = shared->n[ty], nb = own->n[ty], i = 0, k = 0;
+        xds_resource_t *v = arena_alloc(r->arena, (na + nb + 1) * sizeof(*v));
+        uint64_t sum = shared->sum[ty];
+        for (uint32_t j = 0; j < nb; j++) {
+            uint32_t lo = i, hi = na; /* first shared name >= b[j].name */
+            while (lo < hi) {
+                uint32_t mid = lo + (hi - lo) / 2;
+                if (strcmp(a[mid].name, b[j].name) < 0)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            memcpy(v + k, a + i, (lo - i) * sizeof(*v));
+            k += lo - i;
+            i = lo;
+            if (i < na && strcmp(a[i].name, b[j].name) == 0)
+                continue; /* the outbound resource of that name stays */
+            v[k++] = b[j];
+            sum += item_mix(&b[j]);
+        }
+        memcpy(v + k, a + i, (na - i) * sizeof(*v));
+        k += na - i;
+        r->res[ty] = v;
+        r->n[ty] = k;
+        r->sum[ty] = sum;
+        r->hash[ty] = set_final(sum, k);
+    }
+    r->nwarnings = shared->nwarnings + own->nwarnings;
+    r->warnings = arena_alloc(r->arena, (r->nwarnings + 1) * sizeof(char *));
+    for (uint32_t i = 0; i < shared->nwarnings; i++)
+        r->warnings[i] = shared->warnings[i];
+    for (uint32_t i = 0; i < own->nwarnings; i++)
+        r->warnings[shared->nwarnings + i] = own->warnings[i];
+    return r;
+}
+
+xds_resources_t *tx_translate_shared(tx_shared_t *c, const xds_input_t *in,
+                                     const xds_proxy_t *proxy)
+{
+    if (c == NULL || proxy->type != XDS_SIDECAR || proxy->proxyless || in->snap != c->in.snap ||
+        in->reg != c->in.reg || !same_str(in->trust_domain, c->in.trust_domain) ||
+        !same_str(in->root_namespace, c->in.root_namespace))
+        return xds_translate(in, proxy);
+    char *key = shared_key(c, proxy);
+    pthread_mutex_lock(&c->mu);
+    shared_entry_t *e = hmap_get(&c->entries, key);
+    if (e == NULL) { /* ours to build; others wanting it wait */
+        e = mesh_xcalloc(1, sizeof(*e));
+        e->key = key;
+        key = NULL;
+        hmap_put(&c->entries, e->key, e);
+        pthread_mutex_unlock(&c->mu);
+        xds_resources_t *built = translate_part(&c->in, proxy, TX_OUTBOUND, c);
+        pthread_mutex_lock(&c->mu);
+        e->r = built;
+        c->nbuilt++;
+        pthread_cond_broadcast(&c->built);
+    } else {
+        while (e->r == NULL)
+            pthread_cond_wait(&c->built, &c->mu);
+        c->nreused++;
+    }
+    xds_resources_t *shared = xds_resources_ref(e->r);
+    pthread_mutex_unlock(&c->mu);
+    free(key);
+    xds_resources_t *own = translate_part(&c->in, proxy, TX_INBOUND, NULL);
+    xds_resources_t *r = merge_parts(shared, own);
+    xds_resources_unref(own);
+    xds_resources_unref(shared);
+    return r;
+}
+
+static void svc_key(char *buf, size_t size, const reg_service_t *s, const cfg_object_t *dro)
+{
+    snprintf(buf, size, "%p|%p", (const void *)s, (const void *)dro);
+}
+
+bool tx_shared_replay(tx_t *t, const reg_service_t *s, const cfg_object_t *dro)
+{
+    tx_shared_t *c = t->shared;
+    if (c == NULL)
+        return false;
+    char key[64];
+    svc_key(key, sizeof(key), s, dro);
+    pthread_mutex_lock(&c->mu);
+    const tx_rec_t *rec = hmap_get(&c->svc_out, key);
+    pthread_mutex_unlock(&c->mu);
+    if (rec == NULL)
+        return false;
+    /* entries are never changed once added, and their arena never moves */
+    for (size_t i = 0; i < rec->n; i++)
+        emit_packed(t, rec->v[i].type, rec->v[i].name, rec->v[i].data, rec->v[i].len);
+    return true;
+}
+
+void tx_shared_record(tx_t *t, const reg_service_t *s, const cfg_object_t *dro)
+{
+    tx_shared_t *c = t->shared;
+    tx_rec_t *rec = t->rec;
+    t->rec = NULL;
+    if (c == NULL || rec == NULL)
+        return;
+    char key[64];
+    svc_key(key, sizeof(key), s, dro);
+    pthread_mutex_lock(&c->mu);
+    if (hmap_get(&c->svc_out, key) == NULL) {
+        arena_t *svc_arena = c->svc_bytes->arena;
+        tx_rec_t *kept = arena_alloc(svc_arena, sizeof(*kept));
+        kept->v = arena_alloc(svc_arena, (rec->n + 1) * sizeof(*kept->v));
+        for (size_t i = 0; i < rec->n; i++) {
+            tx_rec_item_t *it = &kept->v[i];
+            it->type = rec->v[i].type;
+            it->name = arena_strdup(svc_arena, rec->v[i].name);
+            uint8_t *d = arena_alloc(svc_arena, rec->v[i].len ? rec->v[i].len : 1);
+            memcpy(d, rec->v[i].data, rec->v[i].len);
+            it->data = d;
+            it->len = rec->v[i].len;
+        }
+        kept->n = rec->n;
+        hmap_put(&c->svc_out, arena_strdup(svc_arena, key), kept);
+    }
+    pthread_mutex_unlock(&c->mu);
 }

@@ -79,22 +79,27 @@ static pb_ctls_t *istio_common(tx_t *t, const char *const *sans, size_t nsans)
 
 pb_tsock_t *tx_istio_mutual_upstream(tx_t *t, const char *sni, const reg_service_t *svc, bool h2)
 {
-    /* SANs: the service accounts of the service's endpoints, as Istio does */
-    const char **sans = NULL;
-    size_t n = 0;
-    for (uint32_t i = 0; svc && i < svc->nendpoints; i++) {
-        const reg_endpoint_t *e = &svc->endpoints[i];
-        if (e->service_account == NULL || !*e->service_account)
-            continue;
-        char *id = tx_printf(t, "spiffe://%s/ns/%s/sa/%s", t->trust_domain, e->namespace,
-                             e->service_account);
-        bool dup = false;
-        for (size_t j = 0; j < n && !dup; j++)
-            dup = strcmp(sans[j], id) == 0;
-        if (!dup)
-            TX_PUSH(t, sans, n, id);
+    /* SANs: the service accounts of the service's endpoints, as Istio does
+     * (the clusters of a service are built one after the other: kept for the
+     * next one) */
+    if (svc == NULL || svc != t->san_svc) {
+        t->san_svc = svc;
+        t->sans = NULL;
+        t->nsans = 0;
+        for (uint32_t i = 0; svc && i < svc->nendpoints; i++) {
+            const reg_endpoint_t *e = &svc->endpoints[i];
+            if (e->service_account == NULL || !*e->service_account)
+                continue;
+            bool dup = false;
+            char *id = tx_printf(t, "spiffe://%s/ns/%s/sa/%s", t->trust_domain, e->namespace,
+                                 e->service_account);
+            for (size_t j = 0; j < t->nsans && !dup; j++)
+                dup = strcmp(t->sans[j], id) == 0;
+            if (!dup)
+                TX_PUSH(t, t->sans, t->nsans, id);
+        }
     }
-    pb_ctls_t *c = istio_common(t, sans, n);
+    pb_ctls_t *c = istio_common(t, t->sans, t->nsans);
     if (h2)
         add_alpn(t, c, "h2");
     add_alpn(t, c, "istio-peer-exchange");
@@ -380,24 +385,29 @@ pb_cla_t *tx_load_assignment(tx_t *t, const char *name, const reg_service_t *s, 
 {
     pb_cla_t *cla = TX_NEW(t, pb_cla_t, ENVOY__CONFIG__ENDPOINT__V3__CLUSTER_LOAD_ASSIGNMENT__INIT);
     cla->cluster_name = tx_str(t, name);
+    const char **group_keys = NULL; /* locality of each group, as written back */
     for (uint32_t i = 0; i < s->nendpoints; i++) {
         const reg_endpoint_t *e = &s->endpoints[i];
         if (e->service_port != port || !endpoint_in_subset(e, subset))
             continue;
         if (!e->ready && !include_not_ready)
             continue;
+        /* groups by the locality string as its group reads it back
+         * (REGION[/ZONE[/SUBZONE]], empty parts dropped) */
+        const char *loc = e->locality ? e->locality : "";
         pb_lle_t *group = NULL;
-        for (size_t g = 0; g < cla->n_endpoints && group == NULL; g++) {
-            const Envoy__Config__Core__V3__Locality *l = cla->endpoints[g]->locality;
-            char *k = tx_printf(t, "%s%s%s%s%s", l->region, *l->zone ? "/" : "", l->zone,
-                                *l->sub_zone ? "/" : "", l->sub_zone);
-            if (strcmp(k, e->locality) == 0)
+        for (size_t g = 0; g < cla->n_endpoints && group == NULL; g++)
+            if (strcmp(group_keys[g], loc) == 0)
                 group = cla->endpoints[g];
-        }
         if (group == NULL) {
             group = TX_NEW(t, pb_lle_t, ENVOY__CONFIG__ENDPOINT__V3__LOCALITY_LB_ENDPOINTS__INIT);
-            group->locality = locality(t, e->locality);
+            group->locality = locality(t, loc);
             group->load_balancing_weight = tx_u32(t, 0);
+            const Envoy__Config__Core__V3__Locality *l = group->locality;
+            size_t ng = cla->n_endpoints;
+            TX_PUSH(t, group_keys, ng,
+                    tx_printf(t, "%s%s%s%s%s", l->region, *l->zone ? "/" : "", l->zone,
+                              *l->sub_zone ? "/" : "", l->sub_zone));
             TX_PUSH(t, cla->endpoints, cla->n_endpoints, group);
         }
         Envoy__Config__Endpoint__V3__Endpoint *ep = TX_NEW(
@@ -512,6 +522,16 @@ static void outbound_cluster(tx_t *t, const reg_service_t *s, const reg_port_t *
         tx_emit(t, XDS_ENDPOINT, name, tx_load_assignment(t, name, s, port->port, subset, false));
 }
 
+/* Inbound connections leave from 127.0.0.6 (Istio's InboundPassthroughBindIpv4):
+ * the capture rules return traffic from that source on lo, so a sidecar
+ * reaching its own pod IP is not redirected back to itself. */
+static void inbound_bind(tx_t *t, pb_cluster_t *c)
+{
+    c->upstream_bind_config =
+        TX_NEW(t, Envoy__Config__Core__V3__BindConfig, ENVOY__CONFIG__CORE__V3__BIND_CONFIG__INIT);
+    c->upstream_bind_config->source_address = tx_socket_address(t, "127.0.0.6", 0)->socket_address;
+}
+
 static void static_clusters(tx_t *t)
 {
     pb_cluster_t *bh = TX_NEW(t, pb_cluster_t, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__INIT);
@@ -529,6 +549,8 @@ static void static_clusters(tx_t *t)
         p->type = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST;
         p->lb_policy = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED;
         apply_pool(t, p, NULL, REG_PROTO_TCP);
+        if (i == 1)
+            inbound_bind(t, p);
         tx_emit(t, XDS_CLUSTER, pass[i], p);
     }
 }
@@ -551,16 +573,29 @@ static void inbound_clusters(tx_t *t)
         c->type = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST;
         c->lb_policy = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED;
         apply_pool(t, c, NULL, targets[i].port->protocol);
+        inbound_bind(t, c);
         tx_emit(t, XDS_CLUSTER, name, c);
     }
 }
 
 void tx_build_clusters(tx_t *t)
 {
-    static_clusters(t);
-    for (size_t i = 0; i < t->nsvcs; i++) {
+    if (t->part != TX_INBOUND)
+        static_clusters(t);
+    for (size_t i = 0; t->part != TX_INBOUND && i < t->nsvcs; i++) {
         const reg_service_t *s = t->svcs[i];
-        const cfg_DestinationRule *dr = tx_dr_for(t, s->hostname, NULL);
+        tx_scratch_begin(t); /* shared part: a service's messages go once emitted */
+        const cfg_object_t *dro = NULL;
+        const cfg_DestinationRule *dr = tx_dr_for(t, s->hostname, &dro);
+        if (dr == NULL)
+            dro = NULL;
+        if (tx_shared_replay(t, s, dro)) { /* another namespace built the same */
+            tx_scratch_end(t);
+            continue;
+        }
+        tx_rec_t rec;
+        if (t->shared)
+            tx_record_begin(t, &rec);
         for (uint32_t p = 0; p < s->nports; p++) {
             const reg_port_t *port = &s->ports[p];
             if (port->protocol == REG_PROTO_UDP)
@@ -569,7 +604,9 @@ void tx_build_clusters(tx_t *t)
             for (uint32_t k = 0; dr && k < dr->subsets.n; k++)
                 outbound_cluster(t, s, port, dr, &dr->subsets.v[k]);
         }
+        tx_shared_record(t, s, dro);
+        tx_scratch_end(t);
     }
-    if (t->px->type == XDS_SIDECAR)
+    if (t->px->type == XDS_SIDECAR && t->part != TX_OUTBOUND)
         inbound_clusters(t);
 }

@@ -53,11 +53,54 @@ typedef Google__Protobuf__Any pb_any_t;
 
 typedef struct tx_out {
     const char *name;
-    const ProtobufCMessage *msg;
+    const ProtobufCMessage *msg; /* NULL once serialized (data, len) */
+    const uint8_t *data;
+    size_t len;
 } tx_out_t;
 
+/* A string-keyed hash map in the translation's arena (keys are borrowed). */
+typedef struct tx_map_entry {
+    const char *key;
+    void *val;
+} tx_map_entry_t;
+typedef struct tx_map {
+    tx_map_entry_t *v;
+    size_t cap, n;
+} tx_map_t;
+
+/* Objects in snapshot order (namespace, name); the lists of the indexes. */
+typedef struct tx_objlist {
+    const cfg_object_t **v;
+    size_t n;
+} tx_objlist_t;
+
+/* Which part of a sidecar's configuration a translation builds: all of it,
+ * only what does not depend on the proxy itself beyond its namespace, type,
+ * Sidecar and label selectors (outbound clusters, EDS, routes, outbound
+ * listeners: shared, see tx_shared_t), or only the rest (inbound clusters,
+ * virtualInbound, secrets). Routers and proxyless clients are always TX_ALL. */
+typedef enum { TX_ALL = 0, TX_OUTBOUND, TX_INBOUND } tx_part_t;
+
+/* What one service's clusters and endpoints are, serialized, as built for an
+ * outbound part: every resource it emitted, kept or not (tx_shared_t reuses
+ * it for the other outbound parts that pick the same DestinationRule). */
+typedef struct tx_rec_item {
+    xds_type_t type;
+    const char *name;
+    const uint8_t *data;
+    size_t len;
+} tx_rec_item_t;
+typedef struct tx_rec {
+    tx_rec_item_t *v;
+    size_t n;
+} tx_rec_t;
+
+struct tx_shared;
+
 typedef struct tx {
-    arena_t *a;
+    arena_t *a; /* messages; a scratch arena while one is lent (tx_scratch_begin) */
+    arena_t *keep; /* what outlives a scratch arena: outputs, indexes, warnings */
+    arena_t *res_arena; /* the serialized result */
     const xds_input_t *in;
     const xds_proxy_t *px;
     const reg_t *reg;
@@ -71,9 +114,24 @@ typedef struct tx {
     size_t nvss;
     const cfg_object_t **drs; /* DestinationRules visible to the proxy */
     size_t ndrs;
+    tx_part_t part;
+    struct tx_shared *shared; /* the cache an outbound part is built for, or NULL */
+    tx_rec_t *rec; /* recording what tx_emit gets (one service's clusters), or NULL */
+    /* indexes over the scope, built with it (translate.c) */
+    bool indexed;
+    tx_map_t dr_by_host; /* resolved host -> tx_objlist_t* of DestinationRules */
+    tx_objlist_t dr_wild; /* DestinationRules whose host is a wildcard */
+    tx_map_t vs_by_host; /* resolved exact host -> tx_objlist_t* of mesh VirtualServices */
+    tx_objlist_t vs_wild; /* mesh VirtualServices with a wildcard host */
+    tx_objlist_t vs_tcp; /* VirtualServices with tcp routes */
+    /* SANs of the last service an ISTIO_MUTUAL cluster was built for */
+    const reg_service_t *san_svc;
+    const char **sans;
+    size_t nsans;
     /* output */
     tx_out_t *out[XDS_NTYPES];
     size_t nout[XDS_NTYPES];
+    tx_map_t emitted[XDS_NTYPES]; /* name -> tx_out_t index + 1 */
     char **warnings;
     size_t nwarnings;
 } tx_t;
@@ -109,8 +167,29 @@ pb_smatch_t *tx_smatch_suffix(tx_t *t, const char *s);
 pb_smatch_t *tx_smatch_regex(tx_t *t, const char *re);
 pb_filter_t *tx_network_filter(tx_t *t, const char *name, const void *cfg);
 pb_hfilter_t *tx_http_filter(tx_t *t, const char *name, const void *cfg);
-/* Records a finished top-level resource. */
+/* Records a finished top-level resource (the first of a name wins); while a
+ * scratch arena is lent it is serialized at once. */
 void tx_emit(tx_t *t, xds_type_t type, const char *name, const void *msg);
+/* Lends t->a a scratch arena for messages that are emitted before
+ * tx_scratch_end() frees it (the outbound part's bulk: clusters and their
+ * endpoints, one service at a time). Only for TX_OUTBOUND translations,
+ * where nothing reads emitted messages back. */
+void tx_scratch_begin(tx_t *t);
+void tx_scratch_end(tx_t *t);
+/* Emits the clusters and endpoints of service s with DestinationRule dro as
+ * another outbound part of this cache built them; false when none did. */
+bool tx_shared_replay(tx_t *t, const reg_service_t *s, const cfg_object_t *dro);
+/* Starts recording what tx_emit gets, for tx_shared_record(). */
+void tx_record_begin(tx_t *t, tx_rec_t *rec);
+/* Stops recording and keeps what service s with dro emitted in the cache. */
+void tx_shared_record(tx_t *t, const reg_service_t *s, const cfg_object_t *dro);
+/* True when a resource of this type and name has been emitted. */
+bool tx_emitted(const tx_t *t, xds_type_t type, const char *name);
+
+/* The value of key, or NULL. */
+void *tx_map_get(const tx_map_t *m, const char *key);
+/* The value slot of key, added (NULL) when missing; key is borrowed. */
+void **tx_map_slot(tx_t *t, tx_map_t *m, const char *key);
 
 /* ---- lookups shared by the builders (translate.c) ---- */
 
@@ -133,6 +212,45 @@ typedef struct tx_policy {
 } tx_policy_t;
 void tx_policy_for(const cfg_DestinationRule *dr, const cfg_Subset *subset, uint32_t port,
                    tx_policy_t *out);
+
+/* ---- the shared outbound part (translate.c; used by push.c) ----
+ *
+ * Everything a sidecar receives except its inbound part (outbound clusters,
+ * EDS, outbound routes, virtualOutbound and the per-port outbound listeners)
+ * depends only on the config snapshot and registry, the trust domain and
+ * root namespace, and of the proxy on its namespace, the Sidecar resource
+ * that applies to it and which label selectors of the outbound rules
+ * (DestinationRule workloadSelector, VirtualService sourceLabels) it matches.
+ * A tx_shared_t holds, for one snapshot and registry, that part serialized
+ * once per such key; tx_translate_shared() serializes only the proxy's own
+ * part (inbound clusters, virtualInbound, anything using its IP, labels,
+ * PeerAuthentication or AuthorizationPolicy) and merges both into a result
+ * byte-identical to xds_translate(). Routers (gateways and their secrets) and
+ * proxyless gRPC clients are translated whole, never shared.
+ *
+ * Ownership: the cache is reference-counted and thread-safe (the push's worker
+ * threads share it; one builds a key while the others wanting it wait). The
+ * ADS server (push.c) makes one per push generation (new snapshot and
+ * registry) when a translation first needs it, lends a reference to each
+ * translation job, and drops its own when the next generation starts, when a
+ * push completes, or when nothing was translated for a while (the interned
+ * sets then hold what the proxies got); the last reference frees it. A
+ * result it returned keeps the shared part it borrows alive on its own
+ * (xds_resources_unref frees it). */
+typedef struct tx_shared tx_shared_t;
+
+/* A cache for this snapshot and registry (borrowed: the caller keeps them
+ * alive while the cache is in use) and input options. */
+tx_shared_t *tx_shared_new(const xds_input_t *in);
+tx_shared_t *tx_shared_ref(tx_shared_t *c);
+void tx_shared_unref(tx_shared_t *c);
+/* What xds_translate(in, proxy) returns, with the outbound part taken from
+ * (or added to) the cache. in must be the cache's input (else, or with c NULL,
+ * a full translation). */
+xds_resources_t *tx_translate_shared(tx_shared_t *c, const xds_input_t *in,
+                                     const xds_proxy_t *proxy);
+/* Outbound parts built and reused so far. */
+void tx_shared_stats(tx_shared_t *c, uint64_t *built, uint64_t *reused);
 
 /* ---- builders ---- */
 

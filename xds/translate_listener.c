@@ -164,13 +164,13 @@ static pb_filter_t *outbound_tcp(tx_t *t, const reg_service_t *s, uint32_t port)
 {
     char cname[1024];
     xds_cluster_name(cname, sizeof(cname), XDS_OUTBOUND, port, "", s->hostname);
-    for (size_t i = 0; i < t->nvss; i++) {
-        const cfg_VirtualService *vs = CFG_BODY(t->vss[i], VirtualService)->spec;
-        if (vs == NULL || vs->tcp.n == 0)
-            continue;
+    for (size_t i = 0; i < t->vs_tcp.n; i++) {
+        const cfg_object_t *vso = t->vs_tcp.v[i];
+        const cfg_VirtualService *vs = CFG_BODY(vso, VirtualService)->spec;
         bool host_ok = false;
         for (uint32_t j = 0; j < vs->hosts.n && !host_ok; j++)
-            host_ok = xds_host_match(xds_resolve_host(t->a, vs->hosts.v[j], t->vss[i]->namespace), s->hostname);
+            host_ok = xds_host_match(xds_resolve_host(t->a, vs->hosts.v[j], vso->namespace),
+                                     s->hostname);
         if (!host_ok)
             continue;
         for (uint32_t r = 0; r < vs->tcp.n; r++) {
@@ -185,7 +185,7 @@ static pb_filter_t *outbound_tcp(tx_t *t, const reg_service_t *s, uint32_t port)
             char dn[1024];
             if (tr->route.n == 1) {
                 const cfg_Destination *d = tr->route.v[0].destination;
-                const char *h = xds_resolve_host(t->a, d->host, t->vss[i]->namespace);
+                const char *h = xds_resolve_host(t->a, d->host, vso->namespace);
                 xds_cluster_name(dn, sizeof(dn), XDS_OUTBOUND, d->port && d->port->number ? d->port->number : port,
                                  d->subset, h);
                 p->cluster_specifier_case = ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_CLUSTER;
@@ -197,7 +197,7 @@ static pb_filter_t *outbound_tcp(tx_t *t, const reg_service_t *s, uint32_t port)
                            ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__WEIGHTED_CLUSTER__INIT);
                 for (uint32_t k = 0; k < tr->route.n; k++) {
                     const cfg_Destination *d = tr->route.v[k].destination;
-                    const char *h = xds_resolve_host(t->a, d->host, t->vss[i]->namespace);
+                    const char *h = xds_resolve_host(t->a, d->host, vso->namespace);
                     xds_cluster_name(dn, sizeof(dn), XDS_OUTBOUND,
                                      d->port && d->port->number ? d->port->number : port, d->subset, h);
                     Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy__WeightedCluster__ClusterWeight *cw =
@@ -249,10 +249,7 @@ static void outbound_listeners(tx_t *t)
             if (!http && !sniff)
                 continue;
             const char *name = tx_printf(t, "0.0.0.0_%u", port->port);
-            bool seen = false;
-            for (size_t k = 0; k < t->nout[XDS_LISTENER] && !seen; k++)
-                seen = strcmp(t->out[XDS_LISTENER][k].name, name) == 0;
-            if (seen)
+            if (tx_emitted(t, XDS_LISTENER, name))
                 continue;
             pb_listener_t *l = new_listener(t, name, "0.0.0.0", port->port, false);
             l->bind_to_port = tx_bool(t, false);
@@ -285,10 +282,7 @@ static void outbound_listeners(tx_t *t)
                 continue;
             const char *vip = s->address && strchr(s->address, '/') == NULL ? s->address : "0.0.0.0";
             const char *name = tx_printf(t, "%s_%u", vip, port->port);
-            bool seen = false;
-            for (size_t k = 0; k < t->nout[XDS_LISTENER] && !seen; k++)
-                seen = strcmp(t->out[XDS_LISTENER][k].name, name) == 0;
-            if (seen)
+            if (tx_emitted(t, XDS_LISTENER, name))
                 continue;
             pb_listener_t *l = new_listener(t, name, vip, port->port, false);
             l->bind_to_port = tx_bool(t, false);
@@ -671,7 +665,10 @@ void tx_build_listeners(tx_t *t)
     }
     if (t->px->proxyless)
         return; /* gRPC clients get API listeners (translate_grpc.c), not socket listeners */
-    virtual_outbound(t);
-    outbound_listeners(t);
-    virtual_inbound(t);
+    if (t->part != TX_INBOUND) {
+        virtual_outbound(t);
+        outbound_listeners(t);
+    }
+    if (t->part != TX_OUTBOUND)
+        virtual_inbound(t);
 }

@@ -251,8 +251,8 @@ static char *dest_cluster(tx_t *t, const cfg_Destination *d, const char *ns, uin
     if (p == 0)
         p = port;
     if (s == NULL)
-        tx_warn(t, "route destination %s: no such service visible to %s/%s", host,
-                t->px->namespace, t->px->pod_name);
+        tx_warn(t, "route destination %s: no such service visible from namespace %s", host,
+                t->px->namespace);
     char name[1024];
     xds_cluster_name(name, sizeof(name), XDS_OUTBOUND, p, d->subset, host);
     return tx_str(t, name);
@@ -645,22 +645,6 @@ static size_t vs_routes(tx_t *t, const cfg_object_t *vso, uint32_t port, const c
     return added;
 }
 
-/* The first VirtualService bound to the mesh whose hosts include host. */
-static const cfg_object_t *vs_for_host(tx_t *t, const char *host)
-{
-    for (size_t i = 0; i < t->nvss; i++) {
-        const cfg_VirtualService *vs = CFG_BODY(t->vss[i], VirtualService)->spec;
-        if (vs == NULL || !gateways_select(t, &vs->gateways, t->vss[i]->namespace, NULL, 0))
-            continue;
-        for (uint32_t j = 0; j < vs->hosts.n; j++) {
-            const char *h = xds_resolve_host(t->a, vs->hosts.v[j], t->vss[i]->namespace);
-            if (xds_host_match(h, host))
-                return t->vss[i];
-        }
-    }
-    return NULL;
-}
-
 static void add_domain(tx_t *t, pb_vhost_t *vh, const char *d, uint32_t port)
 {
     TX_PUSH(t, vh->domains, vh->n_domains, tx_str(t, d));
@@ -720,11 +704,6 @@ pb_route_t *tx_service_default_route(tx_t *t, const reg_service_t *s, uint32_t p
     return r;
 }
 
-const cfg_object_t *tx_vs_for_host(tx_t *t, const char *host)
-{
-    return vs_for_host(t, host);
-}
-
 size_t tx_vs_mesh_routes(tx_t *t, const cfg_object_t *vs, uint32_t port, const char *operation,
                          pb_route_t ***out, size_t *n)
 {
@@ -738,8 +717,8 @@ void tx_service_domains(tx_t *t, pb_vhost_t *vh, const reg_service_t *s, uint32_
 
 void tx_build_routes(tx_t *t)
 {
-    if (t->px->type != XDS_SIDECAR)
-        return; /* gateways build theirs with their listeners */
+    if (t->px->type != XDS_SIDECAR || t->part == TX_INBOUND)
+        return; /* gateways build theirs with their listeners; inbound routes are inline */
     uint32_t *ports = NULL;
     size_t np = 0;
     for (size_t i = 0; i < t->nsvcs; i++) {
@@ -762,21 +741,22 @@ void tx_build_routes(tx_t *t)
         pb_rc_t *rc = TX_NEW(t, pb_rc_t, ENVOY__CONFIG__ROUTE__V3__ROUTE_CONFIGURATION__INIT);
         rc->name = tx_printf(t, "%u", port);
         rc->validate_clusters = tx_bool(t, false);
+        tx_map_t vhosts = {0}; /* virtual host names of this configuration */
         for (size_t i = 0; i < t->nsvcs; i++) {
             const reg_service_t *s = t->svcs[i];
             const reg_port_t *sp = reg_service_port(s, port);
             if (sp == NULL || (!reg_protocol_is_http(sp->protocol) && sp->protocol != REG_PROTO_UNKNOWN))
                 continue;
             /* one virtual host per hostname (the first visible service wins) */
-            bool dup = false;
-            for (size_t v = 0; v < rc->n_virtual_hosts && !dup; v++)
-                dup = strcmp(rc->virtual_hosts[v]->name, tx_printf(t, "%s:%u", s->hostname, port)) == 0;
-            if (dup)
+            char *vname = tx_printf(t, "%s:%u", s->hostname, port);
+            void **slot = tx_map_slot(t, &vhosts, vname);
+            if (*slot != NULL)
                 continue;
-            pb_vhost_t *vh = new_vhost(t, tx_printf(t, "%s:%u", s->hostname, port));
+            pb_vhost_t *vh = new_vhost(t, vname);
+            *slot = vh;
             service_domains(t, vh, s, port);
             const char *op = tx_printf(t, "%s:%u/*", s->hostname, port);
-            const cfg_object_t *vs = vs_for_host(t, s->hostname);
+            const cfg_object_t *vs = tx_vs_for_host(t, s->hostname);
             if (vs)
                 vs_routes(t, vs, port, op, NULL, 0, &vh->routes, &vh->n_routes);
             if (vh->n_routes == 0) {

@@ -39,6 +39,7 @@ typedef enum {
     XDS_ROUTE,
     XDS_CLUSTER,
     XDS_ENDPOINT,
+    XDS_SECRET, /* SDS: gateway credentials (kubernetes://NAME), router proxies only */
     XDS_NTYPES
 } xds_type_t;
 
@@ -123,6 +124,16 @@ const xds_resource_t *xds_resources_find(const xds_resources_t *r, xds_type_t t,
 uint64_t xds_resources_hash(const xds_resources_t *r, xds_type_t t);
 /* Human-readable warnings collected during translation (unknown hosts, ...). */
 const char *const *xds_resources_warnings(const xds_resources_t *r, uint32_t *n);
+
+/* ---- secrets (xds/translate_secret.c) ---- */
+
+#define XDS_SDS_KUBERNETES_PREFIX "kubernetes://"
+#define XDS_SDS_CA_SUFFIX "-cacert"
+
+struct json_object;
+/* Replaces private key material in the JSON of a Secret resource (as
+ * xds_resource_to_json prints it) with "[redacted]", in place. */
+void xds_secret_redact_json(struct json_object *secret);
 
 /* ---- names (xds/names.c) ---- */
 

@@ -38,6 +38,7 @@
 #include "../common/workq.h"
 #include "../config/config.h"
 #include "../controlplane/debug.h"
+#include "xds.h"
 
 #define XDS_ADS_SOTW_PATH "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 #define XDS_ADS_DELTA_PATH "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
@@ -61,8 +62,8 @@ typedef struct xds_server_opts {
  * under the server's lock). */
 typedef struct xds_server_stats {
     uint64_t connected;         /* open ADS streams with a valid node */
-    uint64_t pushes[4];         /* responses sent, by xds_type_t */
-    uint64_t rejects[4];        /* NACKs received, by xds_type_t */
+    uint64_t pushes[XDS_NTYPES];  /* responses sent, by xds_type_t */
+    uint64_t rejects[XDS_NTYPES]; /* NACKs received, by xds_type_t */
     uint64_t push_rounds;       /* debounced pushes run */
     uint64_t responses_encoded; /* state-of-the-world responses encoded */
     uint64_t responses_shared;  /* ... and sent again from the cache without encoding */

@@ -283,12 +283,14 @@ static void test_clusters_and_listeners(void **state)
     assert_string_equal(rnd->endpoints[0].address, "[::1]:1");
 
     assert_int_equal(s->nlisteners, 2);
-    assert_int_equal(s->listeners[0].kind, PX_LISTENER_HTTP);
-    assert_string_equal(s->listeners[0].rds_name, "80");
-    assert_non_null(s->listeners[0].route_config);
-    assert_string_equal(s->listeners[0].stat_prefix, "outbound_0.0.0.0_80");
-    assert_int_equal(s->listeners[1].kind, PX_LISTENER_TCP);
-    assert_string_equal(s->listeners[1].tcp_cluster, "rr");
+    assert_int_equal(s->listeners[0].nchains, 1);
+    assert_int_equal(s->listeners[0].chains[0].kind, PX_LISTENER_HTTP);
+    assert_string_equal(s->listeners[0].chains[0].rds_name, "80");
+    assert_non_null(s->listeners[0].chains[0].route_config);
+    assert_string_equal(s->listeners[0].chains[0].stat_prefix, "outbound_0.0.0.0_80");
+    assert_true(s->listeners[0].bind);
+    assert_int_equal(s->listeners[1].chains[0].kind, PX_LISTENER_TCP);
+    assert_string_equal(s->listeners[1].chains[0].tcp_cluster, "rr");
     assert_int_equal(s->listeners[1].port, 3306);
 
     /* a reference keeps the snapshot alive past the builder's */
@@ -402,7 +404,7 @@ static const struct bad_config bad_configs[] = {
     {"{\"resources\": [{" T_LISTENER ", \"name\": \"l\", \"address\": {\"socket_address\": "
      "{\"address\": \"0.0.0.0\", \"port_value\": 80}}, \"filter_chains\": [{\"filters\": "
      "[{\"name\": \"x\", \"typed_config\": {" T_CLUSTER ", \"name\": \"z\"}}]}]}]}",
-     "Listener l: filter_chains[0].filters: unsupported network filter"},
+     "Listener l: filter_chains[0].filters[0]: unsupported network filter"},
     {"{\"resources\": [{" T_LISTENER ", \"name\": \"l\", \"address\": {\"socket_address\": "
      "{\"address\": \"0.0.0.0\", \"port_value\": 80}}, \"filter_chains\": [{\"filters\": "
      "[{\"name\": \"x\", \"typed_config\": {" T_HCM ", \"route_config\": {\"name\": \"in\", "

@@ -33,7 +33,8 @@ cat >"$tmp/good.json" <<'JSON'
 JSON
 "$PROXY" check-config "$tmp/good.json" >"$tmp/out" 2>&1
 check check_config_accepts_good_file test $? -eq 0
-check check_config_lists_listener grep -q '  listener in 127.0.0.1:8080 http' "$tmp/out"
+check check_config_lists_listener grep -q '  listener in 127.0.0.1:8080' "$tmp/out"
+check check_config_lists_chain grep -q '    chain -: http' "$tmp/out"
 check check_config_counts_endpoints grep -q '  cluster web: 1 healthy endpoints' "$tmp/out"
 
 sed 's/"prefix": "\/"}/"safe_regex": {"regex": "(["}}/' "$tmp/good.json" >"$tmp/bad.json"

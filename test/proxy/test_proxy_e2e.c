@@ -472,7 +472,7 @@ static int connect_port(int port)
 typedef struct resp {
     int status;
     char head[4096];
-    char body[262144];
+    char body[1048576];
     size_t body_len;
     bool closed; /* the proxy said connection: close */
 } resp_t;

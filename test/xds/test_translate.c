@@ -97,6 +97,8 @@ static json_object *dump(const xds_resources_t *r)
     static const char *const keys[XDS_NTYPES] = {"listeners", "routes", "clusters", "endpoints"};
     json_object *o = json_object_new_object();
     for (int t = 0; t < XDS_NTYPES; t++) {
+        if (keys[t] == NULL) /* secrets: test_sds.c */
+            continue;
         json_object *m = json_object_new_object();
         uint32_t n;
         const xds_resource_t *res = xds_resources_get(r, (xds_type_t)t, &n);
