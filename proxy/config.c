@@ -25,6 +25,7 @@
 #include "envoy/extensions/filters/http/fault/v3/fault.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+#include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 
 /* Control planes still send the deprecated header-matcher fields and
  * HeaderValueOption.append; Envoy accepts them, so the proxy reads them. */
@@ -804,6 +805,77 @@ static int build_endpoints(build_t *b, const pb_cla_t *cla, px_cluster_t *c)
     return 0;
 }
 
+static const char *any_type(const Google__Protobuf__Any *a);
+
+/* typed_extension_protocol_options "envoy.extensions.upstreams.http.v3.
+ * HttpProtocolOptions": HTTP/2 upstream (explicit http2_protocol_options, or
+ * the downstream's protocol). An upstream TLS context then offers "h2" by
+ * ALPN (and only an HTTP/2 cluster does). */
+static int build_upstream_protocol(build_t *b, const pb_cluster_t *pc, px_cluster_t *c)
+{
+    for (size_t i = 0; i < pc->n_typed_extension_protocol_options; i++) {
+        const Envoy__Config__Cluster__V3__Cluster__TypedExtensionProtocolOptionsEntry *e =
+            pc->typed_extension_protocol_options[i];
+        if (e->value == NULL || strcmp(any_type(e->value),
+                                       envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor.name) != 0)
+            continue;
+        Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions *o =
+            envoy__extensions__upstreams__http__v3__http_protocol_options__unpack(NULL, e->value->value.len,
+                                                                                e->value->value.data);
+        if (o == NULL)
+            return failf(b, "typed_extension_protocol_options", "undecodable HttpProtocolOptions");
+        const Envoy__Config__Core__V3__Http2ProtocolOptions *h2 = NULL;
+        if (o->upstream_protocol_options_case ==
+                ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_EXPLICIT_HTTP_CONFIG &&
+            o->explicit_http_config &&
+            o->explicit_http_config->protocol_config_case ==
+                ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP2_PROTOCOL_OPTIONS) {
+            c->http2 = true;
+            h2 = o->explicit_http_config->http2_protocol_options;
+        } else if (o->upstream_protocol_options_case ==
+                       ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_USE_DOWNSTREAM_PROTOCOL_CONFIG &&
+                   o->use_downstream_protocol_config) {
+            c->http2_downstream = o->use_downstream_protocol_config->http2_protocol_options != NULL;
+            h2 = o->use_downstream_protocol_config->http2_protocol_options;
+        }
+        if (h2 && h2->max_concurrent_streams)
+            c->h2_max_streams = h2->max_concurrent_streams->value;
+        protobuf_c_message_free_unpacked(&o->base, NULL);
+    }
+    px_tls_cfg_t *t = (px_tls_cfg_t *)c->tls;
+    if (t) {
+        /* ALPN follows the cluster's protocol: h2 offered only when spoken */
+        size_t k = 0;
+        bool h2seen = false;
+        for (size_t i = 0; i < t->nalpn; i++) {
+            if (strcmp(t->alpn[i], "h2") == 0) {
+                h2seen = true;
+                if (!c->http2 && !c->http2_downstream)
+                    continue;
+            }
+            t->alpn[k++] = t->alpn[i];
+        }
+        t->nalpn = k;
+        t->h2 = c->http2 || c->http2_downstream;
+        if ((c->http2 || c->http2_downstream) && !h2seen && t->nalpn < PX_TLS_MAX_ALPN) {
+            memmove(t->alpn + 1, t->alpn, t->nalpn * sizeof(t->alpn[0]));
+            t->alpn[0] = "h2";
+            t->nalpn++;
+            if (!c->http2 && t->nalpn < PX_TLS_MAX_ALPN) {
+                /* the downstream's protocol: either */
+                bool h1 = false;
+                for (size_t i = 0; i < t->nalpn; i++)
+                    h1 = h1 || strcmp(t->alpn[i], "http/1.1") == 0;
+                if (!h1)
+                    t->alpn[t->nalpn++] = "http/1.1";
+            }
+        }
+        if (px_tls_cfg_finish(t, b->a) < 0)
+            return failf(b, "transport_socket", "out of memory");
+    }
+    return 0;
+}
+
 static int build_cluster(build_t *b, const pb_cluster_t *pc, px_cluster_t *c, const px_resources_t *in)
 {
     snprintf(b->where, sizeof(b->where), "Cluster %s", pc->name ? pc->name : "");
@@ -832,6 +904,8 @@ static int build_cluster(build_t *b, const pb_cluster_t *pc, px_cluster_t *c, co
     }
     c->connect_timeout_ms = pc->connect_timeout ? duration_ms(pc->connect_timeout) : 5000;
     if (build_transport(b, "transport_socket", pc->transport_socket, false, &c->tls) < 0)
+        return -1;
+    if (build_upstream_protocol(b, pc, c) < 0)
         return -1;
     if (pc->upstream_bind_config && pc->upstream_bind_config->source_address) {
         const Envoy__Config__Core__V3__SocketAddress *ba = pc->upstream_bind_config->source_address;
@@ -1213,8 +1287,19 @@ static int build_hcm(build_t *b, const char *field, const Google__Protobuf__Any 
     if (h == NULL)
         return failf(b, field, "undecodable HttpConnectionManager");
     ch->kind = PX_LISTENER_HTTP;
+    if (ch->tls) {
+        /* the HTTP connection manager speaks h2: ALPN may select it */
+        px_tls_cfg_t *t = (px_tls_cfg_t *)ch->tls;
+        t->h2 = true;
+        if (px_tls_cfg_finish(t, b->a) < 0) {
+            envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__free_unpacked(h, NULL);
+            return failf(b, field, "out of memory");
+        }
+    }
     ch->stat_prefix = arena_strdup(b->a, h->stat_prefix ? h->stat_prefix : "");
     ch->xfcc = (int)h->forward_client_cert_details;
+    if (h->http2_protocol_options && h->http2_protocol_options->max_concurrent_streams)
+        ch->h2_max_streams = h->http2_protocol_options->max_concurrent_streams->value;
     int rc = 0;
     for (size_t i = 0; i < h->n_http_filters && rc == 0; i++) {
         const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter *f = h->http_filters[i];

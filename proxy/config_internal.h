@@ -260,6 +260,10 @@ typedef struct px_cluster {
     bool bind; /* upstream_bind_config: connections bind this source address first */
     struct sockaddr_storage bind_sa;
     socklen_t bind_salen;
+    /* upstream HTTP/2 (HttpProtocolOptions explicit http2_protocol_options,
+     * or use_downstream_protocol_config: h2 when the request came over h2) */
+    bool http2, http2_downstream;
+    uint32_t h2_max_streams; /* the cluster's http2 max_concurrent_streams; 0: the peer's */
 } px_cluster_t;
 
 typedef enum { PX_LISTENER_HTTP, PX_LISTENER_TCP } px_listener_kind_t;
@@ -315,6 +319,7 @@ typedef struct px_chain {
     const struct px_rbac **http_rbac;
     size_t nhttp_rbac;
     int xfcc; /* HCM forward_client_cert_details (the enum's value) */
+    uint32_t h2_max_streams; /* HCM http2_protocol_options.max_concurrent_streams; 0: 100 */
 } px_chain_t;
 
 typedef struct px_listener {

@@ -31,6 +31,7 @@
 #include <openssl/ssl.h>
 
 #include "config_internal.h"
+#include "h2_internal.h"
 #include "rbac_internal.h"
 #include "tls_internal.h"
 #include "proxy.h"
@@ -238,6 +239,7 @@ typedef enum {
     D_TUNNEL,   /* upgraded connection or TCP proxy: raw bytes both ways */
     D_CLOSING,  /* flushing, then close */
     D_DELAY,    /* held by an injected fault delay (a timer), the head still in d->in */
+    D_H2,       /* an HTTP/2 connection: its streams are dconns of their own */
 } dstate_t;
 
 struct dconn {
@@ -319,6 +321,21 @@ struct dconn {
     px_h1_chunked_t resp_chunk;
     bool resp_chunked_out; /* re-encode the body chunked downstream */
     bool resp_keep_alive;
+    bool grpc; /* content-type application/grpc*: gRPC local replies, request_protocol "grpc" */
+
+    /* HTTP/2. A connection (state D_H2) has a codec session and its
+     * streams; each stream is a dconn of its own (parent set, fd -1) that
+     * goes through the same request path, its HTTP/1.1 bytes bridged by the
+     * codec (proxy/h2_internal.h). */
+    px_h2_t *h2;
+    dconn_t *parent;      /* a stream: its connection */
+    px_h2_stream_t *h2s;  /* a stream: its codec stream (NULL once let go) */
+    dconn_t *kids, *knext, *kprev; /* a connection: its streams */
+    size_t nkids;
+    bool h2_busy, h2_again; /* inside the codec: sends wait for the outer loop */
+    bool h2_check_queued;
+    bool h2_goaway;
+    bool h2_dead; /* the session failed: close once the GOAWAY is out */
 };
 
 static void dconn_close(dconn_t *d);
@@ -335,6 +352,10 @@ static void uconn_close(uconn_t *u);
 static bool maybe_retry(dconn_t *d, bool cond);
 static void od_report(worker_t *w, const px_cluster_t *c, cb_state_t *cb, const char *address, int status);
 static bool retry_on_failure(const dconn_t *d, bool connect);
+static void h2k_sync(dconn_t *c);
+static void h2d_start(dconn_t *d);
+static void h2d_on_io(dconn_t *d, unsigned ev);
+static void h2d_flush(dconn_t *p);
 
 /* ---- helpers ---- */
 
@@ -436,7 +457,9 @@ static void access_log(dconn_t *d)
                        "[%s] \"%s %s %s\" %d %s %llu %llu %llu %s \"%s\" \"%s\" \"%s\" \"%s\" \"%s\"\n",
                        ts, d->method, d->path_log ? d->path_log : "-",
                        d->chain && d->chain->kind == PX_LISTENER_TCP ? "-"
-                       : d->req.minor_version ? "HTTP/1.1" : "HTTP/1.0",
+                       : d->parent                                  ? "HTTP/2"
+                       : d->req.minor_version                       ? "HTTP/1.1"
+                                                                    : "HTTP/1.0",
                        d->resp_code, flags_of(d, fl, sizeof(fl)), (unsigned long long)d->bytes_in,
                        (unsigned long long)d->bytes_out,
                        (unsigned long long)(loop_now(d->w->loop) - d->start_ms), ust,
@@ -502,6 +525,7 @@ static void request_reset(dconn_t *d)
     d->retried = false;
     d->retry_head.len = 0;
     d->resp_chunked_out = false;
+    d->grpc = false;
     d->method[0] = '\0';
 }
 
@@ -580,7 +604,7 @@ static px_metric_t *metric_for(dconn_t *d, bool tcp)
     label(&b, "destination_service_name", svc_name, true);
     label(&b, "destination_service_namespace", svc_ns, true);
     if (!tcp) {
-        label(&b, "request_protocol", "http", true);
+        label(&b, "request_protocol", d->grpc ? "grpc" : "http", true);
         label(&b, "response_code", code, true);
         char fl[32];
         label(&b, "response_flags", flags_of(d, fl, sizeof(fl)), true);
@@ -647,10 +671,23 @@ static void d_kick_cb(void *arg)
         dconn_on_io(d->io, d->fd, LOOP_READ, d);
 }
 
+/* Response bytes that wait to reach the client (the relay stops reading
+ * the upstream above OUT_HIGH). */
+static size_t d_backlog(const dconn_t *d)
+{
+    if (d->parent == NULL)
+        return d->out.len;
+    return d->out.len + (d->h2s ? px_h2_pending(d->h2s) : 0) + d->parent->out.len;
+}
+
 static void d_update_interest(dconn_t *d)
 {
     if (d->closed)
         return;
+    if (d->parent) {
+        h2k_sync(d);
+        return;
+    }
     unsigned ev = 0;
     if (d->out.len)
         ev |= LOOP_WRITE;
@@ -665,6 +702,10 @@ static void d_update_interest(dconn_t *d)
         break;
     case D_TUNNEL:
         if (d->u && d->u->out.len < OUT_HIGH)
+            ev |= LOOP_READ;
+        break;
+    case D_H2:
+        if (d->out.len < OUT_HIGH && !d->h2_dead)
             ev |= LOOP_READ;
         break;
     default:
@@ -702,7 +743,7 @@ static void u_update_interest(uconn_t *u)
     } else {
         if (u->out.len)
             ev |= LOOP_WRITE;
-        if (!u->d || u->d->out.len < OUT_HIGH)
+        if (!u->d || d_backlog(u->d) < OUT_HIGH)
             ev |= LOOP_READ;
         if (u->tls_want & PX_TLS_WANT_WRITE)
             ev |= LOOP_WRITE;
@@ -746,6 +787,10 @@ static int buf_send(int fd, px_tls_conn_t *t, buf_t *b, unsigned *want)
 /* Flushes the downstream (d) or upstream (u) connection's output. */
 static int d_flush(dconn_t *d)
 {
+    if (d->parent) {
+        h2k_sync(d);
+        return 0;
+    }
     return buf_send(d->fd, d->tls, &d->out, &d->tls_want);
 }
 
@@ -758,7 +803,17 @@ static int u_flush(uconn_t *u)
 static void local_reply(dconn_t *d, int code, const char *flags, const char *body,
                         const char *extra_headers, bool close_after)
 {
-    char head[1024];
+    char head[1024], gextra[600];
+    if (d->grpc && code >= 400 && !(extra_headers && strstr(extra_headers, "grpc-status:"))) {
+        /* a gRPC client gets the error as a gRPC status, trailers-only */
+        int gs = code == 400 ? 13 : code == 401 ? 16 : code == 403 ? 7 : code == 404 ? 12
+                 : code == 429 || code == 502 || code == 503 || code == 504 ? 14 : 2;
+        snprintf(gextra, sizeof(gextra), "content-type: application/grpc\r\ngrpc-status: %d\r\ngrpc-message: %.300s\r\n%s",
+                 gs, body ? body : reason_phrase(code), extra_headers ? extra_headers : "");
+        extra_headers = gextra;
+        body = NULL;
+        code = 200;
+    }
     size_t blen = body ? strlen(body) : 0;
     if (d->req.is_head)
         blen = 0;
@@ -1791,6 +1846,8 @@ static void start_request(dconn_t *d)
     }
     if ((h = px_h1_find(m, "user-agent")))
         d->user_agent = slice_dup(h->value, h->value_len);
+    if ((h = px_h1_find(m, "content-type")) && h->value_len >= 16 && strncasecmp(h->value, "application/grpc", 16) == 0)
+        d->grpc = true;
     if ((h = px_h1_find(m, "x-forwarded-for")))
         d->xff = slice_dup(h->value, h->value_len);
     d->keep_alive = m->keep_alive && !w->draining && !d->listener_gone;
@@ -1978,6 +2035,18 @@ static void dconn_process(dconn_t *d)
     if (d->closed || d->state != D_HEAD)
         return;
     refresh_snapshot(d);
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    if (d->parent == NULL && d->in.len && d->in.data[0] == 'P' &&
+        memcmp(d->in.data, preface, d->in.len < 24 ? d->in.len : 24) == 0) {
+        /* HTTP/2 with prior knowledge (codec_type AUTO) */
+        if (d->in.len >= 24) {
+            h2d_start(d);
+            return;
+        }
+        loop_timer_start(d->timer, d->w->srv->opt.idle_timeout_ms, 0);
+        d_update_interest(d);
+        return;
+    }
     const char *err = NULL;
     int r = d->in.len ? px_h1_parse_request(d->in.data, d->in.len, &d->req, &err) : -2;
     if (r == -2) {
@@ -2039,7 +2108,7 @@ static void after_start(dconn_t *d, size_t r)
     return;
 next:
     /* local answer fully written at once */
-    if (!d->keep_alive) {
+    if (!d->keep_alive || d->parent) {
         dconn_close(d);
         return;
     }
@@ -2110,6 +2179,11 @@ static void response_done(dconn_t *d)
             uconn_close(u);
     }
     request_done(d);
+    if (d->parent) {
+        /* an HTTP/2 stream: the codec sends the rest */
+        dconn_close(d);
+        return;
+    }
     if (!d->keep_alive || !d->req_body_done) {
         d->state = D_CLOSING;
         if (d->out.len == 0)
@@ -2461,7 +2535,7 @@ static void uconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
     }
     if (ev & LOOP_READ) {
         bool eof = false;
-        while (d->out.len < OUT_HIGH) {
+        while (d_backlog(d) < OUT_HIGH) {
             if (buf_reserve(&u->in, 16384) < 0) {
                 upstream_failed(d, "internal error");
                 return;
@@ -2542,6 +2616,7 @@ static void dconn_free_cb(void *arg)
     px_tls_conn_free(d->tls);
     px_snapshot_unref(d->tls_snap);
     px_snapshot_unref(d->snap);
+    px_h2_free(d->h2);
     free(d);
 }
 
@@ -2551,6 +2626,8 @@ static void dconn_close(dconn_t *d)
         return;
     d->closed = true;
     worker_t *w = d->w;
+    while (d->kids)
+        dconn_close(d->kids);
     if (d->chain && d->chain->kind == PX_LISTENER_TCP && d->cluster) {
         px_metric_t *m = metric_for(d, true);
         if (m) {
@@ -2560,7 +2637,7 @@ static void dconn_close(dconn_t *d)
         }
     }
     if (d->start_ms) {
-        if (d->resp_code == 0) {
+        if (d->resp_code == 0 && !(d->flags && strcmp(d->flags, "DR") == 0)) {
             d->flags = d->u ? "DC" : "-";
             d->resp_code = 0;
         }
@@ -2572,10 +2649,32 @@ static void dconn_close(dconn_t *d)
         d->u = NULL;
         uconn_close(u);
     }
-    loop_io_del(d->io);
     loop_timer_free(d->timer);
     loop_timer_free(d->try_timer);
-    d->try_timer = NULL;
+    d->timer = d->try_timer = NULL;
+    if (d->parent) {
+        /* an HTTP/2 stream: hand over what is left, let the codec stream go */
+        dconn_t *p = d->parent;
+        if (d->h2s) {
+            if (d->out.len)
+                px_h2_write(d->h2s, d->out.data, d->out.len);
+            d->out.len = 0;
+            px_h2_detach(d->h2s);
+            d->h2s = NULL;
+        }
+        d->tls = NULL; /* the connection's */
+        if (d->kprev)
+            d->kprev->knext = d->knext;
+        else
+            p->kids = d->knext;
+        if (d->knext)
+            d->knext->kprev = d->kprev;
+        p->nkids--;
+        h2d_flush(p);
+        loop_defer(w->loop, dconn_free_cb, d);
+        return;
+    }
+    loop_io_del(d->io);
     if (d->tls && d->state != D_HANDSHAKE)
         px_tls_shutdown(d->tls);
     close(d->fd);
@@ -2596,6 +2695,11 @@ static void dconn_timeout(loop_timer_t *t, void *arg)
     dconn_t *d = arg;
     if (d->state == D_PEEK) {
         peek_step(d, loop_now(d->w->loop) - d->peek_start >= PEEK_TIMEOUT_MS);
+        return;
+    }
+    if (d->state == D_H2 && d->nkids) {
+        /* idle means no stream */
+        loop_timer_start(d->timer, d->w->srv->opt.idle_timeout_ms, 0);
         return;
     }
     if (d->state == D_DELAY) {
@@ -2631,6 +2735,10 @@ static void dconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
     }
     if (d->state == D_HANDSHAKE) {
         handshake_step(d);
+        return;
+    }
+    if (d->state == D_H2) {
+        h2d_on_io(d, ev);
         return;
     }
     if ((ev & LOOP_WRITE) && d->out.len) {
@@ -2751,6 +2859,232 @@ static void dconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
         if (!d->closed)
             d_update_interest(d);
     }
+}
+
+/* ---- HTTP/2 downstream ---- */
+
+static int out_sink(void *arg, const void *p, size_t n)
+{
+    return buf_add(arg, p, n);
+}
+
+/* Deferred after a flush: closes a finished or failed connection, lets the
+ * streams' upstreams be read again when the output drained. */
+static void h2d_check_cb(void *arg)
+{
+    dconn_t *p = arg;
+    p->h2_check_queued = false;
+    if (p->closed)
+        return;
+    if ((p->h2_dead || !px_h2_alive(p->h2)) && p->out.len == 0) {
+        dconn_close(p);
+        return;
+    }
+    if (p->out.len < OUT_HIGH)
+        for (dconn_t *k = p->kids; k; k = k->knext)
+            if (k->u && k->u->fd >= 0 && k->u->state == U_ACTIVE)
+                u_update_interest(k->u);
+}
+
+/* Moves the codec's frames into the connection's output and sends them.
+ * Inside the codec (h2_busy) it only notes that there is more to send. */
+static void h2d_flush(dconn_t *p)
+{
+    if (p->closed || p->h2 == NULL)
+        return;
+    if (p->h2_busy) {
+        p->h2_again = true;
+        return;
+    }
+    p->h2_busy = true;
+    int rc;
+    do {
+        p->h2_again = false;
+        rc = px_h2_send(p->h2, out_sink, &p->out);
+    } while (rc == 0 && p->h2_again);
+    p->h2_busy = false;
+    if (rc < 0 || d_flush(p) < 0) {
+        p->h2_dead = true;
+        p->out.len = 0;
+    }
+    d_update_interest(p);
+    if (!p->h2_check_queued) {
+        p->h2_check_queued = true;
+        loop_defer(p->w->loop, h2d_check_cb, p);
+    }
+}
+
+/* A stream's response bytes go to the codec; its window opens again once
+ * the request body left its buffers. */
+static void h2k_sync(dconn_t *c)
+{
+    if (c->h2s) {
+        if (c->out.len)
+            px_h2_write(c->h2s, c->out.data, c->out.len); /* on error the codec resets the stream */
+        if (c->in.len < IN_CAP && (!c->u || c->u->out.len < OUT_HIGH))
+            px_h2_ack(c->h2s);
+    }
+    c->out.len = 0;
+    h2d_flush(c->parent);
+}
+
+/* A request head arrived on a new stream: a dconn of its own runs it. */
+static void *h2d_on_request(void *ud, px_h2_stream_t *s, const char *head, size_t len)
+{
+    dconn_t *p = ud;
+    worker_t *w = p->w;
+    if (p->closed || p->h2_goaway)
+        return NULL;
+    dconn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->w = w;
+    c->fd = -1;
+    c->parent = p;
+    c->h2s = s;
+    c->snap = px_snapshot_ref(p->snap);
+    c->listener = p->listener;
+    c->chain = p->chain;
+    c->local = p->local;
+    c->remote = p->remote;
+    c->tls = p->tls;
+    memcpy(c->peer_uri, p->peer_uri, sizeof(c->peer_uri));
+    memcpy(c->peer, p->peer, sizeof(c->peer));
+    memcpy(c->odst_addr, p->odst_addr, sizeof(c->odst_addr));
+    c->upstream_ms = -1;
+    c->state = D_HEAD;
+    c->timer = loop_timer_new(w->loop, dconn_timeout, c);
+    c->try_timer = loop_timer_new(w->loop, try_timer_cb, c);
+    if (c->timer == NULL || c->try_timer == NULL || buf_add(&c->in, head, len) < 0) {
+        loop_timer_free(c->timer);
+        loop_timer_free(c->try_timer);
+        buf_free(&c->in);
+        px_snapshot_unref(c->snap);
+        free(c);
+        return NULL;
+    }
+    c->knext = p->kids;
+    if (p->kids)
+        p->kids->kprev = c;
+    p->kids = c;
+    p->nkids++;
+    dconn_process(c);
+    return c;
+}
+
+/* Request body bytes (HTTP/1.1 framed) of a stream. */
+static void h2d_on_data(void *ud, void *sud, const char *p, size_t n)
+{
+    (void)ud;
+    dconn_t *c = sud;
+    if (c->closed)
+        return;
+    if (buf_add(&c->in, p, n) < 0) {
+        dconn_close(c);
+        return;
+    }
+    if (c->state == D_PROXY) {
+        if (pump_request_body(c) < 0) {
+            upstream_failed(c, "protocol error");
+            return;
+        }
+        if (c->u && c->u->state == U_ACTIVE) {
+            if (u_flush(c->u) < 0) {
+                upstream_failed(c, "connection failure");
+                return;
+            }
+            u_update_interest(c->u);
+        }
+    }
+    if (!c->closed)
+        d_update_interest(c);
+}
+
+/* The client reset a stream (or it closed under us). */
+static void h2d_on_close(void *ud, void *sud, uint32_t error_code)
+{
+    (void)ud;
+    (void)error_code;
+    dconn_t *c = sud;
+    c->h2s = NULL;
+    if (c->closed)
+        return;
+    if (c->resp_code == 0)
+        c->flags = "DR";
+    dconn_close(c);
+}
+
+static const px_h2_cbs_t h2d_cbs = {h2d_on_request, h2d_on_data, h2d_on_close};
+
+/* Feeds received bytes to the codec; -1 when the connection was closed. */
+static int h2d_input(dconn_t *d, const char *p, size_t n)
+{
+    d->h2_busy = true;
+    int r = px_h2_recv(d->h2, (const uint8_t *)p, n);
+    d->h2_busy = false;
+    if (r < 0) {
+        /* a connection error: the GOAWAY goes out, then the connection closes */
+        d->h2_dead = true;
+        px_h2_send(d->h2, out_sink, &d->out);
+        d_flush(d);
+        dconn_close(d);
+        return -1;
+    }
+    loop_timer_start(d->timer, d->w->srv->opt.idle_timeout_ms, 0);
+    return 0;
+}
+
+/* The connection speaks HTTP/2 (prior knowledge or ALPN "h2"). */
+static void h2d_start(dconn_t *d)
+{
+    px_h2_opts_t o = {.max_concurrent_streams = d->chain->h2_max_streams};
+    d->h2 = px_h2_new(false, &h2d_cbs, d, &o);
+    if (d->h2 == NULL) {
+        dconn_close(d);
+        return;
+    }
+    d->state = D_H2;
+    loop_timer_start(d->timer, d->w->srv->opt.idle_timeout_ms, 0);
+    if (d->in.len) {
+        buf_t in = d->in;
+        memset(&d->in, 0, sizeof(d->in));
+        int r = h2d_input(d, in.data, in.len);
+        buf_free(&in);
+        if (r < 0)
+            return;
+    }
+    h2d_flush(d);
+}
+
+static void h2d_on_io(dconn_t *d, unsigned ev)
+{
+    if ((ev & LOOP_WRITE) && d->out.len && d_flush(d) < 0) {
+        dconn_close(d);
+        return;
+    }
+    if ((ev & LOOP_READ) && !d->h2_dead) {
+        char buf[16384];
+        for (int i = 0; i < 16; i++) {
+            ssize_t n = conn_recv(d->fd, d->tls, buf, sizeof(buf), &d->tls_want);
+            if (n > 0) {
+                if (h2d_input(d, buf, (size_t)n) < 0)
+                    return;
+                continue;
+            }
+            if (n == 0) {
+                dconn_close(d);
+                return;
+            }
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                dconn_close(d);
+                return;
+            }
+            break;
+        }
+    }
+    h2d_flush(d);
 }
 
 /* TCP proxy: connect to the cluster and pump bytes both ways. */
@@ -2879,6 +3213,10 @@ static void chain_ready(dconn_t *d)
     if (ch->kind == PX_LISTENER_TCP) {
         loop_timer_stop(d->timer);
         start_tcp(d);
+        return;
+    }
+    if (d->tls && strcmp(px_tls_alpn(d->tls), "h2") == 0) {
+        h2d_start(d);
         return;
     }
     d->state = D_HEAD;
@@ -3399,7 +3737,13 @@ static void drain_tick(loop_timer_t *t, void *arg)
     dconn_t *d = w->conns;
     while (d) {
         dconn_t *next = d->next;
-        if ((d->state == D_HEAD && d->in.len == 0) || loop_now(w->loop) >= m->deadline)
+        if (d->state == D_H2 && !d->h2_goaway) {
+            d->h2_goaway = true;
+            px_h2_goaway(d->h2);
+            h2d_flush(d);
+        }
+        if ((d->state == D_HEAD && d->in.len == 0) ||
+            (d->state == D_H2 && d->nkids == 0 && d->out.len == 0) || loop_now(w->loop) >= m->deadline)
             dconn_close(d);
         d = next;
     }

@@ -145,6 +145,7 @@ int px_tls_cfg_finish(px_tls_cfg_t *cfg, arena_t *a)
     }
     kb_int(&k, "require_client_cert", cfg->require_client_cert);
     kb_int(&k, "nalpn", (long long)cfg->nalpn);
+    kb_int(&k, "h2", cfg->h2);
     for (size_t i = 0; i < cfg->nalpn; i++)
         kb_field(&k, "alpn", cfg->alpn[i]);
     kb_field(&k, "sni", cfg->sni);
@@ -372,21 +373,21 @@ static ctx_data_t *ctx_data(const SSL_CTX *ctx)
     return SSL_CTX_get_ex_data(ctx, ctx_data_index);
 }
 
-/* meshproxy does not speak HTTP/2 yet: "h2" is never offered by a client
- * context nor selected by a server context, whatever the config lists. */
-static bool alpn_usable(const char *p)
+/* "h2" is offered / selected only when the config's owner speaks HTTP/2
+ * (cfg->h2: an HTTP chain, an HTTP/2 cluster), whatever the list says. */
+static bool alpn_usable(const px_tls_cfg_t *cfg, const char *p)
 {
     size_t n = p ? strlen(p) : 0;
-    return n > 0 && n <= 255 && strcmp(p, "h2") != 0;
+    return n > 0 && n <= 255 && (cfg->h2 || strcmp(p, "h2") != 0);
 }
 
-/* cfg's ALPN list minus "h2" in wire format; its length (0: none). */
+/* cfg's usable ALPN list in wire format; its length (0: none). */
 static size_t alpn_wire(const px_tls_cfg_t *cfg, unsigned char *out, size_t cap)
 {
     size_t len = 0;
     for (size_t i = 0; i < cfg->nalpn && i < PX_TLS_MAX_ALPN; i++) {
         const char *p = cfg->alpn[i];
-        if (!alpn_usable(p))
+        if (!alpn_usable(cfg, p))
             continue;
         size_t n = strlen(p);
         if (len + 1 + n > cap)

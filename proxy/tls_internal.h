@@ -53,6 +53,7 @@ typedef struct px_tls_cfg {
     bool require_client_cert; /* server: require_client_certificate */
     const char *alpn[PX_TLS_MAX_ALPN]; /* server: what we accept, in our order; client: what we offer */
     size_t nalpn;
+    bool h2; /* the owner speaks HTTP/2: "h2" in alpn may be offered / selected (else it is left out) */
     const char *sni; /* client: the server name sent */
     int min_version, max_version; /* TLS1_2_VERSION ...; 0: 1.2 and 1.3 */
     const char *ciphers; /* OpenSSL cipher list for TLS 1.2; NULL: OpenSSL's default */
