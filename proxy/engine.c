@@ -176,6 +176,7 @@ struct worker {
     px_snapshot_t *snap;
     wlistener_t *listeners;
     hmap_t idle;   /* endpoint address -> uconn_t* list of idle connections */
+    hmap_t h2pool; /* "h2|" pool key -> uconn_t* list of HTTP/2 connections */
     hmap_t active; /* endpoint address -> ep_active_t* */
     hmap_t lbs;    /* cluster name -> lb_state_t* */
     dconn_t *conns;
@@ -228,6 +229,17 @@ struct uconn {
     cb_state_t *cb;   /* the cluster whose max_connections it counts in */
     lb_state_t *ls;   /* and this worker's share of it */
     bool shadow;      /* a mirrored request: no downstream, response discarded */
+
+    /* HTTP/2: a connection (h2 set) multiplexes streams; each stream is a
+     * uconn of its own (hp set, fd -1) the request path drives like an
+     * HTTP/1.1 connection, bridged by the codec (proxy/h2_internal.h). */
+    px_h2_t *h2;
+    uconn_t *hp;          /* a stream: its connection */
+    px_h2_stream_t *h2s;  /* a stream: its codec stream (NULL once gone) */
+    uconn_t *skids, *snext, *sprev; /* a connection: its streams */
+    uconn_t *h2_next;     /* a connection: the next one in the worker's HTTP/2 pool */
+    size_t nstreams;
+    bool h2_busy, h2_again, h2_dead, h2_https, h2_pooled, h2_check_queued;
 };
 
 typedef enum {
@@ -356,6 +368,10 @@ static void h2k_sync(dconn_t *c);
 static void h2d_start(dconn_t *d);
 static void h2d_on_io(dconn_t *d, unsigned ev);
 static void h2d_flush(dconn_t *p);
+static void h2u_flush(uconn_t *c);
+static void h2u_on_io(uconn_t *c, int fd, unsigned ev);
+static void h2u_close_streams(uconn_t *c);
+static void h2u_unpool(uconn_t *c);
 
 /* ---- helpers ---- */
 
@@ -734,6 +750,13 @@ static void u_kick_cb(void *arg)
 static void u_update_interest(uconn_t *u)
 {
     unsigned ev = 0;
+    if (u->hp) {
+        /* a stream: its window opens once the client took the bytes */
+        if (u->h2s && (!u->d || d_backlog(u->d) < OUT_HIGH))
+            px_h2_ack(u->h2s);
+        h2u_flush(u->hp);
+        return;
+    }
     if (u->state == U_CONNECTING) {
         ev = LOOP_WRITE;
     } else if (u->state == U_TLS) {
@@ -796,6 +819,15 @@ static int d_flush(dconn_t *d)
 
 static int u_flush(uconn_t *u)
 {
+    if (u->hp) {
+        /* a stream: the request bytes go to the codec (a failure of the
+         * connection reaches every stream from its close) */
+        if (u->h2s && u->out.len)
+            px_h2_write(u->h2s, u->out.data, u->out.len);
+        u->out.len = 0;
+        h2u_flush(u->hp);
+        return 0;
+    }
     return buf_send(u->fd, u->tls, &u->out, &u->tls_want);
 }
 
@@ -856,6 +888,7 @@ static void uconn_free_cb(void *arg)
     buf_free(&u->out);
     px_tls_conn_free(u->tls);
     px_snapshot_unref(u->tls_snap);
+    px_h2_free(u->h2);
     free(u->address);
     free(u->pool_key);
     free(u);
@@ -883,6 +916,37 @@ static void wake_waiters(worker_t *w);
 
 static void uconn_close(uconn_t *u)
 {
+    if (u->hp) {
+        /* a stream: let the codec stream go (reset when unfinished) */
+        uconn_t *c = u->hp;
+        if (u->h2s) {
+            px_h2_detach(u->h2s);
+            u->h2s = NULL;
+        }
+        if (u->sprev)
+            u->sprev->snext = u->snext;
+        else if (c->skids == u)
+            c->skids = u->snext;
+        if (u->snext)
+            u->snext->sprev = u->sprev;
+        u->snext = u->sprev = NULL;
+        if (c->nstreams)
+            c->nstreams--;
+        if (u->d && u->d->u == u)
+            u->d->u = NULL;
+        u->d = NULL;
+        u->hp = NULL;
+        if (c->fd >= 0)
+            h2u_flush(c);
+        loop_defer(u->w->loop, uconn_free_cb, u);
+        return;
+    }
+    if (u->fd < 0)
+        return;
+    if (u->h2) {
+        h2u_unpool(u);
+        h2u_close_streams(u);
+    }
     if (u->state == U_IDLE)
         pool_remove(u);
     if (u->cb) {
@@ -910,6 +974,10 @@ static void uconn_close(uconn_t *u)
 /* Returns an idle connection to the pool, or closes it when the pool is full. */
 static void pool_put(uconn_t *u)
 {
+    if (u->hp) {
+        uconn_close(u); /* an HTTP/2 stream is done; its connection stays */
+        return;
+    }
     size_t n = 0;
     uconn_t *head = hmap_get(&u->w->idle, u->pool_key);
     for (uconn_t *p = head; p; p = p->next_idle)
@@ -1619,6 +1687,8 @@ static void overflow_reply(dconn_t *d)
                 "x-envoy-overloaded: true\r\n", !d->req_body_done);
 }
 
+static uconn_t *h2u_stream(dconn_t *d, const px_endpoint_t *ep, const char *key);
+
 /* Sends the current attempt to d->endpoint on a pooled or new connection;
  * at max_connections the request waits (max_pending) or overflows. `later`:
  * not called from the request's own dispatch (a retry or a waiter), so the
@@ -1631,8 +1701,14 @@ static void attempt_send(dconn_t *d, bool later)
     const px_endpoint_t *ep = d->endpoint;
     char key[512];
     pool_key(d->cluster, ep->address, key, sizeof(key));
-    uconn_t *u = pool_get(w, key);
-    if (u) {
+    uconn_t *u = NULL;
+    if (d->cluster->http2 || (d->cluster->http2_downstream && d->parent)) {
+        u = h2u_stream(d, ep, key);
+        if (u == NULL) {
+            upstream_failed(d, "connection failure");
+            return;
+        }
+    } else if ((u = pool_get(w, key)) != NULL) {
         CINC(w->st.ucx_reused);
     } else {
         /* at max_connections a worker with no connection of its own to the
@@ -2472,6 +2548,10 @@ static void uconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
         shadow_on_io(u, fd, ev);
         return;
     }
+    if (u->h2) {
+        h2u_on_io(u, fd, ev);
+        return;
+    }
     if (u->state == U_CONNECTING) {
         int soerr = 0;
         socklen_t sl = sizeof(soerr);
@@ -2861,12 +2941,300 @@ static void dconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
     }
 }
 
-/* ---- HTTP/2 downstream ---- */
+/* ---- HTTP/2 upstream ---- */
 
 static int out_sink(void *arg, const void *p, size_t n)
 {
     return buf_add(arg, p, n);
 }
+
+/* After response bytes were relayed to d: flush, or go on to its next request. */
+static void h2u_after_relay(dconn_t *d)
+{
+    if (d->closed)
+        return;
+    if (d_flush(d) < 0) {
+        dconn_close(d);
+        return;
+    }
+    if (d->state == D_CLOSING && d->out.len == 0) {
+        dconn_close(d);
+        return;
+    }
+    if (d->state == D_HEAD) {
+        if (d->out.len == 0)
+            dconn_process(d);
+        return;
+    }
+    d_update_interest(d);
+}
+
+/* Response bytes (HTTP/1.1 framed) of a stream. */
+static void h2u_on_data(void *ud, void *sud, const char *p, size_t n)
+{
+    (void)ud;
+    uconn_t *u = sud;
+    dconn_t *d = u->d;
+    if (d == NULL)
+        return;
+    if (buf_add(&u->in, p, n) < 0) {
+        upstream_failed(d, "internal error");
+        return;
+    }
+    relay_response(d, u, false);
+    h2u_after_relay(d);
+}
+
+/* The server reset a stream (or closed it before the response ended). */
+static void h2u_on_close(void *ud, void *sud, uint32_t error_code)
+{
+    (void)ud;
+    (void)error_code;
+    uconn_t *u = sud;
+    u->h2s = NULL;
+    dconn_t *d = u->d;
+    if (d == NULL) {
+        uconn_close(u);
+        return;
+    }
+    u->peer_closed = true;
+    relay_response(d, u, true); /* an unfinished response: as if the connection closed */
+    h2u_after_relay(d);
+}
+
+static void *h2u_on_request(void *ud, px_h2_stream_t *s, const char *head, size_t len)
+{
+    (void)ud;
+    (void)s;
+    (void)head;
+    (void)len;
+    return NULL; /* a server does not open streams here (no push) */
+}
+
+static const px_h2_cbs_t h2u_cbs = {h2u_on_request, h2u_on_data, h2u_on_close};
+
+static void h2u_unpool(uconn_t *c)
+{
+    if (!c->h2_pooled)
+        return;
+    c->h2_pooled = false;
+    const char *key = c->pool_key; /* "h2|..." */
+    uconn_t *head = hmap_get(&c->w->h2pool, key);
+    if (head == c) {
+        if (c->h2_next)
+            hmap_put(&c->w->h2pool, c->h2_next->pool_key, c->h2_next);
+        else
+            hmap_del(&c->w->h2pool, key);
+    } else {
+        for (uconn_t *p = head; p; p = p->h2_next)
+            if (p->h2_next == c) {
+                p->h2_next = c->h2_next;
+                break;
+            }
+    }
+    c->h2_next = NULL;
+}
+
+
+/* The connection is going: every stream still on it fails (before the
+ * connection was up: as a connect failure, which the retry policy sees). */
+static void h2u_close_streams(uconn_t *c)
+{
+    bool up = c->state == U_ACTIVE;
+    while (c->skids) {
+        uconn_t *k = c->skids;
+        k->h2s = NULL; /* the codec goes with the connection */
+        dconn_t *d = k->d;
+        if (d) {
+            k->state = up ? U_ACTIVE : U_CONNECTING; /* what the retry policy sees */
+            upstream_failed(d, up ? "connection termination" : "connection failure");
+        }
+        if (c->skids == k)
+            uconn_close(k);
+    }
+}
+
+/* Deferred after a flush: a failed or finished connection is closed. */
+static void h2u_check_cb(void *arg)
+{
+    uconn_t *c = arg;
+    c->h2_check_queued = false;
+    if (c->fd < 0)
+        return;
+    if (c->h2_dead || (c->state == U_ACTIVE && !px_h2_alive(c->h2) && c->out.len == 0))
+        uconn_close(c);
+}
+
+/* Moves the codec's frames into the connection's output and sends them
+ * (once the connection is up; until then they wait in the session). */
+static void h2u_flush(uconn_t *c)
+{
+    if (c->fd < 0 || c->h2 == NULL)
+        return;
+    if (c->h2_busy) {
+        c->h2_again = true;
+        return;
+    }
+    if (c->state == U_ACTIVE) {
+        c->h2_busy = true;
+        int rc;
+        do {
+            c->h2_again = false;
+            rc = px_h2_send(c->h2, out_sink, &c->out);
+        } while (rc == 0 && c->h2_again);
+        c->h2_busy = false;
+        if (rc < 0 || u_flush(c) < 0)
+            c->h2_dead = true;
+        u_update_interest(c);
+    }
+    if (!c->h2_check_queued) {
+        c->h2_check_queued = true;
+        loop_defer(c->w->loop, h2u_check_cb, c);
+    }
+}
+
+/* An HTTP/2 connection to the endpoint with room for a stream, or a new one. */
+static uconn_t *h2u_conn(dconn_t *d, const px_endpoint_t *ep, const char *key)
+{
+    worker_t *w = d->w;
+    char k2[520];
+    snprintf(k2, sizeof(k2), "h2|%s", key);
+    for (uconn_t *c = hmap_get(&w->h2pool, k2); c; c = c->h2_next)
+        if (!c->h2_dead && c->fd >= 0 && px_h2_can_open(c->h2)) {
+            if (c->state == U_ACTIVE)
+                CINC(w->st.ucx_reused);
+            return c;
+        }
+    uconn_t *c = uconn_connect(w, d->snap, d->cluster, ep, d->cluster->connect_timeout_ms);
+    if (c == NULL)
+        return NULL;
+    px_h2_opts_t o = {0};
+    char *pk = strdup(k2);
+    c->h2 = pk ? px_h2_new(true, &h2u_cbs, c, &o) : NULL;
+    if (pk) {
+        free(c->pool_key);
+        c->pool_key = pk;
+    }
+    if (c->h2 == NULL) {
+        uconn_close(c);
+        return NULL;
+    }
+    c->h2_https = d->cluster->tls != NULL;
+    if (d->cb) {
+        c->cb = d->cb;
+        c->ls = d->ls;
+        if (d->ls)
+            d->ls->nconns++;
+        atomic_fetch_add(&d->cb->cx, 1);
+    }
+    c->h2_next = hmap_get(&w->h2pool, k2);
+    c->h2_pooled = true;
+    hmap_put(&w->h2pool, c->pool_key, c);
+    return c;
+}
+
+/* A new stream for the current attempt of d (a uconn of its own). */
+static uconn_t *h2u_stream(dconn_t *d, const px_endpoint_t *ep, const char *key)
+{
+    uconn_t *c = h2u_conn(d, ep, key);
+    if (c == NULL)
+        return NULL;
+    uconn_t *u = calloc(1, sizeof(*u));
+    if (u == NULL)
+        return NULL;
+    u->w = d->w;
+    u->fd = -1;
+    u->hp = c;
+    u->state = U_ACTIVE;
+    u->address = strdup(ep->address);
+    u->h2s = px_h2_open(c->h2, u, c->h2_https);
+    if (u->h2s == NULL || u->address == NULL) {
+        if (u->h2s)
+            px_h2_detach(u->h2s);
+        free(u->address);
+        free(u);
+        return NULL;
+    }
+    u->snext = c->skids;
+    if (c->skids)
+        c->skids->sprev = u;
+    c->skids = u;
+    c->nstreams++;
+    return u;
+}
+
+static void h2u_on_io(uconn_t *c, int fd, unsigned ev)
+{
+    if (c->state == U_CONNECTING) {
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        if (soerr != 0) {
+            uconn_close(c);
+            return;
+        }
+    }
+    if (c->state == U_CONNECTING || c->state == U_TLS) {
+        char why[300];
+        int r = u_connected(c, why, sizeof(why));
+        if (r < 0) {
+            log_debug("upstream %s: %s", c->address, why);
+            uconn_close(c);
+            return;
+        }
+        if (r == 0) {
+            u_update_interest(c);
+            return;
+        }
+        loop_timer_stop(c->timer);
+        if (c->tls && strcmp(px_tls_alpn(c->tls), "h2") != 0) {
+            log_debug("upstream %s: ALPN did not select h2", c->address);
+            c->state = U_CONNECTING; /* its streams fail as connect failures */
+            uconn_close(c);
+            return;
+        }
+        h2u_flush(c); /* the preface and the streams queued meanwhile */
+        if (c->fd < 0)
+            return;
+    }
+    if ((ev & LOOP_WRITE) && c->out.len && u_flush(c) < 0) {
+        uconn_close(c);
+        return;
+    }
+    if (ev & LOOP_READ) {
+        char buf[16384];
+        for (int i = 0; i < 16; i++) {
+            ssize_t n = conn_recv(fd, c->tls, buf, sizeof(buf), &c->tls_want);
+            if (n > 0) {
+                c->h2_busy = true;
+                int r = px_h2_recv(c->h2, (const uint8_t *)buf, (size_t)n);
+                c->h2_busy = false;
+                if (r < 0) {
+                    px_h2_send(c->h2, out_sink, &c->out);
+                    u_flush(c);
+                    uconn_close(c);
+                    return;
+                }
+                continue;
+            }
+            if (n == 0) {
+                c->peer_closed = true;
+                uconn_close(c);
+                return;
+            }
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                uconn_close(c);
+                return;
+            }
+            break;
+        }
+    }
+    h2u_flush(c);
+}
+
+/* ---- HTTP/2 downstream ---- */
 
 /* Deferred after a flush: closes a finished or failed connection, lets the
  * streams' upstreams be read again when the output drained. */
@@ -2882,7 +3250,7 @@ static void h2d_check_cb(void *arg)
     }
     if (p->out.len < OUT_HIGH)
         for (dconn_t *k = p->kids; k; k = k->knext)
-            if (k->u && k->u->fd >= 0 && k->u->state == U_ACTIVE)
+            if (k->u && k->u->state == U_ACTIVE)
                 u_update_interest(k->u);
 }
 
@@ -3849,6 +4217,13 @@ void px_server_free(px_server_t *s)
             }
         }
         hmap_clear(&w->idle);
+        it = 0;
+        while (hmap_next(&w->h2pool, &it, &k, &v)) {
+            /* uconn_close unpools: start over each time */
+            uconn_close(v);
+            it = 0;
+        }
+        hmap_clear(&w->h2pool);
         free_map(&w->active, 0);
         free_map(&w->lbs, 1);
         free_map(&w->metrics, 2);

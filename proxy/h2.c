@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <nghttp2/nghttp2.h>
 
@@ -507,6 +508,9 @@ static int out_head(px_h2_stream_t *s, const px_h1_msg_t *m)
         nv[nnv++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, strlen(status), NGHTTP2_NV_FLAG_NONE};
     }
     fields_nv(m, nv, &nnv, store, &used, h->client);
+    const px_h1_header_t *ct = h->client ? px_h1_find(m, "content-type") : NULL;
+    if (ct && ct->value_len >= 16 && strncasecmp(ct->value, "application/grpc", 16) == 0 && !px_h1_find(m, "te"))
+        nv[nnv++] = (nghttp2_nv){(uint8_t *)"te", (uint8_t *)"trailers", 2, 8, NGHTTP2_NV_FLAG_NONE};
     bool body = m->body != PX_H1_BODY_NONE;
     nghttp2_data_provider dp = {.source.ptr = s, .read_callback = data_read};
     int32_t r;
@@ -659,8 +663,10 @@ void px_h2_detach(px_h2_stream_t *s)
         return;
     }
     px_h2_ack(s);
-    if (!s->out_end)
-        nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, s->id, h->client ? NGHTTP2_CANCEL : NGHTTP2_INTERNAL_ERROR);
+    if (h->client && (!s->out_end || !s->in_end))
+        nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+    else if (!s->out_end)
+        nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
     else if (!h->client && !s->in_end)
         nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
     else
