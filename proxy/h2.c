@@ -97,6 +97,7 @@ struct px_h2_stream {
     bool deferred;      /* the data provider is waiting for bytes */
     bool req_head;      /* server: the request was HEAD */
     bool https;         /* client: :scheme */
+    bool rst_after;     /* server: reset (NO_ERROR) once our END_STREAM is out */
     nghttp2_nv *tnv;    /* trailers to send after the body */
     size_t ntnv;
     char *tstore;       /* their text */
@@ -292,6 +293,7 @@ static int in_head(px_h2_t *h, px_h2_stream_t *s, bool end_stream)
     s->in_head_done = true;
     if (!h->client) {
         s->req_head = strcmp(s->method, "HEAD") == 0;
+        s->in_end = end_stream && !s->in_chunked;
         void *u = h->cbs.on_request(h->ud, s, t.data, t.len);
         if (!s->detached)
             s->user = u; /* the engine may have answered and let go already */
@@ -376,6 +378,17 @@ static int on_stream_close(nghttp2_session *ss, int32_t id, uint32_t error_code,
     stream_free(s);
     if (user)
         h->cbs.on_close(h->ud, user, error_code ? error_code : 0);
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
+{
+    (void)ud;
+    if ((f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    px_h2_stream_t *s = nghttp2_session_get_stream_user_data(ss, f->hd.stream_id);
+    if (s && s->rst_after && !s->in_end)
+        nghttp2_submit_rst_stream(ss, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
     return 0;
 }
 
@@ -668,9 +681,8 @@ void px_h2_detach(px_h2_stream_t *s)
     else if (!s->out_end)
         nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
     else if (!h->client && !s->in_end)
-        nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
-    else
-        resume(s);
+        s->rst_after = true; /* the response first, then stop the request body */
+    resume(s);
 }
 
 void *px_h2_user(const px_h2_stream_t *s)
@@ -705,6 +717,7 @@ px_h2_t *px_h2_new(bool client, const px_h2_cbs_t *cbs, void *ud, const px_h2_op
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_max_send_header_block_length(opt, 2 * PX_H1_MAX_HEAD);
     int r = client ? nghttp2_session_client_new2(&h->s, cb, h, opt) : nghttp2_session_server_new2(&h->s, cb, h, opt);

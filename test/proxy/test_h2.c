@@ -1,0 +1,982 @@
+/* End-to-end tests of meshproxy's HTTP/2, with the real build/meshproxy
+ * binary on a static config and an nghttp2 client written here: many
+ * concurrent streams on one connection, routing by :authority and path,
+ * weighted clusters, HTTP/2 to HTTP/1.1 upstreams (threads on 127.0.0.1)
+ * and to HTTP/2 upstreams (a small Node http2 server), HTTP/1.1 to HTTP/2,
+ * gRPC trailers both ways, bodies larger than the flow-control windows,
+ * RST_STREAM from the client, a malformed frame sequence (only that
+ * connection ends), fault aborts (HTTP and gRPC trailers-only), retries,
+ * gRPC-aware local replies, the access log's "HTTP/2" and the
+ * request_protocol metric label. Every process and thread started here is
+ * stopped before the test returns. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "../../proxy/http1_internal.h"
+
+/* ---- HTTP/1.1 backends ---- */
+
+#define MAX_CONNS 256
+#define BIG (1u << 20) /* 1 MiB: larger than every HTTP/2 window on the way */
+
+typedef struct backend {
+    const char *name;
+    int lfd, port;
+    pthread_t thread;
+    atomic_int reqs;
+    atomic_int fail_left; /* answer 503 to this many more requests */
+    atomic_bool stop;
+    pthread_mutex_t mu;
+    int cfds[MAX_CONNS];
+    pthread_t cth[MAX_CONNS];
+    int ncl;
+} backend_t;
+
+struct bconn {
+    backend_t *b;
+    int fd;
+};
+
+static int read_more(int fd, char *buf, size_t *len, size_t cap)
+{
+    if (*len >= cap)
+        return -1;
+    ssize_t n = recv(fd, buf + *len, cap - *len, 0);
+    if (n <= 0)
+        return -1;
+    *len += (size_t)n;
+    return 0;
+}
+
+static int send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Answers "backend=NAME host=HOST path=PATH len=BODYLEN ac=ATTEMPT"; 503
+ * while fail_left lasts; "/slow" waits 300 ms; "/bigresp" answers 1 MiB.
+ * Reads Content-Length and chunked bodies. */
+static void *bconn_main(void *arg)
+{
+    struct bconn *c = arg;
+    backend_t *b = c->b;
+    int fd = c->fd;
+    free(c);
+    size_t cap = 4 * BIG;
+    char *buf = malloc(cap);
+    size_t len = 0;
+    px_h1_msg_t *m = malloc(sizeof(*m));
+    for (;;) {
+        const char *err;
+        int r;
+        while ((r = px_h1_parse_request(buf, len, m, &err)) == -2)
+            if (read_more(fd, buf, &len, cap) < 0)
+                goto out;
+        if (r < 0)
+            goto out;
+        size_t used = (size_t)r, blen = 0;
+        if (m->body == PX_H1_BODY_LENGTH) {
+            while (len < used + m->content_length)
+                if (read_more(fd, buf, &len, cap) < 0)
+                    goto out;
+            used += (size_t)m->content_length;
+            blen = (size_t)m->content_length;
+        } else if (m->body == PX_H1_BODY_CHUNKED) {
+            px_h1_chunked_t ck;
+            px_h1_chunked_init(&ck);
+            size_t pos = used;
+            for (;;) {
+                size_t u, dl;
+                const char *data;
+                int cr = px_h1_chunked_decode(&ck, buf + pos, len - pos, &u, &data, &dl, &err);
+                if (cr == -1)
+                    goto out;
+                pos += u;
+                if (cr == 1) {
+                    blen += dl;
+                    continue;
+                }
+                if (cr == 0)
+                    break;
+                if (read_more(fd, buf, &len, cap) < 0)
+                    goto out;
+            }
+            used = pos;
+        }
+        char host[128] = "-", path[256], ac[16] = "-", head[1024];
+        const px_h1_header_t *h = px_h1_find(m, "host");
+        if (h)
+            snprintf(host, sizeof(host), "%.*s", (int)(h->value_len < 127 ? h->value_len : 127), h->value);
+        snprintf(path, sizeof(path), "%.*s", (int)(m->target_len < 255 ? m->target_len : 255), m->target);
+        if ((h = px_h1_find(m, "x-envoy-attempt-count")))
+            snprintf(ac, sizeof(ac), "%.*s", (int)(h->value_len < 15 ? h->value_len : 15), h->value);
+        if (strstr(path, "/slow"))
+            usleep(300000);
+        bool fail = atomic_fetch_sub(&b->fail_left, 1) > 0;
+        char body[768];
+        int bl = snprintf(body, sizeof(body), "backend=%s host=%s path=%s len=%zu ac=%s\n", b->name, host, path,
+                          blen, ac);
+        bool big = strstr(path, "/bigresp") != NULL;
+        size_t total = big ? BIG : (size_t)bl;
+        int hl = snprintf(head, sizeof(head), "HTTP/1.1 %s\r\ncontent-type: text/plain\r\ncontent-length: %zu\r\n\r\n",
+                          fail ? "503 Service Unavailable" : "200 OK", total);
+        atomic_fetch_add(&b->reqs, 1);
+        if (send_all(fd, head, (size_t)hl) < 0 || send_all(fd, body, (size_t)bl) < 0)
+            goto out;
+        if (big) {
+            char *fill = malloc(BIG - (size_t)bl);
+            memset(fill, 'z', BIG - (size_t)bl);
+            int sr = send_all(fd, fill, BIG - (size_t)bl);
+            free(fill);
+            if (sr < 0)
+                goto out;
+        }
+        memmove(buf, buf + used, len - used);
+        len -= used;
+    }
+out:
+    free(m);
+    free(buf);
+    shutdown(fd, SHUT_RDWR);
+    return NULL;
+}
+
+static void *backend_main(void *arg)
+{
+    backend_t *b = arg;
+    while (!atomic_load(&b->stop)) {
+        int fd = accept(b->lfd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        pthread_mutex_lock(&b->mu);
+        if (b->ncl >= MAX_CONNS || atomic_load(&b->stop)) {
+            pthread_mutex_unlock(&b->mu);
+            close(fd);
+            continue;
+        }
+        struct bconn *c = malloc(sizeof(*c));
+        c->b = b;
+        c->fd = fd;
+        b->cfds[b->ncl] = fd;
+        if (pthread_create(&b->cth[b->ncl], NULL, bconn_main, c) == 0)
+            b->ncl++;
+        else {
+            close(fd);
+            free(c);
+        }
+        pthread_mutex_unlock(&b->mu);
+    }
+    return NULL;
+}
+
+static int listen_any(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 256) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
+        close(fd);
+        return -1;
+    }
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+static backend_t *backend_start(const char *name)
+{
+    backend_t *b = calloc(1, sizeof(*b));
+    b->name = name;
+    pthread_mutex_init(&b->mu, NULL);
+    b->lfd = listen_any(&b->port);
+    assert_true(b->lfd >= 0);
+    assert_int_equal(pthread_create(&b->thread, NULL, backend_main, b), 0);
+    return b;
+}
+
+static void backend_stop(backend_t *b)
+{
+    atomic_store(&b->stop, true);
+    shutdown(b->lfd, SHUT_RDWR);
+    pthread_join(b->thread, NULL);
+    close(b->lfd);
+    pthread_mutex_lock(&b->mu);
+    for (int i = 0; i < b->ncl; i++)
+        shutdown(b->cfds[i], SHUT_RDWR);
+    pthread_mutex_unlock(&b->mu);
+    for (int i = 0; i < b->ncl; i++) {
+        pthread_join(b->cth[i], NULL);
+        close(b->cfds[i]);
+    }
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+}
+
+static int free_port(void)
+{
+    int port;
+    int fd = listen_any(&port);
+    close(fd);
+    return port;
+}
+
+static bool port_open(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
+
+/* ---- the HTTP/2 backend (Node) ---- */
+
+static const char node_backend[] =
+    "const http2 = require('http2');\n"
+    "const s = http2.createServer();\n"
+    "s.on('stream', (st, h) => {\n"
+    "  let n = 0;\n"
+    "  st.on('data', (c) => { n += c.length; });\n"
+    "  st.on('end', () => {\n"
+    "    const grpc = (h['content-type'] || '').startsWith('application/grpc');\n"
+    "    const body = `h2backend path=${h[':path']} authority=${h[':authority']} len=${n} te=${h['te'] || '-'}\\n`;\n"
+    "    if (grpc) {\n"
+    "      st.respond({':status': 200, 'content-type': 'application/grpc'}, {waitForTrailers: true});\n"
+    "      st.on('wantTrailers', () => st.sendTrailers({'grpc-status': '0', 'grpc-message': 'fine'}));\n"
+    "      st.end(body);\n"
+    "    } else if (h[':path'].startsWith('/h2/bigresp')) {\n"
+    "      st.respond({':status': 200, 'content-type': 'text/plain'});\n"
+    "      st.end(body + 'y'.repeat(1048576 - body.length));\n"
+    "    } else {\n"
+    "      st.respond({':status': 200, 'content-type': 'text/plain'});\n"
+    "      st.end(body);\n"
+    "    }\n"
+    "  });\n"
+    "});\n"
+    "s.listen(+process.argv[2], '127.0.0.1');\n";
+
+/* ---- the proxy process ---- */
+
+typedef struct proxy {
+    pid_t pid, node;
+    char dir[64], config[128], log[128], err[128];
+    int port, admin_port, node_port;
+} proxy_t;
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void node_start(proxy_t *p)
+{
+    char js[128], port[16];
+    snprintf(js, sizeof(js), "%s/backend.js", p->dir);
+    write_text(js, node_backend);
+    snprintf(port, sizeof(port), "%d", p->node_port);
+    p->node = fork();
+    assert_true(p->node >= 0);
+    if (p->node == 0) {
+        execlp("node", "node", js, port, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 250 && !port_open(p->node_port); i++)
+        usleep(20000);
+    assert_true(port_open(p->node_port));
+}
+
+static void proxy_start(proxy_t *p, const char *config_text)
+{
+    write_text(p->config, config_text);
+    const char *build = getenv("MESH_BUILD") ? getenv("MESH_BUILD") : "build";
+    char bin[256], sp[16], rp[16], ap[16];
+    snprintf(bin, sizeof(bin), "%s/meshproxy", build);
+    snprintf(sp, sizeof(sp), "%d", free_port());
+    snprintf(rp, sizeof(rp), "%d", free_port());
+    snprintf(ap, sizeof(ap), "%d", p->admin_port);
+    p->pid = fork();
+    assert_true(p->pid >= 0);
+    if (p->pid == 0) {
+        FILE *o = freopen(p->log, "w", stdout);
+        FILE *e = freopen(p->err, "w", stderr);
+        (void)o;
+        (void)e;
+        setenv("MESHPROXY_SEED", "4242", 1);
+        execl(bin, bin, "sidecar", "--config-file", p->config, "--concurrency", "2", "--drain-time", "1",
+              "--pod", "client-7f9", "--namespace", "shop", "--bind", "127.0.0.1", "--stats-port", sp,
+              "--ready-port", rp, "--admin-port", ap, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200 && !port_open(p->port); i++)
+        usleep(20000);
+    assert_true(port_open(p->port));
+}
+
+static void reap(pid_t pid)
+{
+    int status = 0;
+    kill(pid, SIGTERM);
+    for (int i = 0; i < 300; i++) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return;
+        usleep(20000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return strdup("");
+    char *buf = calloc(1, 1 << 20);
+    size_t n = fread(buf, 1, (1 << 20) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* ---- the HTTP/2 client ---- */
+
+typedef struct cstream {
+    int32_t id;
+    int status;
+    char *body;
+    size_t len, cap;
+    char hdrs[2048];
+    char trailers[512];
+    bool done;
+    uint32_t error; /* RST_STREAM code */
+    /* request body */
+    const char *req;
+    size_t req_len, req_off;
+} cstream_t;
+
+typedef struct client {
+    int fd;
+    nghttp2_session *s;
+    cstream_t *st;
+    size_t n, done;
+    bool goaway, closed, settings;
+} client_t;
+
+static cstream_t *cs_of(client_t *c, int32_t id)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (c->st[i].id == id)
+            return &c->st[i];
+    return NULL;
+}
+
+static ssize_t c_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *ud)
+{
+    (void)s;
+    (void)flags;
+    client_t *c = ud;
+    if (send_all(c->fd, (const char *)data, len) < 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    return (ssize_t)len;
+}
+
+static int c_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nl, const uint8_t *value,
+                    size_t vl, uint8_t flags, void *ud)
+{
+    (void)s;
+    (void)flags;
+    cstream_t *cs = cs_of(ud, f->hd.stream_id);
+    if (cs == NULL)
+        return 0;
+    if (nl == 7 && memcmp(name, ":status", 7) == 0) {
+        cs->status = atoi((const char *)value);
+        return 0;
+    }
+    char *dst = f->headers.cat == NGHTTP2_HCAT_HEADERS ? cs->trailers : cs->hdrs;
+    size_t cap = f->headers.cat == NGHTTP2_HCAT_HEADERS ? sizeof(cs->trailers) : sizeof(cs->hdrs);
+    size_t l = strlen(dst);
+    snprintf(dst + l, cap - l, "%.*s: %.*s\n", (int)nl, name, (int)vl, value);
+    return 0;
+}
+
+static int c_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *ud)
+{
+    (void)s;
+    (void)flags;
+    cstream_t *cs = cs_of(ud, id);
+    if (cs == NULL)
+        return 0;
+    if (cs->len + len + 1 > cs->cap) {
+        cs->cap = (cs->len + len + 1) * 2;
+        cs->body = realloc(cs->body, cs->cap);
+    }
+    memcpy(cs->body + cs->len, data, len);
+    cs->len += len;
+    cs->body[cs->len] = '\0';
+    return 0;
+}
+
+static int c_close(nghttp2_session *s, int32_t id, uint32_t error, void *ud)
+{
+    (void)s;
+    client_t *c = ud;
+    cstream_t *cs = cs_of(c, id);
+    if (cs && !cs->done) {
+        cs->done = true;
+        cs->error = error;
+        c->done++;
+    }
+    return 0;
+}
+
+static int c_frame(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    (void)s;
+    if (f->hd.type == NGHTTP2_GOAWAY)
+        ((client_t *)ud)->goaway = true;
+    if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK))
+        ((client_t *)ud)->settings = true;
+    return 0;
+}
+
+static ssize_t c_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
+                      nghttp2_data_source *src, void *ud)
+{
+    (void)s;
+    (void)id;
+    (void)ud;
+    cstream_t *cs = src->ptr;
+    size_t n = cs->req_len - cs->req_off;
+    if (n > length)
+        n = length;
+    memcpy(buf, cs->req + cs->req_off, n);
+    cs->req_off += n;
+    if (cs->req_off == cs->req_len)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static int tcp_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}
+
+/* An h2c (prior knowledge) client for up to n streams. */
+static void client_open(client_t *c, int port, size_t n)
+{
+    memset(c, 0, sizeof(*c));
+    c->fd = tcp_connect(port);
+    c->st = calloc(n, sizeof(*c->st));
+    nghttp2_session_callbacks *cb;
+    nghttp2_session_callbacks_new(&cb);
+    nghttp2_session_callbacks_set_send_callback(cb, c_send);
+    nghttp2_session_callbacks_set_on_header_callback(cb, c_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, c_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, c_close);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, c_frame);
+    assert_int_equal(nghttp2_session_client_new(&c->s, cb, c), 0);
+    nghttp2_session_callbacks_del(cb);
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
+    assert_int_equal(nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, iv, 1), 0);
+    /* the server's SETTINGS first (its stream limit) */
+    assert_int_equal(nghttp2_session_send(c->s), 0);
+    for (int i = 0; i < 100 && !c->settings; i++) {
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        if (poll(&pfd, 1, 50) <= 0)
+            continue;
+        uint8_t buf[4096];
+        ssize_t got = recv(c->fd, buf, sizeof(buf), 0);
+        assert_true(got > 0);
+        assert_true(nghttp2_session_mem_recv(c->s, buf, (size_t)got) == got);
+    }
+    assert_true(c->settings);
+}
+
+static void client_close(client_t *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        free(c->st[i].body);
+    free(c->st);
+    nghttp2_session_del(c->s);
+    close(c->fd);
+}
+
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
+
+/* Submits a request (a POST with body when body is set); its stream. */
+static cstream_t *client_req(client_t *c, const char *authority, const char *path, const char *ctype,
+                             const char *body, size_t blen)
+{
+    cstream_t *cs = &c->st[c->n++];
+    char cl[24];
+    snprintf(cl, sizeof(cl), "%zu", blen);
+    nghttp2_nv nv[6] = {NV(":method", body ? "POST" : "GET"), NV(":scheme", "http"), NV(":authority", authority),
+                        NV(":path", path)};
+    size_t nnv = 4;
+    if (ctype)
+        nv[nnv++] = (nghttp2_nv)NV("content-type", ctype);
+    if (body)
+        nv[nnv++] = (nghttp2_nv)NV("content-length", cl);
+    cs->req = body;
+    cs->req_len = blen;
+    nghttp2_data_provider dp = {.source.ptr = cs, .read_callback = c_body};
+    cs->id = nghttp2_submit_request(c->s, NULL, nv, nnv, body ? &dp : NULL, NULL);
+    assert_true(cs->id > 0);
+    return cs;
+}
+
+/* Runs the session until every stream is done, the connection closed or
+ * timeout_ms passed. Returns true when every stream is done. */
+static bool client_run(client_t *c, int timeout_ms)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (c->done < c->n && !c->closed) {
+        if (nghttp2_session_send(c->s) != 0) {
+            c->closed = true;
+            break;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long el = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+        if (el > timeout_ms)
+            break;
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        if (poll(&pfd, 1, 50) <= 0)
+            continue;
+        uint8_t buf[65536];
+        ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+        if (n <= 0) {
+            c->closed = true;
+            break;
+        }
+        if (nghttp2_session_mem_recv(c->s, buf, (size_t)n) < 0) {
+            c->closed = true;
+            break;
+        }
+    }
+    nghttp2_session_send(c->s);
+    return c->done == c->n;
+}
+
+/* One GET on a connection of its own. */
+static void get1(int port, const char *authority, const char *path, const char *ctype, cstream_t *out)
+{
+    client_t c;
+    client_open(&c, port, 1);
+    client_req(&c, authority, path, ctype, NULL, 0);
+    assert_true(client_run(&c, 5000));
+    *out = c.st[0];
+    c.st[0].body = NULL;
+    client_close(&c);
+}
+
+/* ---- config ---- */
+
+#define EP(port) "{\"endpoint\": {\"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", \"port_value\": " port "}}}}"
+#define CLUSTER(name, extra, port)                                                                      \
+    "{\"@type\": \"type.googleapis.com/envoy.config.cluster.v3.Cluster\", \"name\": \"" name "\", "   \
+    "\"connect_timeout\": \"1s\", " extra " \"load_assignment\": {\"cluster_name\": \"" name "\", "    \
+    "\"endpoints\": [{\"lb_endpoints\": [" EP(port) "]}]}}"
+#define H2OPTS                                                                                          \
+    "\"typed_extension_protocol_options\": {\"envoy.extensions.upstreams.http.v3.HttpProtocolOptions\": " \
+    "{\"@type\": \"type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\", "      \
+    "\"explicit_http_config\": {\"http2_protocol_options\": {}}}},"
+#define FAULT(json)                                                                                     \
+    "\"typed_per_filter_config\": {\"envoy.filters.http.fault\": {\"@type\": "                         \
+    "\"type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault\", " json "}}"
+
+static char *make_config(int port, int pa, int pb, int ph2)
+{
+    char *out = malloc(16384);
+    snprintf(out, 16384,
+             "{\"resources\": [\n"
+             "{\"@type\": \"type.googleapis.com/envoy.config.listener.v3.Listener\", \"name\": \"http\", "
+             "\"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", \"port_value\": %d}}, "
+             "\"filter_chains\": [{\"filters\": [{\"name\": \"hcm\", \"typed_config\": "
+             "{\"@type\": \"type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+             "HttpConnectionManager\", \"stat_prefix\": \"in\", "
+             "\"http2_protocol_options\": {\"max_concurrent_streams\": 50}, "
+             "\"route_config\": {\"name\": \"main\", \"virtual_hosts\": [\n"
+             " {\"name\": \"beta\", \"domains\": [\"beta.test\"], \"routes\": [{\"match\": {\"prefix\": \"/\"}, "
+             "\"route\": {\"cluster\": \"b\"}}]},\n"
+             " {\"name\": \"all\", \"domains\": [\"*\"], \"include_request_attempt_count\": true, \"routes\": [\n"
+             "  {\"match\": {\"prefix\": \"/a\"}, \"route\": {\"cluster\": \"a\"}},\n"
+             "  {\"match\": {\"prefix\": \"/b\"}, \"route\": {\"cluster\": \"b\"}},\n"
+             "  {\"match\": {\"prefix\": \"/split\"}, \"route\": {\"weighted_clusters\": {\"clusters\": "
+             "[{\"name\": \"a\", \"weight\": 50}, {\"name\": \"b\", \"weight\": 50}]}}},\n"
+             "  {\"match\": {\"prefix\": \"/h2/\"}, \"route\": {\"cluster\": \"h2\"}},\n"
+             "  {\"match\": {\"prefix\": \"/pkg.\"}, \"route\": {\"cluster\": \"h2\"}},\n"
+             "  {\"match\": {\"prefix\": \"/fault\"}, \"route\": {\"cluster\": \"a\"}, "
+             FAULT("\"abort\": {\"http_status\": 418, \"percentage\": {\"numerator\": 100}}") "},\n"
+             "  {\"match\": {\"prefix\": \"/gfault\"}, \"route\": {\"cluster\": \"h2\"}, "
+             FAULT("\"abort\": {\"grpc_status\": 14, \"percentage\": {\"numerator\": 100}}") "},\n"
+             "  {\"match\": {\"prefix\": \"/retry\"}, \"route\": {\"cluster\": \"a\", \"retry_policy\": "
+             "{\"retry_on\": \"5xx\", \"num_retries\": 2, \"retry_back_off\": {\"base_interval\": \"0.01s\"}}}},\n"
+             "  {\"match\": {\"prefix\": \"/nocluster\"}, \"route\": {\"cluster\": \"missing\"}}\n"
+             " ]}]}}}]}]},\n"
+             CLUSTER("a", "", "%d") ",\n" CLUSTER("b", "", "%d") ",\n" CLUSTER("h2", H2OPTS, "%d") "\n"
+             "]}\n",
+             port, pa, pb, ph2);
+    return out;
+}
+
+typedef struct fixture {
+    backend_t *a, *b;
+    proxy_t p;
+} fixture_t;
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof(*f));
+    f->a = backend_start("A");
+    f->b = backend_start("B");
+    f->p.port = free_port();
+    f->p.admin_port = free_port();
+    f->p.node_port = free_port();
+    snprintf(f->p.dir, sizeof(f->p.dir), "/tmp/meshproxy-h2-XXXXXX");
+    assert_non_null(mkdtemp(f->p.dir));
+    snprintf(f->p.config, sizeof(f->p.config), "%s/config.json", f->p.dir);
+    snprintf(f->p.log, sizeof(f->p.log), "%s/access.log", f->p.dir);
+    snprintf(f->p.err, sizeof(f->p.err), "%s/stderr.log", f->p.dir);
+    node_start(&f->p);
+    char *cfg = make_config(f->p.port, f->a->port, f->b->port, f->p.node_port);
+    proxy_start(&f->p, cfg);
+    free(cfg);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    reap(f->p.pid);
+    reap(f->p.node);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->p.dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", f->p.dir);
+    backend_stop(f->a);
+    backend_stop(f->b);
+    free(f);
+    return 0;
+}
+
+/* ---- tests ---- */
+
+static void test_many_streams_routing(void **state)
+{
+    fixture_t *f = *state;
+    client_t c;
+    enum { N = 120 }; /* more than the 50 concurrent streams the listener allows */
+    client_open(&c, f->p.port, N + 1);
+    char paths[N][32];
+    for (int i = 0; i < N; i++) {
+        snprintf(paths[i], sizeof(paths[i]), "/%c/%d", i % 2 ? 'b' : 'a', i);
+        client_req(&c, "svc.local", paths[i], NULL, NULL, 0);
+    }
+    client_req(&c, "beta.test", "/a/by-authority", NULL, NULL, 0);
+    assert_true(client_run(&c, 10000));
+    for (int i = 0; i < N; i++) {
+        cstream_t *cs = &c.st[i];
+        if (cs->status != 200)
+            fprintf(stderr, "stream %d: status %d error %u\n", i, cs->status, cs->error);
+        assert_int_equal(cs->status, 200);
+        char want[64];
+        snprintf(want, sizeof(want), "backend=%c host=svc.local path=%s ", i % 2 ? 'B' : 'A', paths[i]);
+        assert_non_null(cs->body);
+        assert_non_null(strstr(cs->body, want));
+    }
+    /* :authority picks the virtual host */
+    assert_non_null(strstr(c.st[N].body, "backend=B host=beta.test path=/a/by-authority"));
+    /* the proxy's SETTINGS: the HCM's max_concurrent_streams */
+    assert_int_equal(nghttp2_session_get_remote_settings(c.s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS), 50);
+    client_close(&c);
+    char *log = slurp(f->p.log);
+    assert_non_null(strstr(log, "\"GET /a/0 HTTP/2\" 200"));
+    free(log);
+}
+
+static void test_weighted_clusters(void **state)
+{
+    fixture_t *f = *state;
+    client_t c;
+    client_open(&c, f->p.port, 200);
+    for (int i = 0; i < 200; i++)
+        client_req(&c, "svc.local", "/split", NULL, NULL, 0);
+    assert_true(client_run(&c, 10000));
+    int na = 0, nb = 0;
+    for (int i = 0; i < 200; i++) {
+        assert_int_equal(c.st[i].status, 200);
+        na += strstr(c.st[i].body, "backend=A") != NULL;
+        nb += strstr(c.st[i].body, "backend=B") != NULL;
+    }
+    assert_int_equal(na + nb, 200);
+    assert_true(na > 50 && nb > 50);
+    client_close(&c);
+}
+
+static void test_h2_to_h2_with_trailers(void **state)
+{
+    fixture_t *f = *state;
+    client_t c;
+    client_open(&c, f->p.port, 2);
+    cstream_t *g = client_req(&c, "svc.local", "/pkg.Svc/Call", "application/grpc", "\0\0\0\0\0", 5);
+    cstream_t *h = client_req(&c, "svc.local", "/h2/plain", NULL, NULL, 0);
+    assert_true(client_run(&c, 5000));
+    assert_int_equal(g->status, 200);
+    assert_non_null(strstr(g->body, "h2backend path=/pkg.Svc/Call authority=svc.local len=5 te=trailers"));
+    assert_non_null(strstr(g->trailers, "grpc-status: 0\n"));
+    assert_non_null(strstr(g->trailers, "grpc-message: fine\n"));
+    assert_int_equal(h->status, 200);
+    assert_non_null(strstr(h->body, "h2backend path=/h2/plain"));
+    client_close(&c);
+    /* gRPC is reported as such */
+    char *log = slurp(f->p.log);
+    assert_non_null(strstr(log, "\"POST /pkg.Svc/Call HTTP/2\" 200"));
+    free(log);
+}
+
+/* HTTP/1.1 client, HTTP/2 upstream: Host becomes :authority, the response
+ * comes back with a Content-Length or chunked. */
+static void test_h1_to_h2_upstream(void **state)
+{
+    fixture_t *f = *state;
+    int fd = tcp_connect(f->p.port);
+    const char *req = "GET /h2/from-h1 HTTP/1.1\r\nHost: h1.client\r\n\r\n";
+    assert_int_equal(send_all(fd, req, strlen(req)), 0);
+    char buf[8192];
+    size_t len = 0;
+    px_h1_msg_t *m = malloc(sizeof(*m));
+    const char *err;
+    int r;
+    while ((r = px_h1_parse_response(buf, len, false, false, m, &err)) == -2)
+        assert_int_equal(read_more(fd, buf, &len, sizeof(buf) - 1), 0);
+    assert_true(r > 0);
+    assert_int_equal(m->status_code, 200);
+    while (!memmem(buf, len, "te=-\n", 5))
+        assert_int_equal(read_more(fd, buf, &len, sizeof(buf) - 1), 0);
+    buf[len] = '\0';
+    assert_non_null(strstr(buf, "h2backend path=/h2/from-h1 authority=h1.client len=0"));
+    free(m);
+    close(fd);
+}
+
+static void test_bodies_beyond_flow_control(void **state)
+{
+    fixture_t *f = *state;
+    char *big = malloc(3 * BIG);
+    memset(big, 'q', 3 * BIG);
+    client_t c;
+    client_open(&c, f->p.port, 4);
+    cstream_t *up1 = client_req(&c, "svc.local", "/a/upload", "application/octet-stream", big, 3 * BIG);
+    cstream_t *up2 = client_req(&c, "svc.local", "/h2/upload", "application/octet-stream", big, 3 * BIG);
+    cstream_t *dn1 = client_req(&c, "svc.local", "/a/bigresp", NULL, NULL, 0);
+    cstream_t *dn2 = client_req(&c, "svc.local", "/h2/bigresp", NULL, NULL, 0);
+    assert_true(client_run(&c, 20000));
+    assert_int_equal(up1->status, 200);
+    assert_non_null(strstr(up1->body, "len=3145728 "));
+    assert_int_equal(up2->status, 200);
+    assert_non_null(strstr(up2->body, "len=3145728 "));
+    assert_int_equal(dn1->status, 200);
+    assert_int_equal(dn1->len, BIG);
+    assert_int_equal(dn2->status, 200);
+    assert_int_equal(dn2->len, BIG);
+    client_close(&c);
+    free(big);
+}
+
+static void test_client_reset_spares_other_streams(void **state)
+{
+    fixture_t *f = *state;
+    client_t c;
+    client_open(&c, f->p.port, 3);
+    cstream_t *s1 = client_req(&c, "svc.local", "/a/slow/1", NULL, NULL, 0);
+    cstream_t *s2 = client_req(&c, "svc.local", "/a/slow/2", NULL, NULL, 0);
+    cstream_t *s3 = client_req(&c, "svc.local", "/b/slow/3", NULL, NULL, 0);
+    nghttp2_session_send(c.s);
+    usleep(50000);
+    assert_int_equal(nghttp2_submit_rst_stream(c.s, NGHTTP2_FLAG_NONE, s2->id, NGHTTP2_CANCEL), 0);
+    assert_true(client_run(&c, 5000));
+    assert_int_equal(s1->status, 200);
+    assert_non_null(strstr(s1->body, "path=/a/slow/1"));
+    assert_int_equal(s3->status, 200);
+    assert_int_equal(s2->error, NGHTTP2_CANCEL);
+    assert_int_equal(s2->status, 0);
+    /* the connection still serves new streams */
+    client_t *cp = &c;
+    cp->st = realloc(cp->st, 4 * sizeof(*cp->st));
+    memset(&cp->st[3], 0, sizeof(cp->st[3]));
+    cstream_t *s4 = client_req(cp, "svc.local", "/a/after", NULL, NULL, 0);
+    assert_true(client_run(cp, 5000));
+    assert_int_equal(s4->status, 200);
+    client_close(&c);
+}
+
+/* A malformed frame sequence ends that connection (GOAWAY, close) and
+ * nothing else: a stream in flight on another connection completes. */
+static void test_malformed_frames_close_only_that_connection(void **state)
+{
+    fixture_t *f = *state;
+    client_t good;
+    client_open(&good, f->p.port, 1);
+    cstream_t *slow = client_req(&good, "svc.local", "/a/slow/good", NULL, NULL, 0);
+    nghttp2_session_send(good.s);
+
+    int fd = tcp_connect(f->p.port);
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    /* SETTINGS (empty), then DATA on stream 0: a connection error */
+    static const unsigned char frames[] = {0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 3, 0, 1, 0, 0, 0, 0,
+                                           'x', 'y', 'z'};
+    assert_int_equal(send_all(fd, preface, 24), 0);
+    assert_int_equal(send_all(fd, (const char *)frames, sizeof(frames)), 0);
+    char buf[4096];
+    size_t len = 0;
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    while (read_more(fd, buf, &len, sizeof(buf)) == 0)
+        ;
+    /* the server's frames end with a GOAWAY (type 7), then EOF */
+    bool goaway = false;
+    for (size_t off = 0; off + 9 <= len;) {
+        size_t fl = ((size_t)(unsigned char)buf[off] << 16) | ((size_t)(unsigned char)buf[off + 1] << 8) |
+                    (unsigned char)buf[off + 2];
+        if (buf[off + 3] == 7)
+            goaway = true;
+        off += 9 + fl;
+    }
+    assert_true(goaway);
+    close(fd);
+
+    /* garbage instead of a preface: closed too */
+    fd = tcp_connect(f->p.port);
+    assert_int_equal(send_all(fd, "PRI * HTTP/2.0\r\n\r\nXX\r\n\r\ngarbage", 31), 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    len = 0;
+    while (read_more(fd, buf, &len, sizeof(buf)) == 0)
+        ;
+    close(fd);
+
+    assert_true(client_run(&good, 5000));
+    assert_int_equal(slow->status, 200);
+    assert_non_null(strstr(slow->body, "path=/a/slow/good"));
+    client_close(&good);
+}
+
+static void test_fault_abort_and_grpc_local_replies(void **state)
+{
+    fixture_t *f = *state;
+    cstream_t r;
+    get1(f->p.port, "svc.local", "/fault", NULL, &r);
+    assert_int_equal(r.status, 418);
+    assert_non_null(strstr(r.body, "fault filter abort"));
+    free(r.body);
+    /* gRPC abort: trailers-only (HEADERS with END_STREAM, grpc-status there) */
+    get1(f->p.port, "svc.local", "/gfault/pkg.S/M", "application/grpc", &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.hdrs, "grpc-status: 14\n"));
+    assert_non_null(strstr(r.hdrs, "content-type: application/grpc\n"));
+    assert_int_equal(r.len, 0);
+    assert_string_equal(r.trailers, "");
+    free(r.body);
+    /* a local error reply to a gRPC request: gRPC status, not an HTTP one */
+    get1(f->p.port, "svc.local", "/nocluster/pkg.S/M", "application/grpc", &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.hdrs, "grpc-status: 14\n"));
+    free(r.body);
+    get1(f->p.port, "svc.local", "/nocluster/plain", NULL, &r);
+    assert_int_equal(r.status, 503);
+    free(r.body);
+}
+
+static void test_retries_on_h2(void **state)
+{
+    fixture_t *f = *state;
+    atomic_store(&f->a->fail_left, 1);
+    cstream_t r;
+    get1(f->p.port, "svc.local", "/retry/x", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "backend=A"));
+    assert_non_null(strstr(r.body, "ac=2\n"));
+    free(r.body);
+}
+
+/* request_protocol: "grpc" for gRPC, "http" otherwise (Istio's values). */
+static void test_request_protocol_metric(void **state)
+{
+    fixture_t *f = *state;
+    cstream_t r;
+    get1(f->p.port, "svc.local", "/pkg.Svc/Metric", "application/grpc", &r);
+    assert_int_equal(r.status, 200);
+    free(r.body);
+    get1(f->p.port, "svc.local", "/a/metric", NULL, &r);
+    free(r.body);
+    int fd = tcp_connect(f->p.admin_port);
+    const char *req = "GET /stats/prometheus HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert_int_equal(send_all(fd, req, strlen(req)), 0);
+    size_t cap = 1 << 20, len = 0;
+    char *buf = malloc(cap);
+    while (read_more(fd, buf, &len, cap - 1) == 0)
+        ;
+    buf[len] = '\0';
+    close(fd);
+    assert_non_null(strstr(buf, "request_protocol=\"grpc\""));
+    assert_non_null(strstr(buf, "request_protocol=\"http\""));
+    free(buf);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_many_streams_routing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_weighted_clusters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_h2_to_h2_with_trailers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_h1_to_h2_upstream, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bodies_beyond_flow_control, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_reset_spares_other_streams, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_frames_close_only_that_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fault_abort_and_grpc_local_replies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retries_on_h2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_request_protocol_metric, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
