@@ -240,6 +240,7 @@ struct uconn {
     uconn_t *h2_next;     /* a connection: the next one in the worker's HTTP/2 pool */
     size_t nstreams;
     bool h2_busy, h2_again, h2_dead, h2_https, h2_pooled, h2_check_queued;
+    bool h2_high; /* the output was above OUT_HIGH: wake the clients when it drains */
 };
 
 typedef enum {
@@ -348,6 +349,7 @@ struct dconn {
     bool h2_check_queued;
     bool h2_goaway;
     bool h2_dead; /* the session failed: close once the GOAWAY is out */
+    bool h2_high; /* the output was above OUT_HIGH: wake the streams when it drains */
 };
 
 static void dconn_close(dconn_t *d);
@@ -696,6 +698,15 @@ static size_t d_backlog(const dconn_t *d)
     return d->out.len + (d->h2s ? px_h2_pending(d->h2s) : 0) + d->parent->out.len;
 }
 
+/* Request bytes that wait to reach the upstream (the request path stops
+ * reading the client above OUT_HIGH). */
+static size_t u_backlog(const uconn_t *u)
+{
+    if (u->hp == NULL)
+        return u->out.len;
+    return u->out.len + (u->h2s ? px_h2_pending(u->h2s) : 0) + u->hp->out.len;
+}
+
 static void d_update_interest(dconn_t *d)
 {
     if (d->closed)
@@ -713,7 +724,7 @@ static void d_update_interest(dconn_t *d)
         break;
     case D_PROXY:
         /* read the request body while it lasts and the upstream keeps up */
-        if (!d->req_body_done && d->in.len < IN_CAP && (!d->u || d->u->out.len < OUT_HIGH))
+        if (!d->req_body_done && d->in.len < IN_CAP && (!d->u || u_backlog(d->u) < OUT_HIGH))
             ev |= LOOP_READ;
         break;
     case D_TUNNEL:
@@ -3061,8 +3072,14 @@ static void h2u_check_cb(void *arg)
     c->h2_check_queued = false;
     if (c->fd < 0)
         return;
-    if (c->h2_dead || (c->state == U_ACTIVE && !px_h2_alive(c->h2) && c->out.len == 0))
+    if (c->h2_dead || (c->state == U_ACTIVE && !px_h2_alive(c->h2) && c->out.len == 0)) {
         uconn_close(c);
+        return;
+    }
+    /* the upstream took request bytes: the clients may send more */
+    for (uconn_t *k = c->skids; k; k = k->snext)
+        if (k->d && !k->d->closed && k->d->state == D_PROXY && !k->d->req_body_done)
+            d_update_interest(k->d);
 }
 
 /* Moves the codec's frames into the connection's output and sends them
@@ -3075,7 +3092,9 @@ static void h2u_flush(uconn_t *c)
         c->h2_again = true;
         return;
     }
+    bool produced = false;
     if (c->state == U_ACTIVE) {
+        size_t before = c->out.len;
         c->h2_busy = true;
         int rc;
         do {
@@ -3083,11 +3102,17 @@ static void h2u_flush(uconn_t *c)
             rc = px_h2_send(c->h2, out_sink, &c->out);
         } while (rc == 0 && c->h2_again);
         c->h2_busy = false;
+        produced = c->out.len != before;
         if (rc < 0 || u_flush(c) < 0)
             c->h2_dead = true;
         u_update_interest(c);
     }
-    if (!c->h2_check_queued) {
+    if (c->h2_high && c->out.len < OUT_HIGH)
+        produced = true;
+    c->h2_high = c->out.len >= OUT_HIGH;
+    /* only when frames went out (or the session ended): the check wakes
+     * the clients, whose acknowledgements flush here again */
+    if ((produced || c->h2_dead || !px_h2_alive(c->h2)) && !c->h2_check_queued) {
         c->h2_check_queued = true;
         loop_defer(c->w->loop, h2u_check_cb, c);
     }
@@ -3265,18 +3290,23 @@ static void h2d_flush(dconn_t *p)
         return;
     }
     p->h2_busy = true;
+    size_t before = p->out.len;
     int rc;
     do {
         p->h2_again = false;
         rc = px_h2_send(p->h2, out_sink, &p->out);
     } while (rc == 0 && p->h2_again);
     p->h2_busy = false;
+    bool produced = p->out.len != before;
     if (rc < 0 || d_flush(p) < 0) {
         p->h2_dead = true;
         p->out.len = 0;
     }
     d_update_interest(p);
-    if (!p->h2_check_queued) {
+    if (p->h2_high && p->out.len < OUT_HIGH)
+        produced = true;
+    p->h2_high = p->out.len >= OUT_HIGH;
+    if ((produced || p->h2_dead || !px_h2_alive(p->h2)) && !p->h2_check_queued) {
         p->h2_check_queued = true;
         loop_defer(p->w->loop, h2d_check_cb, p);
     }
@@ -3289,7 +3319,7 @@ static void h2k_sync(dconn_t *c)
     if (c->h2s) {
         if (c->out.len)
             px_h2_write(c->h2s, c->out.data, c->out.len); /* on error the codec resets the stream */
-        if (c->in.len < IN_CAP && (!c->u || c->u->out.len < OUT_HIGH))
+        if (c->in.len < IN_CAP && (!c->u || u_backlog(c->u) < OUT_HIGH))
             px_h2_ack(c->h2s);
     }
     c->out.len = 0;

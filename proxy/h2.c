@@ -50,6 +50,12 @@ static int hb_add(hbuf_t *b, const void *p, size_t n)
     return 0;
 }
 
+/* The live bytes ("" for an empty buffer that never held any). */
+static const char *hb_ptr(const hbuf_t *b)
+{
+    return b->data ? b->data + b->off : "";
+}
+
 static int hb_str(hbuf_t *b, const char *s)
 {
     return hb_add(b, s, strlen(s));
@@ -241,7 +247,7 @@ static void in_finish(px_h2_stream_t *s, bool with_trailers)
     if (!s->in_chunked)
         return;
     hbuf_t t = {0};
-    if (hb_str(&t, "0\r\n") == 0 && (!with_trailers || hb_add(&t, s->fields.data + s->fields.off, s->fields.len) == 0) &&
+    if (hb_str(&t, "0\r\n") == 0 && (!with_trailers || hb_add(&t, hb_ptr(&s->fields), s->fields.len) == 0) &&
         hb_str(&t, "\r\n") == 0)
         deliver(s, t.data, t.len);
     hb_free(&t);
@@ -277,7 +283,7 @@ static int in_head(px_h2_t *h, px_h2_stream_t *s, bool end_stream)
         if (hb_str(&t, "HTTP/1.1 ") < 0 || hb_str(&t, s->status) < 0 || hb_str(&t, " -\r\n") < 0)
             goto out;
     }
-    if (hb_add(&t, s->fields.data + s->fields.off, s->fields.len) < 0)
+    if (hb_add(&t, hb_ptr(&s->fields), s->fields.len) < 0)
         goto out;
     bool nobody = h->client && (s->req_head || atoi(s->status) == 204 || atoi(s->status) == 304);
     if (!end_stream && !s->has_cl && !nobody) {
@@ -402,7 +408,8 @@ static ssize_t data_read(nghttp2_session *ss, int32_t id, uint8_t *buf, size_t l
     (void)ss;
     (void)id;
     size_t n = s->body.len < length ? s->body.len : length;
-    memcpy(buf, s->body.data + s->body.off, n);
+    if (n)
+        memcpy(buf, hb_ptr(&s->body), n);
     hb_consume(&s->body, n);
     if (s->body.len == 0 && s->out_end) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -447,7 +454,7 @@ static int fields_nv(const px_h1_msg_t *m, nghttp2_nv *nv, size_t *nnv, char *st
             nm[k] = (char)((f->name[k] >= 'A' && f->name[k] <= 'Z') ? f->name[k] + 32 : f->name[k]);
         *used += f->name_len;
         nv[*nnv] = (nghttp2_nv){(uint8_t *)nm, (uint8_t *)f->value, f->name_len, f->value_len,
-                                NGHTTP2_NV_FLAG_NO_COPY_VALUE};
+                                NGHTTP2_NV_FLAG_NONE};
         (*nnv)++;
     }
     return 0;
@@ -561,7 +568,7 @@ static int out_body(px_h2_stream_t *s)
         size_t n = b->len;
         if (s->out == OUT_LENGTH && n > s->out_left)
             n = (size_t)s->out_left;
-        if (hb_add(&s->body, b->data + b->off, n) < 0)
+        if (hb_add(&s->body, hb_ptr(b), n) < 0)
             return -1;
         hb_consume(b, b->len); /* anything past the body is dropped */
         if (s->out == OUT_LENGTH) {
@@ -575,7 +582,7 @@ static int out_body(px_h2_stream_t *s)
         for (;;) {
             size_t used, dl;
             const char *data, *err;
-            int r = px_h1_chunked_decode(&s->chunk, b->data + b->off, b->len, &used, &data, &dl, &err);
+            int r = px_h1_chunked_decode(&s->chunk, hb_ptr(b), b->len, &used, &data, &dl, &err);
             if (r == -1)
                 return -1;
             if (r == 1 && hb_add(&s->body, data, dl) < 0)
@@ -611,8 +618,8 @@ int px_h2_write(px_h2_stream_t *s, const char *p, size_t n)
         if (m == NULL)
             goto fail;
         int r = s->h->client
-                    ? px_h1_parse_request(s->obuf.data + s->obuf.off, s->obuf.len, m, &err)
-                    : px_h1_parse_response(s->obuf.data + s->obuf.off, s->obuf.len, s->req_head, false, m, &err);
+                    ? px_h1_parse_request(hb_ptr(&s->obuf), s->obuf.len, m, &err)
+                    : px_h1_parse_response(hb_ptr(&s->obuf), s->obuf.len, s->req_head, false, m, &err);
         if (r == -2) {
             free(m);
             return 0;

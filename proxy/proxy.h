@@ -9,7 +9,9 @@
  * through px_server_apply(): every worker picks the new snapshot up between
  * events, opens the listeners it adds, stops accepting on the ones it
  * removes (taking what is already queued), and never drops an accepted
- * connection. HTTP/1.1 and TCP proxying; HTTP/2 and TLS are not here yet.
+ * connection. HTTP/1.1, HTTP/2 (h2c with prior knowledge, h2 by ALPN; to
+ * HTTP/1.1 or HTTP/2 upstreams, gRPC trailers passed through) and TCP
+ * proxying, TLS on both sides.
  *
  * Resilience, as Envoy defines it: fault injection (per-route HTTPFault:
  * delay, abort), retries (RetryPolicy, jittered backoff, per-try timeout,
@@ -24,7 +26,7 @@
  * connections); a connection whose listener was removed finishes its
  * request on the old snapshot and is closed.
  *
- * Private parts: http1.c (codec), config.c (snapshots, router, load
+ * Private parts: http1.c (codec), h2.c (HTTP/2 codec on nghttp2), config.c (snapshots, router, load
  * balancers), bundle.c + pbjson.c (resources from proto3 JSON or YAML),
  * engine.c (workers, listeners, connections, metrics), xds_client.c (ADS),
  * admin.c (stats, readiness, admin endpoints); main.c is the binary.

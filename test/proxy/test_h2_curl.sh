@@ -1,0 +1,99 @@
+#!/bin/sh
+# meshproxy's HTTP/2 as curl sees it: h2c with prior knowledge on a plaintext
+# listener, h2 negotiated by ALPN on a TLS listener (a self-signed
+# certificate made here), HTTP/1.1 still served on both, and h2load's
+# multiplexed streams on one connection when it is installed. The backend
+# is build/backend. Prints "ok NAME" / "not ok NAME" per check.
+BUILD=${MESH_BUILD:-build}
+PROXY="$BUILD/meshproxy"
+BACKEND="$BUILD/backend"
+tmp=$(mktemp -d /tmp/meshproxy-h2curl.XXXXXX)
+pids=""
+cleanup() {
+    for p in $pids; do kill "$p" 2>/dev/null; done
+    for p in $pids; do wait "$p" 2>/dev/null; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+check() {
+    name=$1
+    shift
+    if "$@" >/dev/null 2>&1; then echo "ok $name"; else echo "not ok $name"; fi
+}
+
+for b in "$PROXY" "$BACKEND"; do
+    if [ ! -x "$b" ]; then
+        echo "not ok built ($b missing)"
+        exit 1
+    fi
+done
+
+# free ports from the kernel
+ports=$(python3 -c 'import socket
+ss=[socket.socket() for _ in range(5)]
+[s.bind(("127.0.0.1",0)) for s in ss]
+print(" ".join(str(s.getsockname()[1]) for s in ss))')
+set -- $ports
+HTTP=$1 HTTPS=$2 BE=$3 STATS=$4 ADMIN=$5
+
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/key.pem" -out "$tmp/cert.pem" -days 1 \
+    -subj "/CN=h2.test" -addext "subjectAltName=DNS:h2.test" >/dev/null 2>&1
+
+route='"route_config": {"name": "r", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "be"}}]}]}'
+hcm='"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", "stat_prefix": "in"'
+cat >"$tmp/config.json" <<JSON
+{"resources": [
+ {"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", "name": "plain",
+  "address": {"socket_address": {"address": "127.0.0.1", "port_value": $HTTP}},
+  "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {$hcm, $route}}]}]},
+ {"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", "name": "tls",
+  "address": {"socket_address": {"address": "127.0.0.1", "port_value": $HTTPS}},
+  "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {$hcm, $route}}],
+   "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+     "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+     "common_tls_context": {"alpn_protocols": ["h2", "http/1.1"],
+       "tls_certificates": [{"certificate_chain": {"filename": "$tmp/cert.pem"},
+                             "private_key": {"filename": "$tmp/key.pem"}}]}}}}]},
+ {"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "be", "connect_timeout": "1s",
+  "load_assignment": {"cluster_name": "be", "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
+   {"socket_address": {"address": "127.0.0.1", "port_value": $BE}}}}]}]}}
+]}
+JSON
+
+"$BACKEND" --listen "127.0.0.1:$BE" --name curl-be >"$tmp/backend.log" 2>&1 &
+pids="$pids $!"
+"$PROXY" sidecar --config-file "$tmp/config.json" --concurrency 2 --bind 127.0.0.1 --stats-port "$STATS" \
+    --ready-port 0 --admin-port "$ADMIN" >"$tmp/access.log" 2>"$tmp/proxy.err" &
+pids="$pids $!"
+i=0
+while [ $i -lt 100 ]; do
+    curl -s -o /dev/null "http://127.0.0.1:$HTTP/" && break
+    sleep 0.05
+    i=$((i + 1))
+done
+
+out=$(curl -s -o "$tmp/body" -w '%{http_version} %{http_code}' --http2-prior-knowledge "http://127.0.0.1:$HTTP/one")
+check h2c_prior_knowledge test "$out" = "2 200"
+check h2c_body_from_backend grep -q curl-be "$tmp/body"
+out=$(curl -s -o /dev/null -w '%{http_version} %{http_code}' --http1.1 "http://127.0.0.1:$HTTP/two")
+check h1_on_same_listener test "$out" = "1.1 200"
+out=$(curl -s -o "$tmp/body" -w '%{http_version} %{http_code}' --http2 --cacert "$tmp/cert.pem" \
+    --resolve "h2.test:$HTTPS:127.0.0.1" "https://h2.test:$HTTPS/three")
+check h2_over_tls_by_alpn test "$out" = "2 200"
+check h2_tls_body_from_backend grep -q curl-be "$tmp/body"
+out=$(curl -s -o /dev/null -w '%{http_version} %{http_code}' --http1.1 --cacert "$tmp/cert.pem" \
+    --resolve "h2.test:$HTTPS:127.0.0.1" "https://h2.test:$HTTPS/four")
+check h1_over_tls_by_alpn test "$out" = "1.1 200"
+out=$(curl -s -o /dev/null -w '%{http_code}' --http2-prior-knowledge -X POST --data-binary "@$tmp/cert.pem" \
+    "http://127.0.0.1:$HTTP/post")
+check h2c_post_with_body test "$out" = "200"
+sleep 0.2
+check access_log_says_http2 grep -q '"GET /one HTTP/2" 200' "$tmp/access.log"
+check access_log_tls_http2 grep -q '"GET /three HTTP/2" 200' "$tmp/access.log"
+check access_log_http11 grep -q '"GET /two HTTP/1.1" 200' "$tmp/access.log"
+
+if command -v h2load >/dev/null 2>&1; then
+    h2load -n 400 -c 1 -m 40 "http://127.0.0.1:$HTTP/load" >"$tmp/h2load.out" 2>&1
+    check h2load_multiplexed_all_2xx grep -q 'status codes: 400 2xx' "$tmp/h2load.out"
+fi
