@@ -1,13 +1,26 @@
 /*
  * engine: worker threads, listeners, downstream and upstream connections,
- * HTTP/1.1 and TCP proxying (see proxy.h).
+ * HTTP/1.1, HTTP/2 and TCP proxying (see proxy.h).
  *
  * Per worker: one loop, the snapshot it serves new connections with, its
  * listening sockets, an idle pool of upstream keep-alive connections per
- * endpoint, and load-balancer state. A downstream connection keeps a
- * reference on the snapshot it was accepted with. One request at a time per
+ * endpoint, a pool of multiplexed HTTP/2 upstream connections, and
+ * load-balancer state. A downstream connection keeps a reference on the
+ * snapshot it was accepted with. One request at a time per HTTP/1.1
  * connection: the next pipelined request is parsed only when the previous
  * response has been written.
+ *
+ * HTTP/2 (codec in h2.c): a downstream connection that starts with the h2c
+ * preface or negotiated "h2" becomes a session (state D_H2) whose streams
+ * are dconns of their own (parent set, no socket), each going through the
+ * same request path as an HTTP/1.1 request: routing, faults, retries,
+ * timeouts, mirroring, circuit breakers, RBAC, metrics, the access log. The
+ * codec hands a stream's request over as HTTP/1.1 bytes and turns the
+ * response the path writes back into frames. An HTTP/2 cluster's requests
+ * are streams of one connection per endpoint: each stream is a uconn of its
+ * own (hp set, no socket) written and read as an HTTP/1.1 connection, the
+ * codec doing the framing. Sends from inside the codec's callbacks are
+ * noted (h2_busy) and done when the codec returns.
  */
 #include <arpa/inet.h>
 #include <errno.h>
