@@ -635,6 +635,10 @@ static char *make_config(int port, int pa, int pb, int ph2)
              "{\"@type\": \"type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
              "HttpConnectionManager\", \"stat_prefix\": \"in\", "
              "\"http2_protocol_options\": {\"max_concurrent_streams\": 50}, "
+             "\"http_filters\": [{\"name\": \"envoy.filters.http.rbac\", \"typed_config\": {\"@type\": "
+             "\"type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC\", \"rules\": {\"action\": \"DENY\", "
+             "\"policies\": {\"no-denied\": {\"permissions\": [{\"url_path\": {\"path\": {\"prefix\": \"/denied\"}}}], "
+             "\"principals\": [{\"any\": true}]}}}}}], "
              "\"route_config\": {\"name\": \"main\", \"virtual_hosts\": [\n"
              " {\"name\": \"beta\", \"domains\": [\"beta.test\"], \"routes\": [{\"match\": {\"prefix\": \"/\"}, "
              "\"route\": {\"cluster\": \"b\"}}]},\n"
@@ -651,6 +655,7 @@ static char *make_config(int port, int pa, int pb, int ph2)
              FAULT("\"abort\": {\"grpc_status\": 14, \"percentage\": {\"numerator\": 100}}") "},\n"
              "  {\"match\": {\"prefix\": \"/retry\"}, \"route\": {\"cluster\": \"a\", \"retry_policy\": "
              "{\"retry_on\": \"5xx\", \"num_retries\": 2, \"retry_back_off\": {\"base_interval\": \"0.01s\"}}}},\n"
+             "  {\"match\": {\"prefix\": \"/timeout\"}, \"route\": {\"cluster\": \"a\", \"timeout\": \"0.1s\"}},\n"
              "  {\"match\": {\"prefix\": \"/nocluster\"}, \"route\": {\"cluster\": \"missing\"}}\n"
              " ]}]}}}]}]},\n"
              CLUSTER("a", "", "%d") ",\n" CLUSTER("b", "", "%d") ",\n" CLUSTER("h2", H2OPTS, "%d") "\n"
@@ -944,6 +949,59 @@ static void test_retries_on_h2(void **state)
     free(r.body);
 }
 
+/* RBAC denies: 403 for HTTP, PERMISSION_DENIED (7) trailers-only for gRPC;
+ * a route timeout on a stream: 504 UT, the other streams unaffected. */
+static void test_rbac_and_timeout_on_streams(void **state)
+{
+    fixture_t *f = *state;
+    client_t c;
+    client_open(&c, f->p.port, 4);
+    cstream_t *deny = client_req(&c, "svc.local", "/denied/x", NULL, NULL, 0);
+    cstream_t *gdeny = client_req(&c, "svc.local", "/denied/pkg.S/M", "application/grpc", "\0\0\0\0\0", 5);
+    cstream_t *slow = client_req(&c, "svc.local", "/timeout/slow", NULL, NULL, 0);
+    cstream_t *ok = client_req(&c, "svc.local", "/a/fine", NULL, NULL, 0);
+    assert_true(client_run(&c, 5000));
+    assert_int_equal(deny->status, 403);
+    assert_non_null(strstr(deny->body, "RBAC: access denied"));
+    assert_int_equal(gdeny->status, 200);
+    assert_non_null(strstr(gdeny->hdrs, "grpc-status: 7\n"));
+    assert_non_null(strstr(gdeny->hdrs, "grpc-message: RBAC: access denied\n"));
+    assert_int_equal(slow->status, 504);
+    assert_int_equal(ok->status, 200);
+    client_close(&c);
+    char *log = slurp(f->p.log);
+    assert_non_null(strstr(log, "\"GET /timeout/slow HTTP/2\" 504 UT"));
+    free(log);
+}
+
+/* SIGTERM: the proxy sends GOAWAY, the stream in flight still completes. */
+static void test_drain_sends_goaway(void **state)
+{
+    fixture_t *f = *state;
+    client_t c;
+    client_open(&c, f->p.port, 1);
+    cstream_t *s1 = client_req(&c, "svc.local", "/a/slow/draining", NULL, NULL, 0);
+    nghttp2_session_send(c.s);
+    usleep(100000);
+    kill(f->p.pid, SIGTERM);
+    assert_true(client_run(&c, 5000));
+    assert_int_equal(s1->status, 200);
+    assert_non_null(strstr(s1->body, "path=/a/slow/draining"));
+    /* the GOAWAY may come with the last frames: read until the close */
+    for (int i = 0; i < 40 && !c.goaway && !c.closed; i++) {
+        struct pollfd pfd = {.fd = c.fd, .events = POLLIN};
+        if (poll(&pfd, 1, 50) <= 0)
+            continue;
+        uint8_t buf[4096];
+        ssize_t n = recv(c.fd, buf, sizeof(buf), 0);
+        if (n <= 0)
+            break;
+        nghttp2_session_mem_recv(c.s, buf, (size_t)n);
+    }
+    assert_true(c.goaway);
+    client_close(&c);
+}
+
 /* request_protocol: "grpc" for gRPC, "http" otherwise (Istio's values). */
 static void test_request_protocol_metric(void **state)
 {
@@ -982,6 +1040,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fault_abort_and_grpc_local_replies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retries_on_h2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_protocol_metric, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rbac_and_timeout_on_streams, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drain_sends_goaway, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
