@@ -770,6 +770,8 @@ static json_object *proxy_container(const webhook_config_t *c, const struct sett
     env_field(env, "HOST_IP", "status.hostIP");
     /* PROXY_CONFIG: the control plane's defaults with the pod's overrides. */
     json_object *pc = O("discoveryAddress", S(c->discovery_address), NULL);
+    if (c->status_port != 15020) /* the proxy's default in a pod */
+        json_object_object_add(pc, "statusPort", json_object_new_int64(c->status_port));
     if (s->proxy_config != NULL) {
         json_object_object_foreach(s->proxy_config, k, v) {
             json_object_object_add(pc, k, json_object_get(v));
