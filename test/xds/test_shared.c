@@ -368,6 +368,43 @@ static void test_threads_share_one_cache(void **state)
     world_close(&w);
 }
 
+/* With outlier detection on a DestinationRule, endpoints depend on the
+ * caller's locality (failover priorities): proxies in different zones get
+ * their own parts, each still byte for byte the whole translation. */
+static void test_locality_parts(void **state)
+{
+    (void)state;
+    world_t w;
+    xw_bookinfo(&w.x);
+    xw_text(&w.x, "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                  "metadata: {name: reviews, namespace: default}\n"
+                  "spec: {host: reviews, trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3}}}\n");
+    xw_commit(&w.x);
+    w.in = (xds_input_t){.snap = w.x.snap, .reg = w.x.reg};
+    tx_shared_t *c = tx_shared_new(&w.in);
+    /* details and ratings in zone-a, reviews-v2 in zone-b */
+    const char *pods[] = {"details-v1-0", "ratings-v1-0", "reviews-v2-0"};
+    uint64_t h[3];
+    for (size_t i = 0; i < 3; i++) {
+        xds_proxy_t *p = xw_pod_proxy(&w.x, "default", pods[i], XDS_SIDECAR);
+        xds_resources_t *full = xds_translate(&w.in, p);
+        xds_resources_t *r = tx_translate_shared(c, &w.in, p);
+        assert_identical(r, full, pods[i]);
+        h[i] = res_hash(r, XDS_ENDPOINT, "outbound|9080||reviews.default.svc.cluster.local");
+        xds_resources_unref(r);
+        xds_resources_unref(full);
+        xds_proxy_free(p);
+    }
+    assert_true(h[0] == h[1]); /* same zone */
+    assert_true(h[0] != h[2]); /* other zone: other priorities */
+    uint64_t built, reused;
+    tx_shared_stats(c, &built, &reused);
+    assert_int_equal(built, 2);
+    assert_int_equal(reused, 1);
+    tx_shared_unref(c);
+    world_close(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -375,6 +412,7 @@ int main(void)
         cmocka_unit_test(test_result_outlives_cache),
         cmocka_unit_test(test_whole_translations),
         cmocka_unit_test(test_threads_share_one_cache),
+        cmocka_unit_test(test_locality_parts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

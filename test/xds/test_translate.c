@@ -227,6 +227,10 @@ static void test_proxy_from_node(void **state)
     Envoy__Config__Core__V3__Node node = ENVOY__CONFIG__CORE__V3__NODE__INIT;
     node.id = "sidecar~10.1.0.31~reviews-v1-0.bookinfo~bookinfo.svc.cluster.local";
     node.metadata = &md;
+    Envoy__Config__Core__V3__Locality loc = ENVOY__CONFIG__CORE__V3__LOCALITY__INIT;
+    loc.region = "us-east";
+    loc.zone = "zone-a";
+    node.locality = &loc;
     char err[256];
     xds_proxy_t *p = xds_proxy_from_node(&node, err, sizeof(err));
     assert_non_null(p);
@@ -239,6 +243,11 @@ static void test_proxy_from_node(void **state)
     assert_string_equal(p->ips[1], "fd00::31");
     assert_string_equal(reg_labels_get(&p->labels, "app"), "reviews");
     assert_string_equal(p->dns_domain, "bookinfo.svc.cluster.local");
+    assert_string_equal(p->locality, "us-east/zone-a");
+    xds_proxy_free(p);
+    node.locality = NULL;
+    p = xds_proxy_from_node(&node, err, sizeof(err));
+    assert_string_equal(p->locality, "");
     xds_proxy_free(p);
 
     node.id = "gateway~1.2.3.4~x.y~y.svc.cluster.local";
@@ -288,6 +297,144 @@ static void test_subset_endpoints(void **state)
     json_object_put(v2);
     json_object_put(all);
     json_object_put(c);
+    xds_resources_unref(r);
+    xds_proxy_free(p);
+    xw_close(&w);
+}
+
+/* ---- locality load balancing ---- */
+
+/* reviews gets two more pods: one in eu-west, one in ap-south. */
+#define FAR_POD(name, ip, region, zone)                                                            \
+    "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: " name "\n  namespace: default\n"          \
+    "  labels: {app: reviews, version: v1, security.istio.io/tlsMode: istio, "                     \
+    "topology.kubernetes.io/region: " region ", topology.kubernetes.io/zone: " zone "}\n"         \
+    "  annotations: {sidecar.istio.io/status: '{\"containers\":[\"istio-proxy\"]}'}\n"               \
+    "spec: {serviceAccountName: bookinfo-reviews, containers: [{name: reviews, ports: [{containerPort: 9080}]}]}\n" \
+    "status: {phase: Running, podIP: " ip "}\n"
+static const char *const far_reviews =
+    FAR_POD("reviews-eu-0", "10.2.0.31", "eu-west", "zone-c") FAR_POD("reviews-ap-0", "10.3.0.31", "ap-south", "zone-d")
+    "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+    "metadata: {name: reviews-far, namespace: default, labels: {kubernetes.io/service-name: reviews}}\n"
+    "addressType: IPv4\nports: [{name: http, port: 9080, protocol: TCP}]\n"
+    "endpoints:\n"
+    "- {addresses: [10.2.0.31], conditions: {ready: true}, targetRef: {kind: Pod, name: reviews-eu-0, namespace: default}}\n"
+    "- {addresses: [10.3.0.31], conditions: {ready: true}, targetRef: {kind: Pod, name: reviews-ap-0, namespace: default}}\n";
+#undef FAR_POD
+
+/* The priority of the locality group whose region/zone is loc, -1 if absent. */
+static int group_priority(json_object *cla, const char *region, const char *zone, int *weight)
+{
+    json_object *eps = jget(cla, "endpoints");
+    for (size_t i = 0; eps && i < json_object_array_length(eps); i++) {
+        json_object *g = json_object_array_get_idx(eps, i);
+        if (strcmp(jstr(g, "locality.region"), region) != 0 || strcmp(jstr(g, "locality.zone"), zone) != 0)
+            continue;
+        json_object *p = jget(g, "priority");
+        if (weight)
+            *weight = json_object_get_int(jget(g, "loadBalancingWeight"));
+        return p ? json_object_get_int(p) : 0;
+    }
+    return -1;
+}
+
+static void test_locality_failover(void **state)
+{
+    (void)state;
+    const char *reviews = "outbound|9080||reviews.default.svc.cluster.local";
+    world_t w;
+    xw_bookinfo(&w);
+    xw_text(&w, far_reviews);
+    xw_text(&w, "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                "metadata: {name: reviews, namespace: default}\n"
+                "spec:\n  host: reviews\n  trafficPolicy:\n"
+                "    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m}\n"
+                "    loadBalancer:\n      simple: ROUND_ROBIN\n"
+                "      localityLbSetting: {enabled: true, failover: [{from: us-east, to: ap-south}]}\n");
+    xw_commit(&w);
+    /* productpage runs in us-east/zone-a (its pod's topology labels) */
+    xds_proxy_t *p = pod_proxy(&w, "default", "productpage-v1-0");
+    xds_resources_t *r = xw_translate(&w, p);
+    json_object *cla = res_json(r, XDS_ENDPOINT, reviews);
+    assert_int_equal(group_priority(cla, "us-east", "zone-a", NULL), 0); /* same zone */
+    assert_int_equal(group_priority(cla, "us-east", "zone-b", NULL), 1); /* same region */
+    assert_int_equal(group_priority(cla, "ap-south", "zone-d", NULL), 2); /* the failover region */
+    assert_int_equal(group_priority(cla, "eu-west", "zone-c", NULL), 3); /* the rest */
+    json_object_put(cla);
+    xds_resources_unref(r);
+    xds_proxy_free(p);
+
+    /* a proxy whose node says eu-west: its region first, no failover rule for it */
+    p = xds_proxy_new(XDS_SIDECAR, "10.9.0.1", "client-0", "default", "default", NULL);
+    p->locality = "eu-west/zone-c";
+    r = xw_translate(&w, p);
+    cla = res_json(r, XDS_ENDPOINT, reviews);
+    assert_int_equal(group_priority(cla, "eu-west", "zone-c", NULL), 0);
+    assert_int_equal(group_priority(cla, "us-east", "zone-a", NULL), 1);
+    assert_int_equal(group_priority(cla, "us-east", "zone-b", NULL), 1);
+    assert_int_equal(group_priority(cla, "ap-south", "zone-d", NULL), 1);
+    json_object_put(cla);
+    xds_resources_unref(r);
+    xds_proxy_free(p);
+
+    /* without outlier detection there is no failover: one priority */
+    cfg_store_delete(w.store, CFG_DestinationRule, "default", "reviews");
+    xw_text(&w, "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                "metadata: {name: reviews, namespace: default}\n"
+                "spec:\n  host: reviews\n  trafficPolicy:\n"
+                "    loadBalancer: {localityLbSetting: {failover: [{from: us-east, to: ap-south}]}}\n");
+    xw_commit(&w);
+    p = pod_proxy(&w, "default", "productpage-v1-0");
+    r = xw_translate(&w, p);
+    cla = res_json(r, XDS_ENDPOINT, reviews);
+    assert_int_equal(group_priority(cla, "us-east", "zone-a", NULL), 0);
+    assert_int_equal(group_priority(cla, "eu-west", "zone-c", NULL), 0);
+    json_object_put(cla);
+    xds_resources_unref(r);
+    xds_proxy_free(p);
+    xw_close(&w);
+}
+
+static void test_locality_distribute(void **state)
+{
+    (void)state;
+    const char *reviews = "outbound|9080||reviews.default.svc.cluster.local";
+    world_t w;
+    xw_bookinfo(&w);
+    xw_text(&w, far_reviews);
+    xw_text(&w, "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                "metadata: {name: reviews, namespace: default}\n"
+                "spec:\n  host: reviews\n  trafficPolicy:\n    loadBalancer:\n      localityLbSetting:\n"
+                "        distribute:\n"
+                "        - {from: us-east/zone-a/*, to: {us-east/zone-a/*: 80, us-east/zone-b/*: 20}}\n"
+                "        - {from: ap-south/*, to: {eu-west/*: 100}}\n");
+    xw_commit(&w);
+    xds_proxy_t *p = pod_proxy(&w, "default", "productpage-v1-0");
+    xds_resources_t *r = xw_translate(&w, p);
+    json_object *cla = res_json(r, XDS_ENDPOINT, reviews);
+    int wa = 0, wb = 0;
+    assert_int_equal(group_priority(cla, "us-east", "zone-a", &wa), 0);
+    assert_int_equal(group_priority(cla, "us-east", "zone-b", &wb), 0);
+    assert_int_equal(wa, 80); /* zone-a's one endpoint takes its 80 */
+    assert_int_equal(wb, 20); /* zone-b's two endpoints share 20 as one group */
+    assert_int_equal(group_priority(cla, "eu-west", "zone-c", NULL), -1); /* not named: left out */
+    assert_int_equal(group_priority(cla, "ap-south", "zone-d", NULL), -1);
+    json_object *c = res_json(r, XDS_CLUSTER, reviews);
+    assert_non_null(jget(c, "commonLbConfig.localityWeightedLbConfig"));
+    json_object_put(c);
+    json_object_put(cla);
+    xds_resources_unref(r);
+    xds_proxy_free(p);
+
+    /* a caller in ap-south: its rule sends everything to eu-west */
+    p = xds_proxy_new(XDS_SIDECAR, "10.9.0.1", "client-0", "default", "default", NULL);
+    p->locality = "ap-south/zone-d";
+    r = xw_translate(&w, p);
+    cla = res_json(r, XDS_ENDPOINT, reviews);
+    assert_int_equal(json_object_array_length(jget(cla, "endpoints")), 1);
+    assert_int_equal(group_priority(cla, "eu-west", "zone-c", &wa), 0);
+    assert_int_equal(wa, 100);
+    json_object_put(cla);
     xds_resources_unref(r);
     xds_proxy_free(p);
     xw_close(&w);
@@ -722,6 +869,8 @@ int main(void)
         cmocka_unit_test(test_golden_bookinfo_sidecar),
         cmocka_unit_test(test_golden_bookinfo_gateway),
         cmocka_unit_test(test_subset_endpoints),
+        cmocka_unit_test(test_locality_failover),
+        cmocka_unit_test(test_locality_distribute),
         cmocka_unit_test(test_destination_rule_policies),
         cmocka_unit_test(test_routes_match_order),
         cmocka_unit_test(test_routes_fault_weights_mirror),
