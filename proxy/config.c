@@ -745,8 +745,8 @@ static int build_endpoints(build_t *b, const pb_cla_t *cla, px_cluster_t *c)
     for (size_t l = 0; l < cla->n_endpoints; l++) {
         const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *le = cla->endpoints[l];
         uint32_t lw = le->load_balancing_weight ? le->load_balancing_weight->value : 1;
-        if (le->priority != 0 || lw == 0)
-            continue; /* failover priorities are not used; weight 0 takes no traffic */
+        if (lw == 0)
+            continue; /* weight 0 takes no traffic */
         for (size_t e = 0; e < le->n_lb_endpoints; e++) {
             const Envoy__Config__Endpoint__V3__LbEndpoint *lb = le->lb_endpoints[e];
             char field[96];
@@ -776,30 +776,53 @@ static int build_endpoints(build_t *b, const pb_cla_t *cla, px_cluster_t *c)
             if (w == 0)
                 return failf(b, field, "load_balancing_weight must be >= 1");
             ep->weight = w * lw;
+            ep->priority = le->priority;
             c->total_weight += ep->weight;
             c->nendpoints++;
         }
     }
-    if (c->lb == PX_LB_RING_HASH && c->nendpoints) {
-        /* ~ 1024 ring entries overall, in proportion to the weights */
+    /* by priority, keeping the order within one */
+    for (size_t i = 1; i < c->nendpoints; i++) {
+        px_endpoint_t x = c->endpoints[i];
+        size_t j = i;
+        for (; j > 0 && c->endpoints[j - 1].priority > x.priority; j--)
+            c->endpoints[j] = c->endpoints[j - 1];
+        c->endpoints[j] = x;
+    }
+    size_t nl = 0;
+    for (size_t i = 0; i < c->nendpoints; i++)
+        nl += i == 0 || c->endpoints[i].priority != c->endpoints[i - 1].priority;
+    c->levels = arena_alloc(b->a, (nl ? nl : 1) * sizeof(*c->levels));
+    memset(c->levels, 0, (nl ? nl : 1) * sizeof(*c->levels));
+    c->nlevels = 0;
+    for (size_t i = 0; i < c->nendpoints; i++) {
+        if (i == 0 || c->endpoints[i].priority != c->endpoints[i - 1].priority)
+            c->levels[c->nlevels++] = (px_level_t){.priority = c->endpoints[i].priority, .first = i};
+        px_level_t *lv = &c->levels[c->nlevels - 1];
+        lv->n++;
+        lv->total_weight += c->endpoints[i].weight;
+    }
+    for (size_t l = 0; c->lb == PX_LB_RING_HASH && l < c->nlevels; l++) {
+        /* ~ 1024 ring entries per priority, in proportion to the weights */
+        px_level_t *lv = &c->levels[l];
         size_t total = 0;
-        size_t *per = arena_alloc(b->a, c->nendpoints * sizeof(*per));
-        for (size_t i = 0; i < c->nendpoints; i++) {
-            per[i] = (size_t)((1024 * (uint64_t)c->endpoints[i].weight) / c->total_weight);
+        size_t *per = arena_alloc(b->a, lv->n * sizeof(*per));
+        for (size_t i = 0; i < lv->n; i++) {
+            per[i] = (size_t)((1024 * (uint64_t)c->endpoints[lv->first + i].weight) / lv->total_weight);
             if (per[i] == 0)
                 per[i] = 1;
             total += per[i];
         }
-        c->ring = arena_alloc(b->a, total * sizeof(*c->ring));
-        for (size_t i = 0; i < c->nendpoints; i++)
+        lv->ring = arena_alloc(b->a, total * sizeof(*lv->ring));
+        for (size_t i = 0; i < lv->n; i++)
             for (size_t k = 0; k < per[i]; k++) {
                 char key[112];
-                int kl = snprintf(key, sizeof(key), "%s_%zu", c->endpoints[i].address, k);
-                c->ring[c->nring].hash = px_hash64(key, (size_t)kl);
-                c->ring[c->nring].endpoint = (uint32_t)i;
-                c->nring++;
+                int kl = snprintf(key, sizeof(key), "%s_%zu", c->endpoints[lv->first + i].address, k);
+                lv->ring[lv->nring].hash = px_hash64(key, (size_t)kl);
+                lv->ring[lv->nring].endpoint = (uint32_t)(lv->first + i);
+                lv->nring++;
             }
-        qsort(c->ring, c->nring, sizeof(*c->ring), cmp_ring);
+        qsort(lv->ring, lv->nring, sizeof(*lv->ring), cmp_ring);
     }
     return 0;
 }
@@ -1754,51 +1777,105 @@ void px_lb_free(px_lb_t *lb)
     lb->nactive = 0;
 }
 
-/* Index of the endpoint owning weighted position x in [0, total_weight). */
-static long by_weight(const px_cluster_t *c, uint64_t x)
+/* Index of the endpoint owning weighted position x in [0, total_weight) of a
+ * priority. */
+static long by_weight(const px_cluster_t *c, const px_level_t *lv, uint64_t x)
 {
-    for (size_t i = 0; i < c->nendpoints; i++) {
+    for (size_t i = lv->first; i < lv->first + lv->n; i++) {
         if (x < c->endpoints[i].weight)
             return (long)i;
         x -= c->endpoints[i].weight;
     }
-    return (long)c->nendpoints - 1;
+    return (long)(lv->first + lv->n) - 1;
 }
 
-long px_lb_pick(px_lb_t *lb, const px_cluster_t *c, uint64_t hash)
+static long pick_in(px_lb_t *lb, const px_cluster_t *c, const px_level_t *lv, uint64_t hash)
 {
-    if (c->nendpoints == 0 || c->total_weight == 0)
+    if (lv->n == 0 || lv->total_weight == 0)
         return -1;
     switch (c->lb) {
     case PX_LB_ROUND_ROBIN:
-        return by_weight(c, lb->rr_next++ % c->total_weight);
+        return by_weight(c, lv, lb->rr_next++ % lv->total_weight);
     case PX_LB_RANDOM:
-        return by_weight(c, lb_rand(lb) % c->total_weight);
+        return by_weight(c, lv, lb_rand(lb) % lv->total_weight);
     case PX_LB_LEAST_REQUEST: {
         /* power of two choices, weighted draws; fewer outstanding wins */
-        long a = by_weight(c, lb_rand(lb) % c->total_weight);
-        long b2 = by_weight(c, lb_rand(lb) % c->total_weight);
+        long a = by_weight(c, lv, lb_rand(lb) % lv->total_weight);
+        long b2 = by_weight(c, lv, lb_rand(lb) % lv->total_weight);
         if (lb->active == NULL || lb->nactive != c->nendpoints)
             return a;
         return lb->active[b2] < lb->active[a] ? b2 : a;
     }
     case PX_LB_RING_HASH: {
-        if (c->nring == 0)
+        if (lv->nring == 0)
             return -1;
-        size_t lo = 0, hi = c->nring;
+        size_t lo = 0, hi = lv->nring;
         while (lo < hi) {
             size_t mid = (lo + hi) / 2;
-            if (c->ring[mid].hash < hash)
+            if (lv->ring[mid].hash < hash)
                 lo = mid + 1;
             else
                 hi = mid;
         }
-        return (long)c->ring[lo == c->nring ? 0 : lo].endpoint;
+        return (long)lv->ring[lo == lv->nring ? 0 : lo].endpoint;
     }
     case PX_LB_ORIGINAL_DST:
         return -1;
     }
     return -1;
+}
+
+long px_lb_pick(px_lb_t *lb, const px_cluster_t *c, uint64_t hash)
+{
+    if (c->nendpoints == 0 || c->nlevels == 0)
+        return -1;
+    return pick_in(lb, c, &c->levels[0], hash);
+}
+
+#define PX_OVERPROVISION 140 /* Envoy's overprovisioning factor, in percent */
+#define PX_MAX_LEVELS 16     /* priorities beyond are treated as the last one */
+
+long px_lb_pick_avail(px_lb_t *lb, const px_cluster_t *c, uint64_t hash, px_lb_avail_fn avail, void *arg)
+{
+    if (c->nendpoints == 0 || c->nlevels == 0)
+        return -1;
+    size_t nl = c->nlevels < PX_MAX_LEVELS ? c->nlevels : PX_MAX_LEVELS;
+    uint32_t health[PX_MAX_LEVELS], load[PX_MAX_LEVELS];
+    uint32_t sum = 0;
+    for (size_t l = 0; l < nl; l++) {
+        const px_level_t *lv = &c->levels[l];
+        size_t ok = 0, n = lv->n;
+        if (l == nl - 1) /* the last level counts whatever lies beyond */
+            n = c->nendpoints - lv->first;
+        for (size_t i = lv->first; i < lv->first + n; i++)
+            ok += avail == NULL || avail(arg, c, i);
+        uint64_t h = n ? (uint64_t)ok * PX_OVERPROVISION / n : 0;
+        health[l] = h > 100 ? 100 : (uint32_t)h;
+        sum += health[l];
+    }
+    if (sum == 0) /* nothing available: panic, the first priority as if healthy */
+        return px_lb_pick(lb, c, hash);
+    uint32_t left = 100;
+    for (size_t l = 0; l < nl; l++) {
+        load[l] = health[l] < left ? health[l] : left;
+        left -= load[l];
+    }
+    uint32_t total = 100 - left; /* under 100 when every priority is degraded: scaled */
+    uint64_t x = (c->lb == PX_LB_RING_HASH ? hash >> 32 : lb_rand(lb)) % total;
+    size_t l = 0;
+    while (l + 1 < nl && x >= load[l]) {
+        x -= load[l];
+        l++;
+    }
+    const px_level_t *lv = &c->levels[l];
+    long ei = pick_in(lb, c, lv, hash);
+    for (size_t k = 1; ei >= 0 && avail && !avail(arg, c, (size_t)ei) && k <= lv->n; k++)
+        ei = pick_in(lb, c, lv, c->lb == PX_LB_RING_HASH ? hash + 7919 * k : hash);
+    if (ei >= 0 && avail && !avail(arg, c, (size_t)ei)) /* the level's available ones, in order */
+        for (size_t i = lv->first; i < lv->first + lv->n; i++)
+            if (avail(arg, c, i))
+                return (long)i;
+    return ei;
 }
 
 /* ---- filter-chain selection ---- */
