@@ -54,7 +54,8 @@ static json_object *jget(json_object *o, const char *path)
     char buf[512];
     snprintf(buf, sizeof(buf), "%s", path);
     json_object *cur = o;
-    for (char *save = NULL, *tok = strtok_r(buf, ".", &save); tok && cur; tok = strtok_r(NULL, ".", &save)) {
+    for (char *save = NULL, *tok = strtok_r(buf, ".", &save); tok && cur;
+         tok = strtok_r(NULL, ".", &save)) {
         if (json_object_is_type(cur, json_type_array)) {
             size_t i = (size_t)atoi(tok);
             cur = i < json_object_array_length(cur) ? json_object_array_get_idx(cur, i) : NULL;
@@ -106,19 +107,21 @@ static void test_https_redirect_per_server(void **state)
     (void)state;
     xw_t w;
     xds_resources_t *r = translate(
-        &w, "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\n"
-            "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
-            "  - port: {number: 80, name: http, protocol: HTTP}\n    tls: {httpsRedirect: true}\n"
-            "    hosts: [httpbin.example.com]\n"
-            "  - port: {number: 80, name: http-hello, protocol: HTTP}\n    hosts: [hello.example.com]\n"
-            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
-            "metadata: {name: httpbin, namespace: default}\n"
-            "spec:\n  hosts: [httpbin.example.com]\n  gateways: [gw]\n"
-            "  http: [{route: [{destination: {host: httpbin}}]}]\n"
-            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
-            "metadata: {name: hello, namespace: default}\n"
-            "spec:\n  hosts: [hello.example.com]\n  gateways: [gw]\n"
-            "  http: [{route: [{destination: {host: hello}}]}]\n");
+        &w,
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: "
+        "default}\n"
+        "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
+        "  - port: {number: 80, name: http, protocol: HTTP}\n    tls: {httpsRedirect: true}\n"
+        "    hosts: [httpbin.example.com]\n"
+        "  - port: {number: 80, name: http-hello, protocol: HTTP}\n    hosts: [hello.example.com]\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: httpbin, namespace: default}\n"
+        "spec:\n  hosts: [httpbin.example.com]\n  gateways: [gw]\n"
+        "  http: [{route: [{destination: {host: httpbin}}]}]\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: hello, namespace: default}\n"
+        "spec:\n  hosts: [hello.example.com]\n  gateways: [gw]\n"
+        "  http: [{route: [{destination: {host: hello}}]}]\n");
     json_object *l = res_json(r, XDS_LISTENER, "0.0.0.0_8080");
     assert_int_equal(jlen(l, "filterChains"), 1);
     assert_int_equal(jlen(l, "listenerFilters"), 0);
@@ -130,7 +133,8 @@ static void test_https_redirect_per_server(void **state)
     assert_string_equal(jstr(redir, "routes.0.match.prefix"), "/");
     json_object *hello = named(rc, "virtualHosts", "hello.example.com:80");
     assert_null(jget(hello, "requireTls"));
-    assert_string_equal(jstr(hello, "routes.0.route.cluster"), "outbound|5000||hello.default.svc.cluster.local");
+    assert_string_equal(jstr(hello, "routes.0.route.cluster"),
+                        "outbound|5000||hello.default.svc.cluster.local");
     json_object_put(l);
     json_object_put(rc);
     xds_resources_unref(r);
@@ -144,14 +148,41 @@ static void test_https_redirect_without_virtual_service(void **state)
     (void)state;
     xw_t w;
     xds_resources_t *r = translate(
-        &w, "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\n"
+        &w, "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: "
+            "default}\n"
             "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
             "  - port: {number: 80, name: http, protocol: HTTP}\n    tls: {httpsRedirect: true}\n"
             "    hosts: ['*']\n");
     json_object *rc = res_json(r, XDS_ROUTE, "http.8080");
     assert_int_equal(jlen(rc, "virtualHosts"), 1);
     assert_string_equal(jstr(rc, "virtualHosts.0.domains.0"), "*");
-    assert_true(json_object_get_boolean(jget(rc, "virtualHosts.0.routes.0.redirect.httpsRedirect")));
+    assert_true(
+        json_object_get_boolean(jget(rc, "virtualHosts.0.routes.0.redirect.httpsRedirect")));
+    json_object_put(rc);
+    xds_resources_unref(r);
+    xw_close(&w);
+}
+
+/* httpsRedirect on a server that terminates TLS changes nothing: its
+ * requests arrive over TLS and follow the VirtualService. */
+static void test_https_redirect_ignored_on_tls_server(void **state)
+{
+    (void)state;
+    xw_t w;
+    xds_resources_t *r = translate(
+        &w, "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\n"
+            "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
+            "  - port: {number: 443, name: https, protocol: HTTPS}\n"
+            "    tls: {mode: SIMPLE, credentialName: cert, httpsRedirect: true}\n"
+            "    hosts: [httpbin.example.com]\n"
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+            "metadata: {name: httpbin, namespace: default}\n"
+            "spec:\n  hosts: [httpbin.example.com]\n  gateways: [gw]\n"
+            "  http: [{route: [{destination: {host: httpbin}}]}]\n");
+    json_object *rc = res_json(r, XDS_ROUTE, "https.443.https.gw.default");
+    json_object *vh = named(rc, "virtualHosts", "httpbin.example.com:443");
+    assert_null(jget(vh, "routes.0.redirect"));
+    assert_string_equal(jstr(vh, "routes.0.route.cluster"), "outbound|8000||httpbin.default.svc.cluster.local");
     json_object_put(rc);
     xds_resources_unref(r);
     xw_close(&w);
@@ -165,7 +196,8 @@ static void test_passthrough_by_sni(void **state)
     (void)state;
     xw_t w;
     xds_resources_t *r = translate(
-        &w, "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\n"
+        &w, "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: "
+            "default}\n"
             "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
             "  - port: {number: 9443, name: tls-a, protocol: TLS}\n    tls: {mode: PASSTHROUGH}\n"
             "    hosts: [a.example.com]\n"
@@ -183,7 +215,8 @@ static void test_passthrough_by_sni(void **state)
             "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
             "metadata: {name: z-again, namespace: default}\n"
             "spec:\n  hosts: [a.example.com]\n  gateways: [gw]\n"
-            "  tls: [{match: [{sniHosts: [a.example.com]}], route: [{destination: {host: httpbin}}]}]\n");
+            "  tls: [{match: [{sniHosts: [a.example.com]}], route: [{destination: {host: "
+            "httpbin}}]}]\n");
     json_object *l = res_json(r, XDS_LISTENER, "0.0.0.0_9443");
     assert_int_equal(jlen(l, "filterChains"), 2);
     assert_string_equal(jstr(l, "listenerFilters.0.name"), "envoy.filters.listener.tls_inspector");
@@ -196,8 +229,9 @@ static void test_passthrough_by_sni(void **state)
     assert_string_equal(jstr(b, "filterChainMatch.serverNames.0"), "b.example.com");
     assert_string_equal(jstr(b, "filters.0.typedConfig.weightedClusters.clusters.1.name"),
                         "outbound|8000||httpbin.default.svc.cluster.local");
-    assert_int_equal(json_object_get_int(jget(b, "filters.0.typedConfig.weightedClusters.clusters.0.weight")),
-                     80);
+    assert_int_equal(
+        json_object_get_int(jget(b, "filters.0.typedConfig.weightedClusters.clusters.0.weight")),
+        80);
     json_object_put(l);
     xds_resources_unref(r);
     xw_close(&w);
@@ -210,7 +244,8 @@ static void test_tls_terminated_and_tcp_servers(void **state)
     (void)state;
     xw_t w;
     xds_resources_t *r = translate(
-        &w, "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\n"
+        &w, "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: "
+            "default}\n"
             "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
             "  - port: {number: 9444, name: tls-db, protocol: TLS}\n"
             "    tls: {mode: SIMPLE, credentialName: db-cert}\n    hosts: [db.example.com]\n"
@@ -225,12 +260,14 @@ static void test_tls_terminated_and_tcp_servers(void **state)
     assert_string_equal(jstr(c, "filterChainMatch.serverNames.0"), "db.example.com");
     assert_string_equal(tcp_cluster(c), "outbound|5432||db.default.svc.cluster.local");
     assert_string_equal(
-        jstr(c, "transportSocket.typedConfig.commonTlsContext.tlsCertificateSdsSecretConfigs.0.name"),
+        jstr(c,
+             "transportSocket.typedConfig.commonTlsContext.tlsCertificateSdsSecretConfigs.0.name"),
         "kubernetes://db-cert");
     json_object *t = res_json(r, XDS_LISTENER, "0.0.0.0_5432");
     assert_int_equal(jlen(t, "filterChains"), 1);
     assert_null(jget(t, "filterChains.0.filterChainMatch"));
-    assert_string_equal(tcp_cluster(jget(t, "filterChains.0")), "outbound|5432||db.default.svc.cluster.local");
+    assert_string_equal(tcp_cluster(jget(t, "filterChains.0")),
+                        "outbound|5432||db.default.svc.cluster.local");
     json_object_put(l);
     json_object_put(t);
     xds_resources_unref(r);
@@ -242,6 +279,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_https_redirect_per_server),
         cmocka_unit_test(test_https_redirect_without_virtual_service),
+        cmocka_unit_test(test_https_redirect_ignored_on_tls_server),
         cmocka_unit_test(test_passthrough_by_sni),
         cmocka_unit_test(test_tls_terminated_and_tcp_servers),
     };
