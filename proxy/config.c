@@ -689,6 +689,7 @@ static int build_route_config(build_t *b, const pb_route_config_t *pc, px_route_
                        pv->n_response_headers_to_remove, &vh->resp) < 0)
             return -1;
         vh->attempt_count = pv->include_request_attempt_count;
+        vh->require_tls = pv->require_tls != ENVOY__CONFIG__ROUTE__V3__VIRTUAL_HOST__TLS_REQUIREMENT_TYPE__NONE;
         px_retry_t vretry = {0};
         build_retry(b, pv->retry_policy, &vretry);
         vh->routes = arena_alloc(b->a, (pv->n_routes ? pv->n_routes : 1) * sizeof(*vh->routes));
@@ -827,6 +828,43 @@ static int build_endpoints(build_t *b, const pb_cla_t *cla, px_cluster_t *c)
     return 0;
 }
 
+static const Google__Protobuf__Value *struct_get(const Google__Protobuf__Struct *s, const char *key)
+{
+    for (size_t i = 0; s && i < s->n_fields; i++)
+        if (s->fields[i]->key && strcmp(s->fields[i]->key, key) == 0)
+            return s->fields[i]->value;
+    return NULL;
+}
+
+static const char *struct_str(build_t *b, const Google__Protobuf__Struct *s, const char *key)
+{
+    const Google__Protobuf__Value *v = struct_get(s, key);
+    return v && v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE && v->string_value
+               ? arena_strdup(b->a, v->string_value)
+               : NULL;
+}
+
+/* Istio's cluster metadata: filter_metadata.istio.services[0]. */
+static void cluster_service(build_t *b, const Envoy__Config__Core__V3__Metadata *md, px_cluster_t *c)
+{
+    for (size_t i = 0; md && i < md->n_filter_metadata; i++) {
+        const Envoy__Config__Core__V3__Metadata__FilterMetadataEntry *e = md->filter_metadata[i];
+        if (e->key == NULL || strcmp(e->key, "istio") != 0)
+            continue;
+        const Google__Protobuf__Value *l = struct_get(e->value, "services");
+        if (l == NULL || l->kind_case != GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE || l->list_value == NULL ||
+            l->list_value->n_values == 0)
+            return;
+        const Google__Protobuf__Value *s = l->list_value->values[0];
+        if (s == NULL || s->kind_case != GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE)
+            return;
+        c->svc_host = struct_str(b, s->struct_value, "host");
+        c->svc_name = struct_str(b, s->struct_value, "name");
+        c->svc_ns = struct_str(b, s->struct_value, "namespace");
+        return;
+    }
+}
+
 static int build_cluster(build_t *b, const pb_cluster_t *pc, px_cluster_t *c, const px_resources_t *in)
 {
     snprintf(b->where, sizeof(b->where), "Cluster %s", pc->name ? pc->name : "");
@@ -854,6 +892,7 @@ static int build_cluster(build_t *b, const pb_cluster_t *pc, px_cluster_t *c, co
         return failf(b, "lb_policy", "unsupported load-balancing policy");
     }
     c->connect_timeout_ms = pc->connect_timeout ? duration_ms(pc->connect_timeout) : 5000;
+    cluster_service(b, pc->metadata, c);
     if (build_transport(b, "transport_socket", pc->transport_socket, false, &c->tls) < 0)
         return -1;
     if (pc->upstream_bind_config && pc->upstream_bind_config->source_address) {

@@ -212,6 +212,7 @@ typedef struct px_vhost {
     size_t nroutes;
     px_header_ops_t req, resp;
     bool attempt_count; /* include_request_attempt_count: x-envoy-attempt-count upstream */
+    bool require_tls;   /* require_tls ALL or EXTERNAL_ONLY: plaintext requests get a 301 to https */
 } px_vhost_t;
 
 typedef struct px_route_config {
@@ -267,6 +268,9 @@ typedef struct px_cluster {
     uint64_t od_interval_ms, od_base_ejection_ms, od_max_ejection_ms;
     uint32_t od_max_ejection_pct;
     const struct px_tls_cfg *tls; /* upstream TLS (transport_socket); NULL: plaintext */
+    /* the first service of Istio's cluster metadata (inbound clusters), for
+     * the destination_service labels; NULL when absent */
+    const char *svc_host, *svc_name, *svc_ns;
     bool bind; /* upstream_bind_config: connections bind this source address first */
     struct sockaddr_storage bind_sa;
     socklen_t bind_salen;

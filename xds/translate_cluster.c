@@ -712,6 +712,66 @@ static void static_clusters(tx_t *t)
     }
 }
 
+typedef Google__Protobuf__Struct pb_struct_t;
+typedef Google__Protobuf__Value pb_value_t;
+
+static pb_value_t *str_value(tx_t *t, const char *s)
+{
+    pb_value_t *v = TX_NEW(t, pb_value_t, GOOGLE__PROTOBUF__VALUE__INIT);
+    v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
+    v->string_value = tx_str(t, s);
+    return v;
+}
+
+static void struct_put(tx_t *t, pb_struct_t *s, const char *key, pb_value_t *v)
+{
+    Google__Protobuf__Struct__FieldsEntry *e =
+        TX_NEW(t, Google__Protobuf__Struct__FieldsEntry, GOOGLE__PROTOBUF__STRUCT__FIELDS_ENTRY__INIT);
+    e->key = tx_str(t, key);
+    e->value = v;
+    TX_PUSH(t, s->fields, s->n_fields, e);
+}
+
+/* Istio's metadata on an inbound cluster: the services the workload port
+ * serves, {"istio": {"services": [{"host", "name", "namespace"}]}}, from
+ * which the destination_service labels of the metrics come. */
+static void inbound_services(tx_t *t, pb_cluster_t *c, const reg_target_t *targets, uint32_t n, uint32_t port)
+{
+    Google__Protobuf__ListValue *list = TX_NEW(t, Google__Protobuf__ListValue, GOOGLE__PROTOBUF__LIST_VALUE__INIT);
+    for (uint32_t i = 0; i < n; i++) {
+        if (targets[i].target_port != port || targets[i].port->protocol == REG_PROTO_UDP)
+            continue;
+        const reg_service_t *s = targets[i].service;
+        bool seen = false;
+        for (uint32_t k = 0; k < i && !seen; k++)
+            seen = targets[k].target_port == port && targets[k].service == s;
+        if (seen)
+            continue;
+        pb_struct_t *svc = TX_NEW(t, pb_struct_t, GOOGLE__PROTOBUF__STRUCT__INIT);
+        struct_put(t, svc, "host", str_value(t, s->hostname));
+        struct_put(t, svc, "name", str_value(t, s->name));
+        struct_put(t, svc, "namespace", str_value(t, s->namespace));
+        pb_value_t *v = TX_NEW(t, pb_value_t, GOOGLE__PROTOBUF__VALUE__INIT);
+        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE;
+        v->struct_value = svc;
+        TX_PUSH(t, list->values, list->n_values, v);
+    }
+    if (list->n_values == 0)
+        return;
+    pb_value_t *lv = TX_NEW(t, pb_value_t, GOOGLE__PROTOBUF__VALUE__INIT);
+    lv->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE;
+    lv->list_value = list;
+    pb_struct_t *istio = TX_NEW(t, pb_struct_t, GOOGLE__PROTOBUF__STRUCT__INIT);
+    struct_put(t, istio, "services", lv);
+    Envoy__Config__Core__V3__Metadata__FilterMetadataEntry *fe =
+        TX_NEW(t, Envoy__Config__Core__V3__Metadata__FilterMetadataEntry,
+               ENVOY__CONFIG__CORE__V3__METADATA__FILTER_METADATA_ENTRY__INIT);
+    fe->key = tx_str(t, "istio");
+    fe->value = istio;
+    c->metadata = TX_NEW(t, Envoy__Config__Core__V3__Metadata, ENVOY__CONFIG__CORE__V3__METADATA__INIT);
+    TX_PUSH(t, c->metadata->filter_metadata, c->metadata->n_filter_metadata, fe);
+}
+
 static void inbound_clusters(tx_t *t)
 {
     reg_target_t targets[256];
@@ -731,6 +791,7 @@ static void inbound_clusters(tx_t *t)
         c->lb_policy = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED;
         apply_pool(t, c, NULL, targets[i].port->protocol);
         inbound_bind(t, c);
+        inbound_services(t, c, targets, n, targets[i].target_port);
         tx_emit(t, XDS_CLUSTER, name, c);
     }
 }

@@ -256,6 +256,11 @@ static void test_outbound_mtls_and_capture(void **state)
     assert_non_null(c);
     assert_true(c->bind);
     assert_int_equal(c->lb, PX_LB_ORIGINAL_DST);
+    /* and say which service they serve, for destination_service */
+    assert_non_null(c->svc_host);
+    assert_true(strstr(c->svc_host, ".default.svc.cluster.local") != NULL);
+    assert_string_equal(c->svc_ns, "default");
+    assert_non_null(c->svc_name);
     px_snapshot_unref(s);
     px_bundle_free(&b);
     xw_close(&w);
