@@ -143,22 +143,6 @@ static char *world_yaml(void)
     return b.p;
 }
 
-static void put_cb(void *ud, cfg_object_t *obj, const cfg_diag_t *diag)
-{
-    (void)diag;
-    if (obj == NULL)
-        return;
-    cfg_store_put(ud, obj);
-    cfg_object_unref(obj);
-}
-
-static void apply(cfg_store_t *store, const char *yaml)
-{
-    cfg_store_begin(store);
-    cfg_load_buffer(yaml, strlen(yaml), DOC_FMT_YAML, NULL, put_cb, store);
-    cfg_store_commit(store);
-}
-
 /* ---- the server (child) ---- */
 
 typedef struct child {
@@ -183,13 +167,13 @@ static void child_cmd(loop_io_t *io, int fd, unsigned ev, void *arg)
     sbuf_t b = {0};
     if (buf[0] == 'v') { /* one VirtualService */
         vs_yaml(&b, atoi(buf + 1), ++c->gen);
-        apply(c->store, b.p);
+        cfg_store_apply_yaml(c->store, b.p);
     } else if (buf[0] == 'm') { /* mesh-wide: a new service */
         sb_printf(&b,
                   "apiVersion: v1\nkind: Service\nmetadata: {name: extra-%d, namespace: ns-0}\n"
                   "spec:\n  ports: [{name: http-a, port: 8080}]\n",
                   c->extra++);
-        apply(c->store, b.p);
+        cfg_store_apply_yaml(c->store, b.p);
     }
     free(b.p);
 }
@@ -202,7 +186,7 @@ static int run_child(int cmd_fd, int port_fd)
     c.store = cfg_store_new();
     char *yaml = world_yaml();
     uint64_t t0 = loop_clock_ms();
-    apply(c.store, yaml);
+    cfg_store_apply_yaml(c.store, yaml);
     free(yaml);
     fprintf(stderr, "server: %zu objects loaded in %" PRIu64 " ms\n",
             cfg_snap_count(cfg_store_snapshot(c.store), CFG_KIND_NONE), loop_clock_ms() - t0);
@@ -253,7 +237,7 @@ static int run_translate(void)
     log_set_level(LOG_WARN);
     cfg_store_t *store = cfg_store_new();
     char *yaml = world_yaml();
-    apply(store, yaml);
+    cfg_store_apply_yaml(store, yaml);
     free(yaml);
     cfg_snap_t *snap = cfg_store_snapshot(store);
     double t0 = now_s();

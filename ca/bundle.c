@@ -25,23 +25,19 @@
 
 int ca_err(char *err, size_t errlen, const char *fmt, ...)
 {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    mesh_verrf(err, errlen, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
 int ca_errc(int code, char *err, size_t errlen, const char *fmt, ...)
 {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    mesh_verrf(err, errlen, fmt, ap);
+    va_end(ap);
     return code;
 }
 

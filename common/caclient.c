@@ -26,17 +26,6 @@
 
 #define CACLIENT_PATH "/istio.v1.auth.IstioCertificateService/CreateCertificate"
 
-static int cerr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int cerr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static const char *ossl_reason(char *buf, size_t len)
 {
@@ -114,7 +103,7 @@ int caclient_make_csr(const char *key_pem, const char *spiffe_id, char **csr_pem
     ASN1_IA5STRING *uri = ASN1_IA5STRING_new();
     BIO *b = BIO_new(BIO_s_mem());
     if (!k || !r || !gns || !g || !uri || !b) {
-        cerr(err, errlen, "csr: %s", k ? "out of memory" : "the private key cannot be read");
+        mesh_errf(err, errlen, "csr: %s", k ? "out of memory" : "the private key cannot be read");
         goto out;
     }
     if (!ASN1_STRING_set(uri, spiffe_id, (int)strlen(spiffe_id)))
@@ -135,7 +124,7 @@ int caclient_make_csr(const char *key_pem, const char *spiffe_id, char **csr_pem
     rc = 0;
     goto out;
 fail:
-    cerr(err, errlen, "csr: %s", ossl_reason(why, sizeof why));
+    mesh_errf(err, errlen, "csr: %s", ossl_reason(why, sizeof why));
 out:
     BIO_free(b);
     ASN1_IA5STRING_free(uri);
@@ -194,18 +183,18 @@ int caclient_verify_chain(char *const *chain, size_t n, const char *root_pem, co
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
     GENERAL_NAMES *sans = NULL;
     if (n == 0)
-        return cerr(err, errlen, "the response holds no certificate");
+        return mesh_errf(err, errlen, "the response holds no certificate");
     if (!inter || !store || !ctx) {
-        cerr(err, errlen, "out of memory");
+        mesh_errf(err, errlen, "out of memory");
         goto out;
     }
     if (!root_pem || !(roots = parse_certs(root_pem))) {
-        cerr(err, errlen, "no trusted root certificate");
+        mesh_errf(err, errlen, "no trusted root certificate");
         goto out;
     }
     STACK_OF(X509) *leafs = parse_certs(chain[0]);
     if (!leafs) {
-        cerr(err, errlen, "certificate 1 of the response cannot be parsed");
+        mesh_errf(err, errlen, "certificate 1 of the response cannot be parsed");
         goto out;
     }
     leaf = sk_X509_shift(leafs);
@@ -215,7 +204,7 @@ int caclient_verify_chain(char *const *chain, size_t n, const char *root_pem, co
     for (size_t i = 1; i < n; i++) {
         STACK_OF(X509) *c = parse_certs(chain[i]);
         if (!c) {
-            cerr(err, errlen, "certificate %zu of the response cannot be parsed", i + 1);
+            mesh_errf(err, errlen, "certificate %zu of the response cannot be parsed", i + 1);
             goto out;
         }
         while (sk_X509_num(c))
@@ -225,12 +214,12 @@ int caclient_verify_chain(char *const *chain, size_t n, const char *root_pem, co
     for (int i = 0; i < sk_X509_num(roots); i++)
         X509_STORE_add_cert(store, sk_X509_value(roots, i));
     if (!X509_STORE_CTX_init(ctx, store, leaf, inter)) {
-        cerr(err, errlen, "out of memory");
+        mesh_errf(err, errlen, "out of memory");
         goto out;
     }
     X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
     if (X509_verify_cert(ctx) != 1) {
-        cerr(err, errlen, "the certificate does not verify against the trusted root: %s (depth %d)",
+        mesh_errf(err, errlen, "the certificate does not verify against the trusted root: %s (depth %d)",
              X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)), X509_STORE_CTX_get_error_depth(ctx));
         goto out;
     }
@@ -249,7 +238,7 @@ int caclient_verify_chain(char *const *chain, size_t n, const char *root_pem, co
         nuri++;
     }
     if (want_id && (nuri != 1 || strcmp(id, want_id) != 0)) {
-        cerr(err, errlen, "the certificate is for \"%s\", not for %s", nuri ? id : "(no URI SAN)", want_id);
+        mesh_errf(err, errlen, "the certificate is for \"%s\", not for %s", nuri ? id : "(no URI SAN)", want_id);
         goto out;
     }
     path = X509_STORE_CTX_get1_chain(ctx);
@@ -296,7 +285,7 @@ int caclient_token_identity(const char *token, const char *trust_domain, char *s
     const char *d1 = strchr(token, '.');
     const char *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
     if (!d1 || !d2)
-        return cerr(err, errlen, "the token is not a JWT");
+        return mesh_errf(err, errlen, "the token is not a JWT");
     size_t pl = 0;
     unsigned char *pay = b64_decode(d1 + 1, (size_t)(d2 - d1 - 1), &pl);
     struct json_object *p = pay ? json_tokener_parse((const char *)pay) : NULL, *sub = NULL;
@@ -306,11 +295,11 @@ int caclient_token_identity(const char *token, const char *trust_domain, char *s
     const char *s = p && json_object_object_get_ex(p, "sub", &sub) ? json_object_get_string(sub) : NULL;
     const char *colon = s && !strncmp(s, prefix, sizeof prefix - 1) ? strchr(s + sizeof prefix - 1, ':') : NULL;
     if (!colon) {
-        cerr(err, errlen, "the token's subject \"%s\" is not a service account", s ? s : "");
+        mesh_errf(err, errlen, "the token's subject \"%s\" is not a service account", s ? s : "");
     } else {
         int n = snprintf(spiffe_id, len, "spiffe://%s/ns/%.*s/sa/%s", trust_domain ? trust_domain : "cluster.local",
                          (int)(colon - s - (sizeof prefix - 1)), s + sizeof prefix - 1, colon + 1);
-        rc = n > 0 && (size_t)n < len ? 0 : cerr(err, errlen, "the token's subject is too long");
+        rc = n > 0 && (size_t)n < len ? 0 : mesh_errf(err, errlen, "the token's subject is too long");
     }
     json_object_put(p);
     return rc;
@@ -347,27 +336,27 @@ int caclient_fetch(const caclient_opts_t *o, caclient_cert_t *out, char *err, si
     int rc = -1;
     memset(out, 0, sizeof *out);
     if (!o->addr || !o->token_file || (!o->root_pem && !o->root_file))
-        return cerr(err, errlen, "the CA address, the token file and the root certificate are required");
+        return mesh_errf(err, errlen, "the CA address, the token file and the root certificate are required");
     if (!(token = read_file(o->token_file, 64 * 1024))) {
-        cerr(err, errlen, "token file %s: cannot read: %s", o->token_file, strerror(errno));
+        mesh_errf(err, errlen, "token file %s: cannot read: %s", o->token_file, strerror(errno));
         goto out;
     }
     trim(token);
     if (o->root_pem)
         root = mesh_xstrdup(o->root_pem);
     else if (!(root = read_file(o->root_file, 1024 * 1024))) {
-        cerr(err, errlen, "root certificate %s: cannot read: %s", o->root_file, strerror(errno));
+        mesh_errf(err, errlen, "root certificate %s: cannot read: %s", o->root_file, strerror(errno));
         goto out;
     }
     if (o->ns && o->sa) {
         snprintf(id, sizeof id, "spiffe://%s/ns/%s/sa/%s", o->trust_domain ? o->trust_domain : "cluster.local", o->ns,
                  o->sa);
     } else if (caclient_token_identity(token, o->trust_domain, id, sizeof id, e2, sizeof e2) != 0) {
-        cerr(err, errlen, "token file %s: %s", o->token_file, e2);
+        mesh_errf(err, errlen, "token file %s: %s", o->token_file, e2);
         goto out;
     }
     if (!(key = caclient_make_key(o->key_type))) {
-        cerr(err, errlen, "cannot generate a key: %s", ossl_reason(e2, sizeof e2));
+        mesh_errf(err, errlen, "cannot generate a key: %s", ossl_reason(e2, sizeof e2));
         goto out;
     }
     if (caclient_make_csr(key, id, &csr, err, errlen) != 0)
@@ -399,16 +388,16 @@ int caclient_fetch(const caclient_opts_t *o, caclient_cert_t *out, char *err, si
     int st = grpc_unary_call(o->addr, &go, CACLIENT_PATH, hdrs, req, req_len, &resp, &resp_len,
                              o->timeout_ms ? o->timeout_ms : 30000, &msg);
     if (st != GRPC_OK) {
-        cerr(err, errlen, "CreateCertificate at %s: %s: %s", o->addr, grpc_status_name(st), msg ? msg : "");
+        mesh_errf(err, errlen, "CreateCertificate at %s: %s: %s", o->addr, grpc_status_name(st), msg ? msg : "");
         rc = st;
         goto out;
     }
     if (!(r = istio__v1__auth__istio_certificate_response__unpack(NULL, resp_len, resp))) {
-        cerr(err, errlen, "CreateCertificate at %s: the response cannot be decoded", o->addr);
+        mesh_errf(err, errlen, "CreateCertificate at %s: the response cannot be decoded", o->addr);
         goto out;
     }
     if (caclient_verify_chain(r->cert_chain, r->n_cert_chain, root, id, out, e2, sizeof e2) != 0) {
-        cerr(err, errlen, "CreateCertificate at %s: %s", o->addr, e2);
+        mesh_errf(err, errlen, "CreateCertificate at %s: %s", o->addr, e2);
         caclient_cert_free(out);
         goto out;
     }
@@ -542,7 +531,7 @@ caclient_t *caclient_start(loop_t *loop, workq_t *wq, const caclient_opts_t *o, 
                            size_t errlen)
 {
     if (!o->addr || !o->token_file || (!o->root_pem && !o->root_file) || !cb) {
-        cerr(err, errlen, "caclient: the CA address, the token file, the root certificate and a callback are required");
+        mesh_errf(err, errlen, "caclient: the CA address, the token file, the root certificate and a callback are required");
         return NULL;
     }
     caclient_t *c = mesh_xcalloc(1, sizeof *c);

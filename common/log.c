@@ -50,3 +50,19 @@ void log_msg(log_level_t level, const char *fmt, ...)
     line[len++] = '\n';
     fwrite(line, 1, len, stderr);
 }
+
+int mesh_verrf(char *err, size_t errlen, const char *fmt, va_list ap)
+{
+    if (err != NULL && errlen > 0)
+        vsnprintf(err, errlen, fmt, ap);
+    return -1;
+}
+
+int mesh_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    mesh_verrf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}

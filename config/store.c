@@ -475,3 +475,20 @@ int cfg_store_delete(cfg_store_t *s, cfg_kind_t kind, const char *ns, const char
         publish(s);
     return 0;
 }
+
+void cfg_store_put_result(void *store, cfg_object_t *obj, const cfg_diag_t *diag)
+{
+    (void)diag;
+    if (obj == NULL)
+        return;
+    cfg_store_put(store, obj);
+    cfg_object_unref(obj);
+}
+
+int cfg_store_apply_yaml(cfg_store_t *s, const char *yaml)
+{
+    cfg_store_begin(s);
+    int failed = cfg_load_buffer(yaml, strlen(yaml), DOC_FMT_YAML, NULL, cfg_store_put_result, s);
+    cfg_store_commit(s);
+    return failed;
+}

@@ -70,6 +70,13 @@ void cfg_store_begin(cfg_store_t *s);
  * Returns the number of changes published. */
 int cfg_store_commit(cfg_store_t *s);
 
+/* A cfg_result_cb that puts each object that loads into the store given as
+ * ud and drops the loader's reference; documents that fail are skipped. */
+void cfg_store_put_result(void *store, cfg_object_t *obj, const cfg_diag_t *diag);
+/* Loads a YAML stream into the store as one batch (one version). Returns the
+ * number of documents that failed to load. */
+int cfg_store_apply_yaml(cfg_store_t *s, const char *yaml);
+
 /* Registers a change callback. Returns 0. */
 int cfg_store_subscribe(cfg_store_t *s, cfg_event_cb cb, void *ud);
 /* Removes a callback registered with the same cb and ud. */

@@ -18,16 +18,6 @@ static void curl_init_once(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-
-void kube_errf(char *buf, size_t len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (buf != NULL && len > 0)
-        vsnprintf(buf, len, fmt, ap);
-    va_end(ap);
-}
-
 /* json helpers */
 
 const char *kube_json_str(struct json_object *o, const char *key)
@@ -98,7 +88,7 @@ kube_client_t *kube_client_new(const kube_opts_t *o, char *err, size_t errlen)
         return NULL;
     }
     if (c->server == NULL || c->ns == NULL || c->source == NULL) {
-        kube_errf(err, errlen, "out of memory");
+        mesh_errf(err, errlen, "out of memory");
         kube_client_free(c);
         return NULL;
     }

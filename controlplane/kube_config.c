@@ -81,20 +81,20 @@ static int token_load_locked(kube_client_t *c, char *err, size_t errlen)
 {
     struct stat st;
     if (stat(c->token_file, &st) != 0) {
-        kube_errf(err, errlen, "cannot read token file %s: %s", c->token_file, strerror(errno));
+        mesh_errf(err, errlen, "cannot read token file %s: %s", c->token_file, strerror(errno));
         return -1;
     }
     size_t n;
     char *raw = kube_read_file(c->token_file, &n);
     if (raw == NULL) {
-        kube_errf(err, errlen, "cannot read token file %s: %s", c->token_file, strerror(errno));
+        mesh_errf(err, errlen, "cannot read token file %s: %s", c->token_file, strerror(errno));
         return -1;
     }
     char *tok = trimmed_dup(raw, n);
     free(raw);
     if (tok == NULL || tok[0] == '\0') {
         free(tok);
-        kube_errf(err, errlen, "token file %s is empty", c->token_file);
+        mesh_errf(err, errlen, "token file %s is empty", c->token_file);
         return -1;
     }
     free(c->token);
@@ -138,7 +138,7 @@ static int check_cert_pem(const char *pem, size_t len, const char *what, char *e
     X509 *x = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
     BIO_free(b);
     if (x == NULL) {
-        kube_errf(err, errlen, "%s: no PEM certificate found", what);
+        mesh_errf(err, errlen, "%s: no PEM certificate found", what);
         return -1;
     }
     X509_free(x);
@@ -154,11 +154,11 @@ static int check_key_pair(const char *cert, size_t clen, const char *key, size_t
     X509 *x = cb != NULL ? PEM_read_bio_X509(cb, NULL, NULL, NULL) : NULL;
     EVP_PKEY *k = kb != NULL ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
     if (x == NULL)
-        kube_errf(err, errlen, "%s: client certificate: no PEM certificate found", who);
+        mesh_errf(err, errlen, "%s: client certificate: no PEM certificate found", who);
     else if (k == NULL)
-        kube_errf(err, errlen, "%s: client key: no PEM private key found", who);
+        mesh_errf(err, errlen, "%s: client key: no PEM private key found", who);
     else if (X509_check_private_key(x, k) != 1)
-        kube_errf(err, errlen, "%s: client certificate and client key do not match", who);
+        mesh_errf(err, errlen, "%s: client certificate and client key do not match", who);
     else
         rc = 0;
     X509_free(x);
@@ -207,7 +207,7 @@ static int kc_str(kc_ctx_t *k, const doc_node_t *m, const char *key, const char 
     if (v == NULL || v->type == DOC_NULL)
         return 0;
     if (v->type == DOC_SEQ || v->type == DOC_MAP || v->str == NULL) {
-        kube_errf(k->err, k->errlen, "kubeconfig %s: %s: %s: must be a string, not %s", k->path,
+        mesh_errf(k->err, k->errlen, "kubeconfig %s: %s: %s: must be a string, not %s", k->path,
                   where, key, doc_type_name(v->type));
         return -1;
     }
@@ -237,7 +237,7 @@ static int kc_pem(kc_ctx_t *k, const doc_node_t *m, const char *data_key, const 
         unsigned char *d = b64_decode(data, strlen(data), &n);
         if (d == NULL || n == 0) {
             free(d);
-            kube_errf(k->err, k->errlen, "kubeconfig %s: %s: %s: not valid base64", k->path, where,
+            mesh_errf(k->err, k->errlen, "kubeconfig %s: %s: %s: not valid base64", k->path, where,
                       data_key);
             return -1;
         }
@@ -250,7 +250,7 @@ static int kc_pem(kc_ctx_t *k, const doc_node_t *m, const char *data_key, const 
         kc_resolve(k, file, p, sizeof(p));
         *out = kube_read_file(p, outlen);
         if (*out == NULL) {
-            kube_errf(k->err, k->errlen, "kubeconfig %s: %s: cannot read %s file %s: %s", k->path,
+            mesh_errf(k->err, k->errlen, "kubeconfig %s: %s: cannot read %s file %s: %s", k->path,
                       where, file_key, p, strerror(errno));
             return -1;
         }
@@ -263,7 +263,7 @@ static int kc_apply(kc_ctx_t *k, const doc_node_t *root)
     kube_client_t *c = k->c;
     char where[300];
     if (root->type != DOC_MAP) {
-        kube_errf(k->err, k->errlen,
+        mesh_errf(k->err, k->errlen,
                   "kubeconfig %s: not a kubeconfig (the document is %s, not an object)", k->path,
                   doc_type_name(root->type));
         return -1;
@@ -273,14 +273,14 @@ static int kc_apply(kc_ctx_t *k, const doc_node_t *root)
         if (kc_str(k, root, "current-context", "document", &ctxname) != 0)
             return -1;
         if (ctxname == NULL || ctxname[0] == '\0') {
-            kube_errf(k->err, k->errlen,
+            mesh_errf(k->err, k->errlen,
                       "kubeconfig %s: no current-context is set and no context was given", k->path);
             return -1;
         }
     }
     const doc_node_t *ctx = named_entry(doc_map_get(root, "contexts"), ctxname, "context");
     if (ctx == NULL) {
-        kube_errf(k->err, k->errlen, "kubeconfig %s: context \"%s\" not found", k->path, ctxname);
+        mesh_errf(k->err, k->errlen, "kubeconfig %s: context \"%s\" not found", k->path, ctxname);
         return -1;
     }
     snprintf(where, sizeof(where), "context \"%s\"", ctxname);
@@ -290,13 +290,13 @@ static int kc_apply(kc_ctx_t *k, const doc_node_t *root)
         kc_str(k, ctx, "namespace", where, &ns) != 0)
         return -1;
     if (cluster_name == NULL || cluster_name[0] == '\0') {
-        kube_errf(k->err, k->errlen, "kubeconfig %s: context \"%s\" names no cluster", k->path,
+        mesh_errf(k->err, k->errlen, "kubeconfig %s: context \"%s\" names no cluster", k->path,
                   ctxname);
         return -1;
     }
     const doc_node_t *cl = named_entry(doc_map_get(root, "clusters"), cluster_name, "cluster");
     if (cl == NULL) {
-        kube_errf(k->err, k->errlen, "kubeconfig %s: cluster \"%s\" (of context \"%s\") not found",
+        mesh_errf(k->err, k->errlen, "kubeconfig %s: cluster \"%s\" (of context \"%s\") not found",
                   k->path, cluster_name, ctxname);
         return -1;
     }
@@ -306,12 +306,12 @@ static int kc_apply(kc_ctx_t *k, const doc_node_t *root)
         kc_str(k, cl, "tls-server-name", where, &tsn) != 0)
         return -1;
     if (server == NULL || server[0] == '\0') {
-        kube_errf(k->err, k->errlen, "kubeconfig %s: cluster \"%s\" has no server", k->path,
+        mesh_errf(k->err, k->errlen, "kubeconfig %s: cluster \"%s\" has no server", k->path,
                   cluster_name);
         return -1;
     }
     if (strncmp(server, "https://", 8) != 0 && strncmp(server, "http://", 7) != 0) {
-        kube_errf(k->err, k->errlen,
+        mesh_errf(k->err, k->errlen,
                   "kubeconfig %s: cluster \"%s\": server \"%s\" is not an http(s) URL", k->path,
                   cluster_name, server);
         return -1;
@@ -332,7 +332,7 @@ static int kc_apply(kc_ctx_t *k, const doc_node_t *root)
                &c->ca_len) != 0)
         return -1;
     if (c->ca != NULL && c->insecure) {
-        kube_errf(
+        mesh_errf(
             k->err, k->errlen,
             "kubeconfig %s: cluster \"%s\": a certificate authority and insecure-skip-tls-verify "
             "cannot be used "
@@ -348,13 +348,13 @@ static int kc_apply(kc_ctx_t *k, const doc_node_t *root)
     }
 
     if (user_name == NULL || user_name[0] == '\0') {
-        kube_errf(k->err, k->errlen, "kubeconfig %s: context \"%s\" names no user", k->path,
+        mesh_errf(k->err, k->errlen, "kubeconfig %s: context \"%s\" names no user", k->path,
                   ctxname);
         return -1;
     }
     const doc_node_t *u = named_entry(doc_map_get(root, "users"), user_name, "user");
     if (u == NULL) {
-        kube_errf(k->err, k->errlen, "kubeconfig %s: user \"%s\" (of context \"%s\") not found",
+        mesh_errf(k->err, k->errlen, "kubeconfig %s: user \"%s\" (of context \"%s\") not found",
                   k->path, user_name, ctxname);
         return -1;
     }
@@ -370,7 +370,7 @@ static int kc_apply(kc_ctx_t *k, const doc_node_t *root)
         kc_pem(k, u, "client-key-data", "client-key", where, &c->key, &c->key_len) != 0)
         return -1;
     if ((c->cert == NULL) != (c->key == NULL)) {
-        kube_errf(k->err, k->errlen, "kubeconfig %s: user \"%s\" has a client %s but no client %s",
+        mesh_errf(k->err, k->errlen, "kubeconfig %s: user \"%s\" has a client %s but no client %s",
                   k->path, user_name, c->cert != NULL ? "certificate" : "key",
                   c->cert != NULL ? "key" : "certificate");
         return -1;
@@ -388,7 +388,7 @@ static int kc_apply(kc_ctx_t *k, const doc_node_t *root)
         c->token_file = strdup(p);
         char e[PATH_MAX + 100];
         if (token_load_locked(c, e, sizeof(e)) != 0) {
-            kube_errf(k->err, k->errlen, "kubeconfig %s: user \"%s\": %s", k->path, user_name, e);
+            mesh_errf(k->err, k->errlen, "kubeconfig %s: user \"%s\": %s", k->path, user_name, e);
             return -1;
         }
     } else if (username != NULL && username[0] != '\0' && password != NULL) {
@@ -399,21 +399,21 @@ static int kc_apply(kc_ctx_t *k, const doc_node_t *root)
     }
     if (c->token == NULL && c->cert == NULL && c->basic == NULL) {
         if (u->type == DOC_MAP && doc_map_get(u, "exec") != NULL)
-            kube_errf(
+            mesh_errf(
                 k->err, k->errlen,
                 "kubeconfig %s: user \"%s\" uses an exec credential plugin, which meshd does not "
                 "run; use a "
                 "token, tokenFile or client certificate",
                 k->path, user_name);
         else if (u->type == DOC_MAP && doc_map_get(u, "auth-provider") != NULL)
-            kube_errf(
+            mesh_errf(
                 k->err, k->errlen,
                 "kubeconfig %s: user \"%s\" uses an auth-provider, which meshd does not support; "
                 "use a token, "
                 "tokenFile or client certificate",
                 k->path, user_name);
         else
-            kube_errf(k->err, k->errlen,
+            mesh_errf(k->err, k->errlen,
                       "kubeconfig %s: user \"%s\" has no credentials (token, tokenFile, "
                       "client-certificate/client-key "
                       "or username/password)",
@@ -433,7 +433,7 @@ static int kc_doc(void *ud, const doc_t *d)
         return 0; /* kubectl reads the first document only */
     k->seen = true;
     if (d->root == NULL) {
-        kube_errf(k->err, k->errlen, "kubeconfig %s: %s", k->path, d->error);
+        mesh_errf(k->err, k->errlen, "kubeconfig %s: %s", k->path, d->error);
         k->rc = -1;
         return 1;
     }
@@ -447,7 +447,7 @@ static int load_kubeconfig(kube_client_t *c, const char *path, const char *conte
     size_t len;
     char *buf = kube_read_file(path, &len);
     if (buf == NULL) {
-        kube_errf(err, errlen, "cannot read kubeconfig %s: %s", path, strerror(errno));
+        mesh_errf(err, errlen, "cannot read kubeconfig %s: %s", path, strerror(errno));
         return -1;
     }
     char dir[PATH_MAX];
@@ -464,7 +464,7 @@ static int load_kubeconfig(kube_client_t *c, const char *path, const char *conte
     doc_parse(buf, len, DOC_FMT_AUTO, kc_doc, &k);
     free(buf);
     if (!k.seen) {
-        kube_errf(err, errlen, "kubeconfig %s: the file is empty", path);
+        mesh_errf(err, errlen, "kubeconfig %s: the file is empty", path);
         return -1;
     }
     if (k.rc == 0)
@@ -477,7 +477,7 @@ static int load_in_cluster(kube_client_t *c, char *err, size_t errlen)
     const char *host = getenv("KUBERNETES_SERVICE_HOST");
     const char *port = getenv("KUBERNETES_SERVICE_PORT");
     if (host == NULL || host[0] == '\0') {
-        kube_errf(err, errlen,
+        mesh_errf(err, errlen,
                   "no kubeconfig found ($KUBECONFIG, ~/.kube/config) and not running in a cluster "
                   "(KUBERNETES_SERVICE_HOST is not set)");
         return -1;
@@ -498,13 +498,13 @@ static int load_in_cluster(kube_client_t *c, char *err, size_t errlen)
     c->token_file = strdup(p);
     char e[PATH_MAX + 100];
     if (token_load_locked(c, e, sizeof(e)) != 0) {
-        kube_errf(err, errlen, "in-cluster configuration: %s", e);
+        mesh_errf(err, errlen, "in-cluster configuration: %s", e);
         return -1;
     }
     snprintf(p, sizeof(p), "%s/ca.crt", dir);
     c->ca = kube_read_file(p, &c->ca_len);
     if (c->ca == NULL) {
-        kube_errf(err, errlen, "in-cluster configuration: cannot read CA file %s: %s", p,
+        mesh_errf(err, errlen, "in-cluster configuration: cannot read CA file %s: %s", p,
                   strerror(errno));
         return -1;
     }
@@ -564,7 +564,7 @@ int kube_config_load(kube_client_t *c, const kube_opts_t *o, char *err, size_t e
             return load_kubeconfig(c, p, context, err, errlen);
     }
     if (context != NULL && context[0] != '\0') {
-        kube_errf(err, errlen,
+        mesh_errf(err, errlen,
                   "context \"%s\" was requested but no kubeconfig was found ($KUBECONFIG, "
                   "~/.kube/config)",
                   context);

@@ -12,6 +12,7 @@
 
 #include <json-c/json.h>
 
+#include "../common/log.h"
 #include "kube.h"
 
 #define KUBE_POOL_MAX 8
@@ -84,8 +85,6 @@ struct json_object *kube_json_obj(struct json_object *o, const char *key);
 struct json_object *kube_resp_json(const kube_resp_t *r);
 /* The plural resource and namespace in an API path (for messages). */
 void kube_path_parts(const char *path, char *plural, size_t plen, char *ns, size_t nslen);
-/* snprintf that may truncate on purpose (messages into fixed buffers). */
-void kube_errf(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* "verb resource ns/name: <status message>" into err. */
 void kube_fail(const kube_resp_t *r, const char *verb, const char *path, char *err, size_t errlen);
 

@@ -549,13 +549,13 @@ int kube_token_review(kube_client_t *c, const char *token, const char *const *au
     int rc = kube_request(c, "POST", path, json_plain(req), "application/json", &r);
     json_object_put(req);
     if (rc != 0) {
-        kube_errf(out->error, sizeof(out->error), "TokenReview: %s", r.err);
+        mesh_errf(out->error, sizeof(out->error), "TokenReview: %s", r.err);
         return -1;
     }
     if (r.status != 200 && r.status != 201) {
         char e[600];
         kube_fail(&r, "create", path, e, sizeof(e));
-        kube_errf(out->error, sizeof(out->error), "TokenReview: %s", e);
+        mesh_errf(out->error, sizeof(out->error), "TokenReview: %s", e);
         kube_resp_free(&r);
         return -1;
     }

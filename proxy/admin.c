@@ -1,8 +1,11 @@
 /*
  * Operations endpoints on a thread of their own: Prometheus metrics
- * (/stats/prometheus, port 15090), readiness (/healthz/ready, 15021) and the
- * admin interface on localhost (15000: /ready, /stats, /clusters,
- * /config_dump). One request per connection, answered and closed.
+ * (/stats/prometheus, port 15090), readiness (/healthz/ready, 15021), the
+ * status port (15020: /stats/prometheus with the application's own metrics
+ * merged in, as the injector's prometheus.io annotations point scrapers
+ * there, and /healthz/ready) and the admin interface on localhost (15000:
+ * /ready, /stats, /clusters, /config_dump). One request per connection,
+ * answered and closed.
  */
 #include <arpa/inet.h>
 #include <stdarg.h>
@@ -15,12 +18,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
+#include "../common/log.h"
 #include "../common/loop.h"
 #include "admin_internal.h"
 #include "config_internal.h"
 #include "http1_internal.h"
 
-enum { EP_STATS, EP_READY, EP_ADMIN, EP_N };
+enum { EP_STATS, EP_READY, EP_ADMIN, EP_STATUS, EP_N };
+
+#define APP_SCRAPE_TIMEOUT_MS 2000 /* the app's metrics: at most this long (readiness probes wait behind it; the injected probe allows 3 s) */
+#define APP_SCRAPE_MAX (16u << 20)  /* and at most this much */
 
 typedef struct ops_listener {
     struct px_admin *a;
@@ -147,6 +156,44 @@ static void render_prometheus(struct px_admin *a, sbuf_t *b)
     px_metrics_free(m, n);
 }
 
+static size_t app_write(char *p, size_t size, size_t n, void *ud)
+{
+    sbuf_t *b = ud;
+    size_t len = size * n;
+    if (b->len + len > APP_SCRAPE_MAX)
+        return 0; /* curl stops: the response is too large */
+    sb_printf(b, "%.*s", (int)len, p);
+    return len;
+}
+
+/* Appends the application's metrics (the status port's merge). A scrape that
+ * fails leaves the proxy's own metrics and is logged; nothing partial is
+ * kept. Blocks the admin thread only, for at most APP_SCRAPE_TIMEOUT_MS. */
+static void merge_app_metrics(struct px_admin *a, sbuf_t *b)
+{
+    CURL *c = curl_easy_init();
+    if (c == NULL)
+        return;
+    if (b->len && b->p[b->len - 1] != '\n')
+        sb_printf(b, "\n");
+    size_t mark = b->len;
+    curl_easy_setopt(c, CURLOPT_URL, a->opt.app_metrics_url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, app_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)APP_SCRAPE_TIMEOUT_MS);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+    curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
+    CURLcode rc = curl_easy_perform(c);
+    if (rc != CURLE_OK) {
+        log_warn("status port: application metrics from %s: %s", a->opt.app_metrics_url, curl_easy_strerror(rc));
+        b->len = mark;
+    } else if (b->len > mark && b->p[b->len - 1] != '\n') {
+        sb_printf(b, "\n");
+    }
+    curl_easy_cleanup(c);
+}
+
 static bool is_ready(struct px_admin *a)
 {
     return a->opt.ready ? a->opt.ready(a->opt.ready_arg) : true;
@@ -161,12 +208,15 @@ static int handle(struct px_admin *a, int kind, const char *path, size_t plen, s
     if (q)
         *q = '\0';
     *ctype = "text/plain";
-    if (kind == EP_STATS && strcmp(p, "/stats/prometheus") == 0) {
+    if ((kind == EP_STATS || kind == EP_STATUS) && strcmp(p, "/stats/prometheus") == 0) {
         *ctype = "text/plain; version=0.0.4";
         render_prometheus(a, b);
+        if (kind == EP_STATUS && a->opt.app_metrics_url != NULL)
+            merge_app_metrics(a, b);
         return 200;
     }
-    if ((kind == EP_READY && strcmp(p, "/healthz/ready") == 0) || (kind == EP_ADMIN && strcmp(p, "/ready") == 0)) {
+    if (((kind == EP_READY || kind == EP_STATUS) && strcmp(p, "/healthz/ready") == 0) ||
+        (kind == EP_ADMIN && strcmp(p, "/ready") == 0)) {
         bool r = is_ready(a);
         sb_printf(b, "%s\n", r ? "LIVE" : "PRE_INITIALIZING");
         return r ? 200 : 503;
@@ -212,6 +262,12 @@ static int handle(struct px_admin *a, int kind, const char *path, size_t plen, s
                   "outlier_detection.ejections_overflow: %llu\n",
                   (unsigned long long)c.od_ejections, (unsigned long long)c.od_eject_5xx,
                   (unsigned long long)c.od_eject_gw, (unsigned long long)c.od_overflow);
+        sb_printf(b, "ssl.handshake: %llu\nssl.connection_error: %llu\n"
+                  "rbac.allowed: %llu\nrbac.denied: %llu\nrbac.shadow_denied: %llu\n"
+                  "listener.no_filter_chain_match: %llu\n",
+                  (unsigned long long)c.ssl_handshake, (unsigned long long)c.ssl_fail,
+                  (unsigned long long)c.rbac_allowed, (unsigned long long)c.rbac_denied,
+                  (unsigned long long)c.rbac_shadow_denied, (unsigned long long)c.no_filter_chain);
         if (a->opt.xds) {
             px_xds_status_t st;
             px_xds_status(a->opt.xds, &st);
@@ -460,8 +516,9 @@ px_admin_t *px_admin_start(const px_admin_opts_t *o, char *err, size_t errlen)
     }
     a->opt = *o;
     a->loop = loop_new();
-    const int ports[EP_N] = {o->stats_port, o->ready_port, o->admin_port};
-    const char *ips[EP_N] = {o->stats_ip ? o->stats_ip : "0.0.0.0", o->stats_ip ? o->stats_ip : "0.0.0.0", "127.0.0.1"};
+    const int ports[EP_N] = {o->stats_port, o->ready_port, o->admin_port, o->status_port};
+    const char *any = o->stats_ip ? o->stats_ip : "0.0.0.0";
+    const char *ips[EP_N] = {any, any, "127.0.0.1", any};
     for (int k = 0; k < EP_N; k++) {
         a->ls[k].fd = -1;
         a->ls[k].a = a;

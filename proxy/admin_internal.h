@@ -20,6 +20,10 @@ typedef struct px_admin_opts {
     int stats_port;       /* /stats/prometheus; <= 0: off */
     int ready_port;       /* /healthz/ready; <= 0: off */
     int admin_port;       /* 127.0.0.1 only; <= 0: off */
+    int status_port;      /* merged metrics and readiness (Istio's 15020); <= 0: off */
+    /* The application's own metrics, appended to the status port's
+     * /stats/prometheus (http://127.0.0.1:PORT/PATH); NULL: none. */
+    const char *app_metrics_url;
     bool (*ready)(void *arg); /* NULL: always ready */
     void *ready_arg;
 } px_admin_opts_t;

@@ -690,6 +690,7 @@ static int build_route_config(build_t *b, const pb_route_config_t *pc, px_route_
                        pv->n_response_headers_to_remove, &vh->resp) < 0)
             return -1;
         vh->attempt_count = pv->include_request_attempt_count;
+        vh->require_tls = pv->require_tls != ENVOY__CONFIG__ROUTE__V3__VIRTUAL_HOST__TLS_REQUIREMENT_TYPE__NONE;
         px_retry_t vretry = {0};
         build_retry(b, pv->retry_policy, &vretry);
         vh->routes = arena_alloc(b->a, (pv->n_routes ? pv->n_routes : 1) * sizeof(*vh->routes));
@@ -746,8 +747,8 @@ static int build_endpoints(build_t *b, const pb_cla_t *cla, px_cluster_t *c)
     for (size_t l = 0; l < cla->n_endpoints; l++) {
         const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *le = cla->endpoints[l];
         uint32_t lw = le->load_balancing_weight ? le->load_balancing_weight->value : 1;
-        if (le->priority != 0 || lw == 0)
-            continue; /* failover priorities are not used; weight 0 takes no traffic */
+        if (lw == 0)
+            continue; /* weight 0 takes no traffic */
         for (size_t e = 0; e < le->n_lb_endpoints; e++) {
             const Envoy__Config__Endpoint__V3__LbEndpoint *lb = le->lb_endpoints[e];
             char field[96];
@@ -777,30 +778,53 @@ static int build_endpoints(build_t *b, const pb_cla_t *cla, px_cluster_t *c)
             if (w == 0)
                 return failf(b, field, "load_balancing_weight must be >= 1");
             ep->weight = w * lw;
+            ep->priority = le->priority;
             c->total_weight += ep->weight;
             c->nendpoints++;
         }
     }
-    if (c->lb == PX_LB_RING_HASH && c->nendpoints) {
-        /* ~ 1024 ring entries overall, in proportion to the weights */
+    /* by priority, keeping the order within one */
+    for (size_t i = 1; i < c->nendpoints; i++) {
+        px_endpoint_t x = c->endpoints[i];
+        size_t j = i;
+        for (; j > 0 && c->endpoints[j - 1].priority > x.priority; j--)
+            c->endpoints[j] = c->endpoints[j - 1];
+        c->endpoints[j] = x;
+    }
+    size_t nl = 0;
+    for (size_t i = 0; i < c->nendpoints; i++)
+        nl += i == 0 || c->endpoints[i].priority != c->endpoints[i - 1].priority;
+    c->levels = arena_alloc(b->a, (nl ? nl : 1) * sizeof(*c->levels));
+    memset(c->levels, 0, (nl ? nl : 1) * sizeof(*c->levels));
+    c->nlevels = 0;
+    for (size_t i = 0; i < c->nendpoints; i++) {
+        if (i == 0 || c->endpoints[i].priority != c->endpoints[i - 1].priority)
+            c->levels[c->nlevels++] = (px_level_t){.priority = c->endpoints[i].priority, .first = i};
+        px_level_t *lv = &c->levels[c->nlevels - 1];
+        lv->n++;
+        lv->total_weight += c->endpoints[i].weight;
+    }
+    for (size_t l = 0; c->lb == PX_LB_RING_HASH && l < c->nlevels; l++) {
+        /* ~ 1024 ring entries per priority, in proportion to the weights */
+        px_level_t *lv = &c->levels[l];
         size_t total = 0;
-        size_t *per = arena_alloc(b->a, c->nendpoints * sizeof(*per));
-        for (size_t i = 0; i < c->nendpoints; i++) {
-            per[i] = (size_t)((1024 * (uint64_t)c->endpoints[i].weight) / c->total_weight);
+        size_t *per = arena_alloc(b->a, lv->n * sizeof(*per));
+        for (size_t i = 0; i < lv->n; i++) {
+            per[i] = (size_t)((1024 * (uint64_t)c->endpoints[lv->first + i].weight) / lv->total_weight);
             if (per[i] == 0)
                 per[i] = 1;
             total += per[i];
         }
-        c->ring = arena_alloc(b->a, total * sizeof(*c->ring));
-        for (size_t i = 0; i < c->nendpoints; i++)
+        lv->ring = arena_alloc(b->a, total * sizeof(*lv->ring));
+        for (size_t i = 0; i < lv->n; i++)
             for (size_t k = 0; k < per[i]; k++) {
                 char key[112];
-                int kl = snprintf(key, sizeof(key), "%s_%zu", c->endpoints[i].address, k);
-                c->ring[c->nring].hash = px_hash64(key, (size_t)kl);
-                c->ring[c->nring].endpoint = (uint32_t)i;
-                c->nring++;
+                int kl = snprintf(key, sizeof(key), "%s_%zu", c->endpoints[lv->first + i].address, k);
+                lv->ring[lv->nring].hash = px_hash64(key, (size_t)kl);
+                lv->ring[lv->nring].endpoint = (uint32_t)(lv->first + i);
+                lv->nring++;
             }
-        qsort(c->ring, c->nring, sizeof(*c->ring), cmp_ring);
+        qsort(lv->ring, lv->nring, sizeof(*lv->ring), cmp_ring);
     }
     return 0;
 }
@@ -876,6 +900,43 @@ static int build_upstream_protocol(build_t *b, const pb_cluster_t *pc, px_cluste
     return 0;
 }
 
+static const Google__Protobuf__Value *struct_get(const Google__Protobuf__Struct *s, const char *key)
+{
+    for (size_t i = 0; s && i < s->n_fields; i++)
+        if (s->fields[i]->key && strcmp(s->fields[i]->key, key) == 0)
+            return s->fields[i]->value;
+    return NULL;
+}
+
+static const char *struct_str(build_t *b, const Google__Protobuf__Struct *s, const char *key)
+{
+    const Google__Protobuf__Value *v = struct_get(s, key);
+    return v && v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE && v->string_value
+               ? arena_strdup(b->a, v->string_value)
+               : NULL;
+}
+
+/* Istio's cluster metadata: filter_metadata.istio.services[0]. */
+static void cluster_service(build_t *b, const Envoy__Config__Core__V3__Metadata *md, px_cluster_t *c)
+{
+    for (size_t i = 0; md && i < md->n_filter_metadata; i++) {
+        const Envoy__Config__Core__V3__Metadata__FilterMetadataEntry *e = md->filter_metadata[i];
+        if (e->key == NULL || strcmp(e->key, "istio") != 0)
+            continue;
+        const Google__Protobuf__Value *l = struct_get(e->value, "services");
+        if (l == NULL || l->kind_case != GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE || l->list_value == NULL ||
+            l->list_value->n_values == 0)
+            return;
+        const Google__Protobuf__Value *s = l->list_value->values[0];
+        if (s == NULL || s->kind_case != GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE)
+            return;
+        c->svc_host = struct_str(b, s->struct_value, "host");
+        c->svc_name = struct_str(b, s->struct_value, "name");
+        c->svc_ns = struct_str(b, s->struct_value, "namespace");
+        return;
+    }
+}
+
 static int build_cluster(build_t *b, const pb_cluster_t *pc, px_cluster_t *c, const px_resources_t *in)
 {
     snprintf(b->where, sizeof(b->where), "Cluster %s", pc->name ? pc->name : "");
@@ -903,6 +964,7 @@ static int build_cluster(build_t *b, const pb_cluster_t *pc, px_cluster_t *c, co
         return failf(b, "lb_policy", "unsupported load-balancing policy");
     }
     c->connect_timeout_ms = pc->connect_timeout ? duration_ms(pc->connect_timeout) : 5000;
+    cluster_service(b, pc->metadata, c);
     if (build_transport(b, "transport_socket", pc->transport_socket, false, &c->tls) < 0)
         return -1;
     if (build_upstream_protocol(b, pc, c) < 0)
@@ -1839,51 +1901,105 @@ void px_lb_free(px_lb_t *lb)
     lb->nactive = 0;
 }
 
-/* Index of the endpoint owning weighted position x in [0, total_weight). */
-static long by_weight(const px_cluster_t *c, uint64_t x)
+/* Index of the endpoint owning weighted position x in [0, total_weight) of a
+ * priority. */
+static long by_weight(const px_cluster_t *c, const px_level_t *lv, uint64_t x)
 {
-    for (size_t i = 0; i < c->nendpoints; i++) {
+    for (size_t i = lv->first; i < lv->first + lv->n; i++) {
         if (x < c->endpoints[i].weight)
             return (long)i;
         x -= c->endpoints[i].weight;
     }
-    return (long)c->nendpoints - 1;
+    return (long)(lv->first + lv->n) - 1;
 }
 
-long px_lb_pick(px_lb_t *lb, const px_cluster_t *c, uint64_t hash)
+static long pick_in(px_lb_t *lb, const px_cluster_t *c, const px_level_t *lv, uint64_t hash)
 {
-    if (c->nendpoints == 0 || c->total_weight == 0)
+    if (lv->n == 0 || lv->total_weight == 0)
         return -1;
     switch (c->lb) {
     case PX_LB_ROUND_ROBIN:
-        return by_weight(c, lb->rr_next++ % c->total_weight);
+        return by_weight(c, lv, lb->rr_next++ % lv->total_weight);
     case PX_LB_RANDOM:
-        return by_weight(c, lb_rand(lb) % c->total_weight);
+        return by_weight(c, lv, lb_rand(lb) % lv->total_weight);
     case PX_LB_LEAST_REQUEST: {
         /* power of two choices, weighted draws; fewer outstanding wins */
-        long a = by_weight(c, lb_rand(lb) % c->total_weight);
-        long b2 = by_weight(c, lb_rand(lb) % c->total_weight);
+        long a = by_weight(c, lv, lb_rand(lb) % lv->total_weight);
+        long b2 = by_weight(c, lv, lb_rand(lb) % lv->total_weight);
         if (lb->active == NULL || lb->nactive != c->nendpoints)
             return a;
         return lb->active[b2] < lb->active[a] ? b2 : a;
     }
     case PX_LB_RING_HASH: {
-        if (c->nring == 0)
+        if (lv->nring == 0)
             return -1;
-        size_t lo = 0, hi = c->nring;
+        size_t lo = 0, hi = lv->nring;
         while (lo < hi) {
             size_t mid = (lo + hi) / 2;
-            if (c->ring[mid].hash < hash)
+            if (lv->ring[mid].hash < hash)
                 lo = mid + 1;
             else
                 hi = mid;
         }
-        return (long)c->ring[lo == c->nring ? 0 : lo].endpoint;
+        return (long)lv->ring[lo == lv->nring ? 0 : lo].endpoint;
     }
     case PX_LB_ORIGINAL_DST:
         return -1;
     }
     return -1;
+}
+
+long px_lb_pick(px_lb_t *lb, const px_cluster_t *c, uint64_t hash)
+{
+    if (c->nendpoints == 0 || c->nlevels == 0)
+        return -1;
+    return pick_in(lb, c, &c->levels[0], hash);
+}
+
+#define PX_OVERPROVISION 140 /* Envoy's overprovisioning factor, in percent */
+#define PX_MAX_LEVELS 16     /* priorities beyond are treated as the last one */
+
+long px_lb_pick_avail(px_lb_t *lb, const px_cluster_t *c, uint64_t hash, px_lb_avail_fn avail, void *arg)
+{
+    if (c->nendpoints == 0 || c->nlevels == 0)
+        return -1;
+    size_t nl = c->nlevels < PX_MAX_LEVELS ? c->nlevels : PX_MAX_LEVELS;
+    uint32_t health[PX_MAX_LEVELS], load[PX_MAX_LEVELS];
+    uint32_t sum = 0;
+    for (size_t l = 0; l < nl; l++) {
+        const px_level_t *lv = &c->levels[l];
+        size_t ok = 0, n = lv->n;
+        if (l == nl - 1) /* the last level counts whatever lies beyond */
+            n = c->nendpoints - lv->first;
+        for (size_t i = lv->first; i < lv->first + n; i++)
+            ok += avail == NULL || avail(arg, c, i);
+        uint64_t h = n ? (uint64_t)ok * PX_OVERPROVISION / n : 0;
+        health[l] = h > 100 ? 100 : (uint32_t)h;
+        sum += health[l];
+    }
+    if (sum == 0) /* nothing available: panic, the first priority as if healthy */
+        return px_lb_pick(lb, c, hash);
+    uint32_t left = 100;
+    for (size_t l = 0; l < nl; l++) {
+        load[l] = health[l] < left ? health[l] : left;
+        left -= load[l];
+    }
+    uint32_t total = 100 - left; /* under 100 when every priority is degraded: scaled */
+    uint64_t x = (c->lb == PX_LB_RING_HASH ? hash >> 32 : lb_rand(lb)) % total;
+    size_t l = 0;
+    while (l + 1 < nl && x >= load[l]) {
+        x -= load[l];
+        l++;
+    }
+    const px_level_t *lv = &c->levels[l];
+    long ei = pick_in(lb, c, lv, hash);
+    for (size_t k = 1; ei >= 0 && avail && !avail(arg, c, (size_t)ei) && k <= lv->n; k++)
+        ei = pick_in(lb, c, lv, c->lb == PX_LB_RING_HASH ? hash + 7919 * k : hash);
+    if (ei >= 0 && avail && !avail(arg, c, (size_t)ei)) /* the level's available ones, in order */
+        for (size_t i = lv->first; i < lv->first + lv->n; i++)
+            if (avail(arg, c, i))
+                return (long)i;
+    return ei;
 }
 
 /* ---- filter-chain selection ---- */

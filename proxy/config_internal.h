@@ -212,6 +212,7 @@ typedef struct px_vhost {
     size_t nroutes;
     px_header_ops_t req, resp;
     bool attempt_count; /* include_request_attempt_count: x-envoy-attempt-count upstream */
+    bool require_tls;   /* require_tls ALL or EXTERNAL_ONLY: plaintext requests get a 301 to https */
 } px_vhost_t;
 
 typedef struct px_route_config {
@@ -229,6 +230,7 @@ typedef struct px_endpoint {
     struct sockaddr_storage sa;
     socklen_t salen;
     uint32_t weight; /* endpoint weight x locality weight, >= 1 */
+    uint32_t priority; /* the locality group's (failover order; 0 first) */
 } px_endpoint_t;
 
 typedef struct px_ring_entry {
@@ -236,17 +238,26 @@ typedef struct px_ring_entry {
     uint32_t endpoint;
 } px_ring_entry_t;
 
+/* The endpoints of one priority: endpoints[first .. first + n). */
+typedef struct px_level {
+    uint32_t priority;
+    size_t first, n;
+    uint64_t total_weight;
+    px_ring_entry_t *ring; /* RING_HASH: this level's ring */
+    size_t nring;
+} px_level_t;
+
 typedef struct px_cluster {
     const char *name;
     px_lb_policy_t lb;
     uint64_t connect_timeout_ms;
     bool eds;
     const char *eds_name; /* the ClusterLoadAssignment name it reads */
-    px_endpoint_t *endpoints; /* healthy (or unknown-health) endpoints only */
+    px_endpoint_t *endpoints; /* healthy (or unknown-health) endpoints only, by priority */
     size_t nendpoints;
     uint64_t total_weight;
-    px_ring_entry_t *ring; /* RING_HASH */
-    size_t nring;
+    px_level_t *levels; /* one per priority present, in order */
+    size_t nlevels;
     /* circuit breakers (thresholds of priority DEFAULT; Envoy's defaults
      * 1024 / 1024 / 1024 / 3), enforced over all workers */
     uint32_t max_connections, max_pending, max_requests, max_retries;
@@ -257,6 +268,9 @@ typedef struct px_cluster {
     uint64_t od_interval_ms, od_base_ejection_ms, od_max_ejection_ms;
     uint32_t od_max_ejection_pct;
     const struct px_tls_cfg *tls; /* upstream TLS (transport_socket); NULL: plaintext */
+    /* the first service of Istio's cluster metadata (inbound clusters), for
+     * the destination_service labels; NULL when absent */
+    const char *svc_host, *svc_name, *svc_ns;
     bool bind; /* upstream_bind_config: connections bind this source address first */
     struct sockaddr_storage bind_sa;
     socklen_t bind_salen;
@@ -431,8 +445,21 @@ typedef struct px_lb {
 void px_lb_init(px_lb_t *lb, const px_cluster_t *c, uint64_t seed);
 void px_lb_free(px_lb_t *lb);
 /* The endpoint index for the next request, or -1 when the cluster has no
- * healthy endpoint (503, flag UH). `hash` is used by RING_HASH. */
+ * healthy endpoint (503, flag UH). `hash` is used by RING_HASH. Picks among
+ * the first priority only. */
 long px_lb_pick(px_lb_t *lb, const px_cluster_t *c, uint64_t hash);
+/* Whether endpoint ei may take a request now (not ejected, not the host a
+ * retry must avoid); arg is the caller's. */
+typedef bool (*px_lb_avail_fn)(void *arg, const px_cluster_t *c, size_t ei);
+/* The endpoint for the next request across priorities, as Envoy spreads
+ * load: each priority is as healthy as its share of available endpoints,
+ * times the overprovisioning factor 1.4 (so 5 of 7 is still 100 %); the
+ * first priority takes what its health allows, the next the rest, and so
+ * on; when the sum stays under 100 % the shares are scaled up. Within the
+ * chosen priority the cluster's policy picks, passing over unavailable
+ * endpoints; when none is available anywhere the plain pick stands (Envoy's
+ * panic mode). -1 only when the cluster has no endpoint. */
+long px_lb_pick_avail(px_lb_t *lb, const px_cluster_t *c, uint64_t hash, px_lb_avail_fn avail, void *arg);
 /* 64-bit hash (FNV-1a) of bytes, for ring hashing. */
 uint64_t px_hash64(const void *p, size_t n);
 

@@ -3588,8 +3588,8 @@ static bool rbac_allows(dconn_t *d, const px_rbac_t *const *f, size_t n, const p
             CINC(d->w->st.rbac_shadow_denied);
         if (!r.allowed) {
             CINC(d->w->st.rbac_denied);
-            log_debug("rbac: %s from %s denied, matched policy %s", a->http ? "request" : "connection",
-                          d->peer, r.policy ? r.policy : "none");
+            log_info("rbac: %s from %s denied, matched policy %s", a->http ? "request" : "connection",
+                     d->peer, r.policy ? r.policy : "none");
             return false;
         }
     }

@@ -99,16 +99,6 @@ void px_init_usage(FILE *f)
     }
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* Copies the next comma-separated item of *s (spaces trimmed) into item;
  * returns false at the end. Empty items are skipped. */
@@ -147,7 +137,7 @@ static int parse_port(const char *flag, const char *v, int *out, char *err, size
     errno = 0;
     long x = strtol(v, &end, 10);
     if (*v == '\0' || errno || *end || x < 1 || x > 65535)
-        return fail(err, errlen, "%s: \"%s\" is not a port (1-65535)", flag, v);
+        return mesh_errf(err, errlen, "%s: \"%s\" is not a port (1-65535)", flag, v);
     *out = (int)x;
     return 0;
 }
@@ -162,12 +152,12 @@ static int parse_port_list(const char *flag, const char *v, uint16_t *ports, siz
         int port;
         if (too_long || strcmp(item, "*") == 0 || parse_port(flag, item, &port, err, errlen) < 0) {
             if (!too_long && strcmp(item, v) == 0)
-                return fail(err, errlen, "%s: \"%s\" is not a port (1-65535)", flag, v);
-            return fail(err, errlen, "%s: \"%s\": \"%s%s\" is not a port (1-65535)", flag, v, item,
+                return mesh_errf(err, errlen, "%s: \"%s\" is not a port (1-65535)", flag, v);
+            return mesh_errf(err, errlen, "%s: \"%s\": \"%s%s\" is not a port (1-65535)", flag, v, item,
                         too_long ? "..." : "");
         }
         if (*n == PX_INIT_MAX_LIST)
-            return fail(err, errlen, "%s: \"%s\": more than %d ports", flag, v, PX_INIT_MAX_LIST);
+            return mesh_errf(err, errlen, "%s: \"%s\": more than %d ports", flag, v, PX_INIT_MAX_LIST);
         ports[(*n)++] = (uint16_t)port;
     }
     return 0;
@@ -187,7 +177,7 @@ static int parse_port_selector(const char *flag, const char *v, px_list_kind_t *
     }
     if (!too_long && strcmp(item, "*") == 0) {
         if (next_item(&s, item, sizeof(item), &too_long))
-            return fail(err, errlen, "%s: \"%s\": \"*\" must stand alone", flag, v);
+            return mesh_errf(err, errlen, "%s: \"%s\": \"*\" must stand alone", flag, v);
         *kind = PX_LIST_ALL;
         return 0;
     }
@@ -206,14 +196,14 @@ static int parse_id_list(const char *flag, const char *v, uint32_t *ids, size_t 
         errno = 0;
         unsigned long long x = strtoull(item, &end, 10);
         if (too_long || item[0] == '-' || errno || *end || x >= UINT32_MAX)
-            return fail(err, errlen, "%s: \"%s\": \"%s%s\" is not a numeric user or group ID", flag,
+            return mesh_errf(err, errlen, "%s: \"%s\": \"%s%s\" is not a numeric user or group ID", flag,
                         v, item, too_long ? "..." : "");
         if (*n == PX_INIT_MAX_LIST)
-            return fail(err, errlen, "%s: \"%s\": more than %d IDs", flag, v, PX_INIT_MAX_LIST);
+            return mesh_errf(err, errlen, "%s: \"%s\": more than %d IDs", flag, v, PX_INIT_MAX_LIST);
         ids[(*n)++] = (uint32_t)x;
     }
     if (*n == 0)
-        return fail(err, errlen, "%s: needs at least one numeric ID", flag);
+        return mesh_errf(err, errlen, "%s: needs at least one numeric ID", flag);
     return 0;
 }
 
@@ -276,19 +266,19 @@ static int parse_cidr_list(const char *flag, const char *v, bool allow_all, px_l
     }
     if (!too_long && strcmp(item, "*") == 0) {
         if (!allow_all)
-            return fail(err, errlen, "%s: \"*\" is not allowed here: list the CIDRs to exclude",
+            return mesh_errf(err, errlen, "%s: \"*\" is not allowed here: list the CIDRs to exclude",
                         flag);
         if (next_item(&s, item, sizeof(item), &too_long))
-            return fail(err, errlen, "%s: \"%s\": \"*\" must stand alone", flag, v);
+            return mesh_errf(err, errlen, "%s: \"%s\": \"*\" must stand alone", flag, v);
         *kind = PX_LIST_ALL;
         return 0;
     }
     *kind = PX_LIST_SOME;
     for (s = v; next_item(&s, item, sizeof(item), &too_long);) {
         if (*n == PX_INIT_MAX_LIST)
-            return fail(err, errlen, "%s: \"%s\": more than %d CIDRs", flag, v, PX_INIT_MAX_LIST);
+            return mesh_errf(err, errlen, "%s: \"%s\": more than %d CIDRs", flag, v, PX_INIT_MAX_LIST);
         if (too_long || parse_cidr(item, &cidrs[*n]) < 0)
-            return fail(err, errlen, "%s: \"%s\" is not a CIDR (like 10.0.0.0/8 or fd00::/8)", flag,
+            return mesh_errf(err, errlen, "%s: \"%s\" is not a CIDR (like 10.0.0.0/8 or fd00::/8)", flag,
                         item);
         (*n)++;
     }
@@ -311,12 +301,12 @@ static int parse_iface_list(const char *flag, const char *v, char (*names)[PX_IN
                 ok = false;
         }
         if (!ok)
-            return fail(err, errlen,
+            return mesh_errf(err, errlen,
                         "%s: \"%s%s\" is not an interface name (at most 15 "
                         "characters, no spaces, '/', ':' or '!')",
                         flag, item, too_long ? "..." : "");
         if (*n == PX_INIT_MAX_LIST)
-            return fail(err, errlen, "%s: \"%s\": more than %d interfaces", flag, v,
+            return mesh_errf(err, errlen, "%s: \"%s\": more than %d interfaces", flag, v,
                         PX_INIT_MAX_LIST);
         memcpy(names[(*n)++], item, len + 1);
     }
@@ -337,7 +327,7 @@ static int parse_bool(const char *flag, const char *v, bool *out, char *err, siz
             return 0;
         }
     }
-    return fail(err, errlen, "%s: \"%s\" is not a boolean (true or false)", flag, v);
+    return mesh_errf(err, errlen, "%s: \"%s\" is not a boolean (true or false)", flag, v);
 }
 
 static int apply_flag(px_init_opts_t *o, const struct init_flag_def *d, const char *flag,
@@ -360,12 +350,12 @@ static int apply_flag(px_init_opts_t *o, const struct init_flag_def *d, const ch
         if (strcmp(v, "REDIRECT") == 0)
             return 0;
         if (strcmp(v, "TPROXY") == 0)
-            return fail(err, errlen,
+            return mesh_errf(err, errlen,
                         "%s: \"TPROXY\" is not supported: meshproxy captures inbound traffic with "
                         "REDIRECT only "
                         "(set sidecar.istio.io/interceptionMode: REDIRECT)",
                         flag);
-        return fail(err, errlen, "%s: \"%s\" is not an interception mode (REDIRECT)", flag, v);
+        return mesh_errf(err, errlen, "%s: \"%s\" is not an interception mode (REDIRECT)", flag, v);
     case F_INCLUDE_CIDRS:
         return parse_cidr_list(flag, v, true, &o->include_cidrs_kind, o->include_cidrs,
                                &o->ninclude_cidrs, err, errlen);
@@ -397,7 +387,7 @@ static int apply_flag(px_init_opts_t *o, const struct init_flag_def *d, const ch
     case F_HELP:
         return parse_bool(flag, v, &o->help, err, errlen);
     }
-    return fail(err, errlen, "%s: unhandled flag", flag);
+    return mesh_errf(err, errlen, "%s: unhandled flag", flag);
 }
 
 int px_init_parse(int argc, char **argv, px_init_opts_t *o, char *err, size_t errlen)
@@ -435,16 +425,16 @@ int px_init_parse(int argc, char **argv, px_init_opts_t *o, char *err, size_t er
             if (a[2] != '\0')
                 inline_val = a[2] == '=' ? a + 3 : a + 2;
         } else {
-            return fail(err, errlen, "unexpected argument \"%s\" (flags start with - or --)", a);
+            return mesh_errf(err, errlen, "unexpected argument \"%s\" (flags start with - or --)", a);
         }
         if (d == NULL)
-            return fail(err, errlen, "unknown flag \"%s\"", a);
+            return mesh_errf(err, errlen, "unknown flag \"%s\"", a);
         const char *v = inline_val;
         if (v == NULL && d->is_bool)
             v = "true";
         if (v == NULL) {
             if (i + 1 >= argc)
-                return fail(err, errlen, "%s: needs a value", flag);
+                return mesh_errf(err, errlen, "%s: needs a value", flag);
             v = argv[++i];
         }
         if (apply_flag(o, d, flag, v, &gid_set, err, errlen) < 0)
@@ -455,7 +445,7 @@ int px_init_parse(int argc, char **argv, px_init_opts_t *o, char *err, size_t er
         o->ngids = o->nuids;
     }
     if (o->outbound_port == o->inbound_port)
-        return fail(err, errlen,
+        return mesh_errf(err, errlen,
                     "-p and -z: the outbound and inbound capture ports must differ (both %d)",
                     o->outbound_port);
     return 0;
@@ -729,17 +719,17 @@ static int run_tool(const char *const *argv, const char *input, char **out, char
         *out = NULL;
     errtext[0] = '\0';
     if (!find_tool(argv[0], path, sizeof(path))) {
-        fail(err, errlen, "%s: not found in PATH, /usr/sbin or /sbin (install the %s package)",
+        mesh_errf(err, errlen, "%s: not found in PATH, /usr/sbin or /sbin (install the %s package)",
              argv[0], strcmp(argv[0], "ip") == 0 ? "iproute2" : "iptables");
         goto out;
     }
     if (pipe2(in, O_CLOEXEC) < 0 || pipe2(op, O_CLOEXEC) < 0 || pipe2(ep, O_CLOEXEC) < 0) {
-        fail(err, errlen, "%s: pipe: %s", argv[0], strerror(errno));
+        mesh_errf(err, errlen, "%s: pipe: %s", argv[0], strerror(errno));
         goto out;
     }
     pid = fork();
     if (pid < 0) {
-        fail(err, errlen, "%s: fork: %s", argv[0], strerror(errno));
+        mesh_errf(err, errlen, "%s: fork: %s", argv[0], strerror(errno));
         goto out;
     }
     if (pid == 0) {
@@ -768,7 +758,7 @@ static int run_tool(const char *const *argv, const char *input, char **out, char
         if (poll(pf, 3, -1) < 0) {
             if (errno == EINTR)
                 continue;
-            fail(err, errlen, "%s: poll: %s", argv[0], strerror(errno));
+            mesh_errf(err, errlen, "%s: poll: %s", argv[0], strerror(errno));
             goto out;
         }
         if (in[1] >= 0 && pf[0].revents) {
@@ -808,7 +798,7 @@ static int run_tool(const char *const *argv, const char *input, char **out, char
     int status;
     while (waitpid(pid, &status, 0) < 0) {
         if (errno != EINTR) {
-            fail(err, errlen, "%s: waitpid: %s", argv[0], strerror(errno));
+            mesh_errf(err, errlen, "%s: waitpid: %s", argv[0], strerror(errno));
             pid = -1;
             goto out;
         }
@@ -817,7 +807,7 @@ static int run_tool(const char *const *argv, const char *input, char **out, char
     while (elen > 0 && (errtext[elen - 1] == '\n' || errtext[elen - 1] == ' '))
         errtext[--elen] = '\0';
     if (ob.oom) {
-        fail(err, errlen, "%s: out of memory reading its output", argv[0]);
+        mesh_errf(err, errlen, "%s: out of memory reading its output", argv[0]);
         goto out;
     }
     rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -860,14 +850,14 @@ static int apply_family(const px_init_opts_t *o, int family, FILE *out, char *er
     }
     rules = px_init_rules(o, family, existing);
     if (rules == NULL) {
-        fail(err, errlen, "out of memory building the rules");
+        mesh_errf(err, errlen, "out of memory building the rules");
         goto out;
     }
     st = run_tool(restore_argv, rules, NULL, errtext, sizeof(errtext), err, errlen);
     if (st < 0)
         goto out;
     if (st != 0) {
-        fail(err, errlen, "%s --noflush failed (exit %d): %s", restore_argv[0], st,
+        mesh_errf(err, errlen, "%s --noflush failed (exit %d): %s", restore_argv[0], st,
              errtext[0] ? errtext : "no message");
         goto out;
     }
@@ -945,21 +935,21 @@ static int validate_capture(const px_init_opts_t *o, FILE *out, char *err, size_
     ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (ls < 0 || setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         bind(ls, (struct sockaddr *)&la, sizeof(la)) < 0 || listen(ls, 4) < 0) {
-        fail(err, errlen, "validation: listening on 127.0.0.1:%d: %s", o->outbound_port,
+        mesh_errf(err, errlen, "validation: listening on 127.0.0.1:%d: %s", o->outbound_port,
              strerror(errno));
         goto out;
     }
     cs = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (cs < 0 ||
         (connect(cs, (struct sockaddr *)&target, sizeof(target)) < 0 && errno != EINPROGRESS)) {
-        fail(err, errlen, "validation: connecting to %s:%u: %s", tname, ntohs(target.sin_port),
+        mesh_errf(err, errlen, "validation: connecting to %s:%u: %s", tname, ntohs(target.sin_port),
              strerror(errno));
         goto out;
     }
     struct pollfd pf = {.fd = ls, .events = POLLIN};
     int n = poll(&pf, 1, 3000);
     if (n <= 0) {
-        fail(err, errlen,
+        mesh_errf(err, errlen,
              "validation: a connection to %s:%u (uid %u) did not arrive on 127.0.0.1:%d within 3 "
              "s: outbound "
              "capture is not working",
@@ -970,13 +960,13 @@ static int validate_capture(const px_init_opts_t *o, FILE *out, char *err, size_
     struct sockaddr_in orig;
     socklen_t olen = sizeof(orig);
     if (as < 0 || getsockopt(as, SOL_IP, SO_ORIGINAL_DST, &orig, &olen) < 0) {
-        fail(err, errlen, "validation: reading the original destination: %s", strerror(errno));
+        mesh_errf(err, errlen, "validation: reading the original destination: %s", strerror(errno));
         goto out;
     }
     if (orig.sin_addr.s_addr != target.sin_addr.s_addr || orig.sin_port != target.sin_port) {
         char oname[INET_ADDRSTRLEN];
         inet_ntop(AF_INET, &orig.sin_addr, oname, sizeof(oname));
-        fail(err, errlen,
+        mesh_errf(err, errlen,
              "validation: captured connection reports original destination %s:%u, expected %s:%u",
              oname, ntohs(orig.sin_port), tname, ntohs(target.sin_port));
         goto out;
@@ -1007,7 +997,7 @@ static int add_ipv6_passthrough(FILE *out, char *err, size_t errlen)
         return -1;
     if (st != 0 && strstr(errtext, "File exists") == NULL &&
         strstr(errtext, "already assigned") == NULL)
-        return fail(err, errlen, "ip -6 addr add ::6/128 dev lo failed (exit %d): %s", st,
+        return mesh_errf(err, errlen, "ip -6 addr add ::6/128 dev lo failed (exit %d): %s", st,
                     errtext[0] ? errtext : "no message");
     fprintf(out, "# ::6/128 on lo for the inbound passthrough\n");
     return 0;
@@ -1022,7 +1012,7 @@ int px_init_run(const px_init_opts_t *o, FILE *out, char *err, size_t errlen)
                 continue;
             char *rules = px_init_rules(o, family, NULL);
             if (rules == NULL)
-                return fail(err, errlen, "out of memory building the rules");
+                return mesh_errf(err, errlen, "out of memory building the rules");
             fprintf(out, "%s", rules);
             free(rules);
         }
@@ -1069,10 +1059,10 @@ int px_wait_run(const px_wait_opts_t *o, char *err, size_t errlen)
     char last[CURL_ERROR_SIZE + 64] = "no attempt";
     int rc = -1;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
-        return fail(err, errlen, "%s: cannot initialise libcurl", url);
+        return mesh_errf(err, errlen, "%s: cannot initialise libcurl", url);
     CURL *c = curl_easy_init();
     if (c == NULL) {
-        fail(err, errlen, "%s: cannot initialise libcurl", url);
+        mesh_errf(err, errlen, "%s: cannot initialise libcurl", url);
         goto out;
     }
     char cerr[CURL_ERROR_SIZE];
@@ -1108,7 +1098,7 @@ int px_wait_run(const px_wait_opts_t *o, char *err, size_t errlen)
         while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
             ;
     }
-    fail(err, errlen, "%s: not ready after %ld s (last answer: %s)", url,
+    mesh_errf(err, errlen, "%s: not ready after %ld s (last answer: %s)", url,
          o->timeout_s >= 0 ? o->timeout_s : 60, last);
 out:
     if (c)

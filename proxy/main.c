@@ -6,7 +6,8 @@
  *             [--node-ip IP] [--pod NAME] [--namespace NS] [--labels k=v,...]
  *             [--service-account SA] [--cluster-id ID] [--concurrency N]
  *             [--drain-time SECONDS] [--bind IP] [--no-access-log]
- *             [--stats-port P] [--ready-port P] [--admin-port P] [--log-level LEVEL]
+ *             [--stats-port P] [--ready-port P] [--admin-port P] [--status-port P]
+ *             [--app-metrics-url URL] [--log-level LEVEL]
  *             [--domain NS.svc.cluster.local] [--proxyLogLevel=LEVEL]
  *             [--proxyComponentLogLevel=C:LEVEL,...]
  *             [--cert-dir DIR | --ca-addr HOST:PORT ...] [--xds-root-file F]
@@ -32,6 +33,8 @@
  * requests finish for up to the drain time, and exit.
  */
 #include <errno.h>
+#include <strings.h>
+#include <curl/curl.h>
 #include <json-c/json.h>
 #include <signal.h>
 #include <stdio.h>
@@ -58,7 +61,8 @@ static void usage(FILE *f)
                "                 [--node-ip IP] [--pod NAME] [--namespace NS] [--labels k=v,...]\n"
                "                 [--service-account SA] [--cluster-id ID] [--concurrency N]\n"
                "                 [--drain-time SECONDS] [--bind IP] [--no-access-log] [--log-level LEVEL]\n"
-               "                 [--stats-port P] [--ready-port P] [--admin-port P]\n"
+               "                 [--stats-port P] [--ready-port P] [--admin-port P] [--status-port P]\n"
+               "                 [--app-metrics-url http://127.0.0.1:PORT/PATH]\n"
                "                 [--domain DOMAIN] [--proxyLogLevel=LEVEL] [--proxyComponentLogLevel=C:LEVEL,...]\n"
                "                 [--cert-dir DIR | --ca-addr HOST:PORT [--ca-root-file F] [--token-file F]\n"
                "                  [--ca-server-name N] [--ca-plaintext]] [--trust-domain TD]\n"
@@ -251,6 +255,8 @@ typedef struct agent {
     px_xds_opts_t xo;
     const char *config_file;
     long stats_port, ready_port, admin_port;
+    long status_port;            /* -1: 15020 in a pod (PROXY_CONFIG set), off in local mode */
+    const char *app_metrics_url; /* --app-metrics-url */
     const char *domain_arg; /* --domain as given, NULL when not */
     char domain[256];       /* ... expanded */
     px_identity_opts_t id;  /* the workload certificate */
@@ -292,6 +298,21 @@ static int set_bind(void *ctx, const char *flag, const char *v)
 static int set_stats_port(void *ctx, const char *flag, const char *v)
 {
     return parse_uint(flag, v, 65535, &((agent_t *)ctx)->stats_port);
+}
+
+static int set_status_port(void *ctx, const char *flag, const char *v)
+{
+    return parse_uint(flag, v, 65535, &((agent_t *)ctx)->status_port);
+}
+
+static int set_app_metrics_url(void *ctx, const char *flag, const char *v)
+{
+    if (strncmp(v, "http://", 7) != 0) {
+        fprintf(stderr, "meshproxy: %s: \"%s\" is not an http:// URL\n", flag, v);
+        return -1;
+    }
+    ((agent_t *)ctx)->app_metrics_url = v;
+    return 0;
 }
 
 static int set_ready_port(void *ctx, const char *flag, const char *v)
@@ -458,6 +479,8 @@ static const flag_def_t agent_flags[] = {
     {"--log-level", true, set_log_level},
     {"--stats-port", true, set_stats_port},
     {"--ready-port", true, set_ready_port},
+    {"--status-port", true, set_status_port},
+    {"--app-metrics-url", true, set_app_metrics_url},
     {"--admin-port", true, set_admin_port},
     /* the workload certificate: from meshd's CA, or from files */
     {"--cert-dir", true, set_cert_dir},
@@ -479,19 +502,31 @@ static const flag_def_t agent_flags[] = {
 /* The control plane's address from the injector's PROXY_CONFIG environment
  * variable ({"discoveryAddress": "meshd.istio-system.svc:15012", ...}).
  * Returns a malloc'd string, NULL when absent; a broken value is an error. */
-static int proxy_config_discovery(char **out)
+static int proxy_config_read(char **out, long *status_port)
 {
     const char *pc = getenv("PROXY_CONFIG");
     *out = NULL;
     if (pc == NULL || pc[0] == '\0')
         return 0;
     json_object *root = json_tokener_parse(pc);
-    json_object *addr = NULL;
+    json_object *addr = NULL, *sp = NULL;
     int rc = -1;
     if (root == NULL || !json_object_is_type(root, json_type_object)) {
         fprintf(stderr, "meshproxy: PROXY_CONFIG: not a JSON object\n");
         goto out;
     }
+    if (json_object_object_get_ex(root, "statusPort", &sp)) {
+        errno = 0;
+        int64_t v = json_object_get_int64(sp);
+        if (!json_object_is_type(sp, json_type_int) || errno != 0 || v < 0 || v > 65535) {
+            fprintf(stderr, "meshproxy: PROXY_CONFIG: statusPort: must be a port number (0-65535)\n");
+            goto out;
+        }
+        if (*status_port < 0)
+            *status_port = (long)v;
+    }
+    if (*status_port < 0)
+        *status_port = 15020; /* in a pod, as Istio's agent */
     if (json_object_object_get_ex(root, "discoveryAddress", &addr)) {
         if (!json_object_is_type(addr, json_type_string) || json_object_get_string_len(addr) == 0) {
             fprintf(stderr, "meshproxy: PROXY_CONFIG: discoveryAddress: must be a non-empty string\n");
@@ -501,6 +536,56 @@ static int proxy_config_discovery(char **out)
         if (*out == NULL)
             goto out;
     }
+    rc = 0;
+out:
+    json_object_put(root);
+    return rc;
+}
+
+/* The application's metrics endpoint from the prometheus.io annotations the
+ * injector moved into ISTIO_PROMETHEUS_ANNOTATIONS ({"scrape": "true",
+ * "port": "8080", "path": "/metrics"}), as http://127.0.0.1:PORT/PATH into
+ * url ("" when there is none or scrape is "false"). -1 on a malformed value. */
+static int app_metrics_from_env(char *url, size_t n)
+{
+    url[0] = '\0';
+    const char *env = getenv("ISTIO_PROMETHEUS_ANNOTATIONS");
+    if (env == NULL || env[0] == '\0')
+        return 0;
+    json_object *root = json_tokener_parse(env);
+    int rc = -1;
+    const char *v[3] = {NULL, NULL, NULL};
+    static const char *const keys[3] = {"scrape", "port", "path"};
+    if (root == NULL || !json_object_is_type(root, json_type_object)) {
+        fprintf(stderr, "meshproxy: ISTIO_PROMETHEUS_ANNOTATIONS: not a JSON object\n");
+        goto out;
+    }
+    for (int i = 0; i < 3; i++) {
+        json_object *x;
+        if (!json_object_object_get_ex(root, keys[i], &x))
+            continue;
+        if (!json_object_is_type(x, json_type_string)) {
+            fprintf(stderr, "meshproxy: ISTIO_PROMETHEUS_ANNOTATIONS: %s: must be a string\n", keys[i]);
+            goto out;
+        }
+        v[i] = json_object_get_string(x);
+    }
+    const char *port = v[1] ? v[1] : "80", *path = v[2] ? v[2] : "/metrics";
+    char *end;
+    long p = strtol(port, &end, 10);
+    if (*port == '\0' || *end != '\0' || p < 1 || p > 65535) {
+        fprintf(stderr, "meshproxy: ISTIO_PROMETHEUS_ANNOTATIONS: port: \"%s\" is not a port (1-65535)\n", port);
+        goto out;
+    }
+    bool bad = false;
+    for (const unsigned char *c = (const unsigned char *)path; *c; c++)
+        bad |= *c <= 0x20 || *c == 0x7f;
+    if (bad) {
+        fprintf(stderr, "meshproxy: ISTIO_PROMETHEUS_ANNOTATIONS: path: \"%s\" is not a URL path\n", path);
+        goto out;
+    }
+    if (v[0] == NULL || strcasecmp(v[0], "false") != 0)
+        snprintf(url, n, "http://127.0.0.1:%ld%s%s", p, path[0] == '/' ? "" : "/", path);
     rc = 0;
 out:
     json_object_put(root);
@@ -624,6 +709,7 @@ int main(int argc, char **argv)
         .stats_port = 15090,
         .ready_port = 15021,
         .admin_port = 15000,
+        .status_port = -1,
         .xo =
             {
                 .router = strcmp(mode, "router") == 0,
@@ -643,13 +729,24 @@ int main(int argc, char **argv)
     px_xds_opts_t xo = ag.xo;
     const char *config_file = ag.config_file;
     long stats_port = ag.stats_port, ready_port = ag.ready_port, admin_port = ag.admin_port;
-    /* In a pod the injector passes the control plane in PROXY_CONFIG. */
+    /* In a pod the injector passes the control plane (and the status port)
+     * in PROXY_CONFIG. */
     char *discovery = NULL;
-    if (config_file == NULL && xo.addr == NULL) {
-        if (proxy_config_discovery(&discovery) < 0)
-            return 2;
+    long status_port = ag.status_port;
+    if (proxy_config_read(&discovery, &status_port) < 0)
+        return 2;
+    if (status_port < 0)
+        status_port = 0; /* local mode: no status port unless asked for */
+    if (config_file == NULL && xo.addr == NULL)
         xo.addr = discovery;
+    char app_url[600];
+    const char *app_metrics = ag.app_metrics_url;
+    if (app_metrics == NULL && app_metrics_from_env(app_url, sizeof(app_url)) < 0) {
+        free(discovery);
+        return 2;
     }
+    if (app_metrics == NULL && app_url[0])
+        app_metrics = app_url;
     if ((config_file == NULL) == (xo.addr == NULL)) {
         fprintf(stderr, "meshproxy: exactly one of --config-file and --xds-addr is required (without either, "
                         "PROXY_CONFIG's discoveryAddress)\n");
@@ -702,6 +799,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: the status port scrapes the app */
     signal(SIGPIPE, SIG_IGN);
 
     opt.router = xo.router;
@@ -771,6 +869,8 @@ int main(int argc, char **argv)
                           .stats_port = (int)stats_port,
                           .ready_port = (int)ready_port,
                           .admin_port = (int)admin_port,
+                          .status_port = (int)status_port,
+                          .app_metrics_url = app_metrics,
                           .ready = xds || identity ? proxy_ready : NULL,
                           .ready_arg = &readiness};
     admin = px_admin_start(&ao, err, sizeof(err));

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 static void collect(void *ud, cfg_object_t *obj, const cfg_diag_t *diag)
 {
     tu_result_t *r = ud;
@@ -141,4 +143,39 @@ void tu_load_stripped(const char *rel, tu_result_t *r)
     const char *base = strrchr(rel, '/');
     tu_load(buf, base ? base + 1 : rel, r);
     free(buf);
+}
+
+typedef struct body {
+    char *p;
+    size_t n;
+} body_t;
+
+static size_t body_write(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    body_t *b = ud;
+    char *np = realloc(b->p, b->n + size * nmemb + 1);
+    if (np == NULL)
+        return 0;
+    b->p = np;
+    memcpy(b->p + b->n, ptr, size * nmemb);
+    b->n += size * nmemb;
+    b->p[b->n] = 0;
+    return size * nmemb;
+}
+
+char *tu_http_get(int port, const char *path, long *status)
+{
+    char url[512];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+    CURL *c = curl_easy_init();
+    assert_non_null(c);
+    body_t b = {0};
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, body_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    assert_int_equal(curl_easy_perform(c), CURLE_OK);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    curl_easy_cleanup(c);
+    return b.p ? b.p : strdup("");
 }

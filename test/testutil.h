@@ -37,6 +37,9 @@ bool tu_error_has(const tu_result_t *r, ...);
 void tu_dump(const tu_result_t *r);
 /* Absolute path of a file under ../shared/testdata (or $MESH_SHARED/testdata). */
 const char *tu_shared(const char *rel);
+/* GET http://127.0.0.1:port/path (10 s timeout); the body (caller frees) and
+ * the status in *status. Fails the test if no response comes. */
+char *tu_http_get(int port, const char *path, long *status);
 /* The first loaded object of the given kind, or NULL. */
 const cfg_object_t *tu_obj(const tu_result_t *r, cfg_kind_t kind);
 

@@ -13,6 +13,7 @@
 
 #include "../common/arena.h"
 #include "../common/doc.h"
+#include "../common/log.h"
 #include "../config/config.h"
 #include "webhook_internal.h"
 
@@ -107,15 +108,6 @@ static json_object *A(json_object *v, ...)
     return a;
 }
 
-static void errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (err != NULL && errlen > 0)
-        vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- the policy ---- */
 
@@ -251,7 +243,7 @@ static int check_list(const char *ann, const char *v, enum list_kind k, bool wil
     if (strcmp(v, "*") == 0) {
         if (wildcard)
             return 0;
-        errf(err, errlen, "annotation %s: \"*\" is not allowed here: list the %s", ann,
+        mesh_errf(err, errlen, "annotation %s: \"*\" is not allowed here: list the %s", ann,
              k == L_CIDRS ? "CIDRs" : "ports");
         return -1;
     }
@@ -267,7 +259,7 @@ static int check_list(const char *ann, const char *v, enum list_kind k, bool wil
             m--;
         bool ok = k == L_CIDRS ? is_cidr(q, m) : is_port(q, m);
         if (!ok) {
-            errf(err, errlen, "annotation %s: \"%.*s\" is not %s", ann, (int)(m > 64 ? 64 : m), q,
+            mesh_errf(err, errlen, "annotation %s: \"%.*s\" is not %s", ann, (int)(m > 64 ? 64 : m), q,
                  k == L_CIDRS ? "a CIDR (such as 10.0.0.0/8 or fd00::/8)" : "a port number (1-65535)");
             return -1;
         }
@@ -332,7 +324,7 @@ static int parse_nonneg(const char *ann, const char *v, int64_t max, int64_t *ou
     *out = x;
     return 0;
 bad:
-    errf(err, errlen, "annotation %s: \"%s\" is not an integer between 0 and %lld", ann, v, (long long)max);
+    mesh_errf(err, errlen, "annotation %s: \"%s\" is not an integer between 0 and %lld", ann, v, (long long)max);
     return -1;
 }
 
@@ -516,23 +508,23 @@ static int read_settings(const webhook_config_t *c, json_object *ann, struct set
         return -1;
     for (const char *p = s->virt_ifaces; *p; p++)
         if (!(isalnum((unsigned char)*p) || *p == ',' || *p == '-' || *p == '_' || *p == '.' || *p == '@')) {
-            errf(err, errlen, "annotation istio.io/reroute-virtual-interfaces: \"%s\" is not a list of interface names",
+            mesh_errf(err, errlen, "annotation istio.io/reroute-virtual-interfaces: \"%s\" is not a list of interface names",
                  s->virt_ifaces);
             return -1;
         }
     if (strcmp(s->mode, "REDIRECT") != 0 && strcmp(s->mode, "TPROXY") != 0 && strcmp(s->mode, "NONE") != 0) {
-        errf(err, errlen, "annotation sidecar.istio.io/interceptionMode: \"%s\" is not REDIRECT, TPROXY or NONE", s->mode);
+        mesh_errf(err, errlen, "annotation sidecar.istio.io/interceptionMode: \"%s\" is not REDIRECT, TPROXY or NONE", s->mode);
         return -1;
     }
 
     s->image = ann_or(ann, "sidecar.istio.io/proxyImage", c->image);
     if (s->image[0] == '\0') {
-        errf(err, errlen, "annotation sidecar.istio.io/proxyImage: must not be empty");
+        mesh_errf(err, errlen, "annotation sidecar.istio.io/proxyImage: must not be empty");
         return -1;
     }
     s->log_level = ann_or(ann, "sidecar.istio.io/logLevel", c->log_level);
     if (!is_log_level(s->log_level)) {
-        errf(err, errlen,
+        mesh_errf(err, errlen,
              "annotation sidecar.istio.io/logLevel: \"%s\" is not one of trace, debug, info, warning, error, critical, off",
              s->log_level);
         return -1;
@@ -548,7 +540,7 @@ static int read_settings(const webhook_config_t *c, json_object *ann, struct set
     for (size_t i = 0; i < sizeof(res) / sizeof(res[0]); i++) {
         const char *v = ann_or(ann, res[i].ann, NULL);
         if (v != NULL && !is_quantity(v)) {
-            errf(err, errlen, "annotation %s: \"%s\" is not a resource quantity (such as 100m, 0.5 or 128Mi)",
+            mesh_errf(err, errlen, "annotation %s: \"%s\" is not a resource quantity (such as 100m, 0.5 or 128Mi)",
                  res[i].ann, v);
             return -1;
         }
@@ -593,21 +585,21 @@ static int read_settings(const webhook_config_t *c, json_object *ann, struct set
         }
         if (j.failed) {
             json_object_put(j.root);
-            errf(err, errlen, "annotation proxy.istio.io/config: not a YAML or JSON map of proxy settings");
+            mesh_errf(err, errlen, "annotation proxy.istio.io/config: not a YAML or JSON map of proxy settings");
             return -1;
         }
         s->proxy_config = j.root;
         json_object *h = get(s->proxy_config, "holdApplicationUntilProxyStarts");
         if (h != NULL) {
             if (!json_object_is_type(h, json_type_boolean)) {
-                errf(err, errlen, "annotation proxy.istio.io/config: holdApplicationUntilProxyStarts: must be true or false");
+                mesh_errf(err, errlen, "annotation proxy.istio.io/config: holdApplicationUntilProxyStarts: must be true or false");
                 goto fail;
             }
             s->hold = json_object_get_boolean(h);
         }
         json_object *pm = get(s->proxy_config, "proxyMetadata");
         if (pm != NULL && !json_object_is_type(pm, json_type_object)) {
-            errf(err, errlen, "annotation proxy.istio.io/config: proxyMetadata: must be a map of names to strings");
+            mesh_errf(err, errlen, "annotation proxy.istio.io/config: proxyMetadata: must be a map of names to strings");
             goto fail;
         }
     }
@@ -626,7 +618,7 @@ static int read_settings(const webhook_config_t *c, json_object *ann, struct set
         }
         if (!ok) {
             json_object_put(o);
-            errf(err, errlen, "annotation %s: must be a JSON map of volume names to %s", uv[k],
+            mesh_errf(err, errlen, "annotation %s: must be a JSON map of volume names to %s", uv[k],
                  k == 0 ? "volume sources" : "volume mounts");
             goto fail;
         }
@@ -778,6 +770,8 @@ static json_object *proxy_container(const webhook_config_t *c, const struct sett
     env_field(env, "HOST_IP", "status.hostIP");
     /* PROXY_CONFIG: the control plane's defaults with the pod's overrides. */
     json_object *pc = O("discoveryAddress", S(c->discovery_address), NULL);
+    if (c->status_port != 15020) /* the proxy's default in a pod */
+        json_object_object_add(pc, "statusPort", json_object_new_int64(c->status_port));
     if (s->proxy_config != NULL) {
         json_object_object_foreach(s->proxy_config, k, v) {
             json_object_object_add(pc, k, json_object_get(v));
@@ -1017,49 +1011,49 @@ int webhook_inject_pod(const webhook_config_t *c, json_object *pod, const webhoo
     struct settings s;
     struct workload w;
     if (!json_object_is_type(pod, json_type_object)) {
-        errf(err, errlen, "the pod is not an object");
+        mesh_errf(err, errlen, "the pod is not an object");
         return -1;
     }
     json_object *spec = get(pod, "spec");
     if (!json_object_is_type(spec, json_type_object)) {
-        errf(err, errlen, "spec: missing or not an object");
+        mesh_errf(err, errlen, "spec: missing or not an object");
         return -1;
     }
     json_object *cs = get(spec, "containers");
     if (cs != NULL && !json_object_is_type(cs, json_type_array)) {
-        errf(err, errlen, "spec.containers: must be a list");
+        mesh_errf(err, errlen, "spec.containers: must be a list");
         return -1;
     }
     json_object *ics = get(spec, "initContainers");
     if (ics != NULL && !json_object_is_type(ics, json_type_array)) {
-        errf(err, errlen, "spec.initContainers: must be a list");
+        mesh_errf(err, errlen, "spec.initContainers: must be a list");
         return -1;
     }
     json_object *vols = get(spec, "volumes");
     if (vols != NULL && !json_object_is_type(vols, json_type_array)) {
-        errf(err, errlen, "spec.volumes: must be a list");
+        mesh_errf(err, errlen, "spec.volumes: must be a list");
         return -1;
     }
     json_object *meta0 = get(pod, "metadata");
     if (meta0 != NULL && !json_object_is_type(meta0, json_type_object)) {
-        errf(err, errlen, "metadata: must be an object");
+        mesh_errf(err, errlen, "metadata: must be an object");
         return -1;
     }
     json_object *ann0 = get(meta0, "annotations");
     if (ann0 != NULL && !json_object_is_type(ann0, json_type_object)) {
-        errf(err, errlen, "metadata.annotations: must be a map");
+        mesh_errf(err, errlen, "metadata.annotations: must be a map");
         return -1;
     }
     json_object *lab0 = get(meta0, "labels");
     if (lab0 != NULL && !json_object_is_type(lab0, json_type_object)) {
-        errf(err, errlen, "metadata.labels: must be a map");
+        mesh_errf(err, errlen, "metadata.labels: must be a map");
         return -1;
     }
     if (read_settings(c, ann0, &s, err, errlen) != 0)
         return -1;
     for (size_t i = 0; i < sizeof(volume_names) / sizeof(volume_names[0]); i++)
         if (has_named(vols, volume_names[i])) {
-            errf(err, errlen, "spec.volumes: the pod already has a volume named \"%s\", which the sidecar needs",
+            mesh_errf(err, errlen, "spec.volumes: the pod already has a volume named \"%s\", which the sidecar needs",
                  volume_names[i]);
             goto fail;
         }
@@ -1067,7 +1061,7 @@ int webhook_inject_pod(const webhook_config_t *c, json_object *pod, const webhoo
         json_object_object_foreach(s.user_volumes, vk, vv) {
             (void)vv;
             if (has_named(vols, vk)) {
-                errf(err, errlen, "annotation sidecar.istio.io/userVolume: the pod already has a volume named \"%s\"", vk);
+                mesh_errf(err, errlen, "annotation sidecar.istio.io/userVolume: the pod already has a volume named \"%s\"", vk);
                 goto fail;
             }
         }
@@ -1175,22 +1169,22 @@ fail:
 json_object *webhook_json_parse(const char *buf, size_t len, char *err, size_t errlen)
 {
     if (len > INT32_MAX) {
-        errf(err, errlen, "document too large");
+        mesh_errf(err, errlen, "document too large");
         return NULL;
     }
     json_tokener *tok = json_tokener_new_ex(DOC_MAX_DEPTH);
     if (tok == NULL) {
-        errf(err, errlen, "out of memory");
+        mesh_errf(err, errlen, "out of memory");
         return NULL;
     }
     json_object *o = json_tokener_parse_ex(tok, buf, (int)len);
     enum json_tokener_error e = json_tokener_get_error(tok);
     if (e == json_tokener_continue) {
-        errf(err, errlen, "invalid JSON: unexpected end of input");
+        mesh_errf(err, errlen, "invalid JSON: unexpected end of input");
         json_object_put(o);
         o = NULL;
     } else if (e != json_tokener_success) {
-        errf(err, errlen, "invalid JSON at offset %zu: %s", json_tokener_get_parse_end(tok),
+        mesh_errf(err, errlen, "invalid JSON at offset %zu: %s", json_tokener_get_parse_end(tok),
              json_tokener_error_desc(e));
         json_object_put(o);
         o = NULL;
@@ -1199,7 +1193,7 @@ json_object *webhook_json_parse(const char *buf, size_t len, char *err, size_t e
         while (end < len && isspace((unsigned char)buf[end]))
             end++;
         if (end < len) {
-            errf(err, errlen, "invalid JSON: unexpected data after the value at offset %zu", end);
+            mesh_errf(err, errlen, "invalid JSON: unexpected data after the value at offset %zu", end);
             json_object_put(o);
             o = NULL;
         }

@@ -152,6 +152,8 @@ static void finish(xds_proxy_t *p)
         p->cluster_id = "Kubernetes";
     if (p->pod_name == NULL)
         p->pod_name = "";
+    if (p->locality == NULL)
+        p->locality = "";
     if (p->ip == NULL)
         p->ip = "";
     if (p->nips == 0) {
@@ -270,6 +272,14 @@ xds_proxy_t *xds_proxy_from_node(const Envoy__Config__Core__V3__Node *node, char
                 p->ips[p->nips++] = t;
         if (p->ip == NULL && p->nips)
             p->ip = p->ips[0];
+    }
+    const Envoy__Config__Core__V3__Locality *loc = node->locality;
+    if (loc && loc->region && loc->region[0]) {
+        const char *z = loc->zone ? loc->zone : "", *sz = loc->sub_zone ? loc->sub_zone : "";
+        size_t n = strlen(loc->region) + strlen(z) + strlen(sz) + 3;
+        char *l = arena_alloc(a, n);
+        snprintf(l, n, "%s%s%s%s%s", loc->region, *z || *sz ? "/" : "", z, *sz ? "/" : "", sz);
+        p->locality = l;
     }
     const Google__Protobuf__Value *lv = md_get(md, "LABELS");
     if (lv && lv->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE && lv->struct_value) {

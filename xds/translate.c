@@ -737,6 +737,7 @@ static xds_resources_t *translate_part(const xds_input_t *in, const xds_proxy_t 
     t.reg = in->reg;
     t.trust_domain = in->trust_domain ? in->trust_domain : "cluster.local";
     t.root_ns = in->root_namespace ? in->root_namespace : "istio-system";
+    t.locality = tx_proxy_locality(in->reg, proxy);
     build_scope(&t);
     if (proxy->proxyless && proxy->type == XDS_SIDECAR) {
         tx_build_grpc(&t);
@@ -864,8 +865,9 @@ struct tx_shared {
     /* clusters and endpoints per (service, DestinationRule), in the arena of
      * svc_bytes, a resource-less result that outbound parts hold a reference
      * to, as their resources borrow these bytes */
-    hmap_t svc_out; /* "SERVICE|DR" (addresses) -> tx_rec_t */
+    hmap_t svc_out; /* "SERVICE|DR|LOCALITY" (addresses) -> tx_rec_t */
     xds_resources_t *svc_bytes;
+    bool by_locality; /* some DestinationRule makes endpoints depend on the proxy's locality */
 };
 
 static xds_resources_t *shared_bytes(tx_shared_t *c)
@@ -884,11 +886,44 @@ static void sel_add(tx_shared_t *c, const char *ns, const cfg_map_t *labels)
     c->sels[c->nsels++] = (shared_sel_t){ns, labels};
 }
 
+static bool policy_by_locality(const cfg_TrafficPolicy *tp)
+{
+    if (tp == NULL)
+        return false;
+    if (tp->outlierDetection ||
+        (tp->loadBalancer && tp->loadBalancer->localityLbSetting && tp->loadBalancer->localityLbSetting->distribute.n))
+        return true;
+    for (uint32_t i = 0; i < tp->portLevelSettings.n; i++) {
+        const cfg_TrafficPolicyPortTrafficPolicy *pl = &tp->portLevelSettings.v[i];
+        if (pl->outlierDetection ||
+            (pl->loadBalancer && pl->loadBalancer->localityLbSetting && pl->loadBalancer->localityLbSetting->distribute.n))
+            return true;
+    }
+    return false;
+}
+
+/* Whether the endpoints a DestinationRule shapes depend on the proxy's
+ * locality (failover priorities need outlier detection; distribute). */
+static bool dr_by_locality(const cfg_object_t *o)
+{
+    const cfg_DestinationRule *dr = o ? CFG_BODY(o, DestinationRule)->spec : NULL;
+    if (dr == NULL)
+        return false;
+    if (policy_by_locality(dr->trafficPolicy))
+        return true;
+    for (uint32_t i = 0; i < dr->subsets.n; i++)
+        if (policy_by_locality(dr->subsets.v[i].trafficPolicy))
+            return true;
+    return false;
+}
+
 static int collect_dr_sel(void *ud, cfg_object_t *o)
 {
+    tx_shared_t *c = ud;
     const cfg_DestinationRule *dr = CFG_BODY(o, DestinationRule)->spec;
     if (dr && dr->workloadSelector)
-        sel_add(ud, o->namespace, &dr->workloadSelector->matchLabels);
+        sel_add(c, o->namespace, &dr->workloadSelector->matchLabels);
+    c->by_locality |= dr_by_locality(o);
     return 0;
 }
 
@@ -969,7 +1004,8 @@ static bool same_str(const char *a, const char *b)
 }
 
 /* What the outbound part reads of a proxy, as a malloc'd string: namespace,
- * the Sidecar that applies, and which selectors match. */
+ * the Sidecar that applies, which selectors match, and the locality
+ * (failover priorities and locality weights depend on it). */
 static char *shared_key(const tx_shared_t *c, const xds_proxy_t *px)
 {
     tx_t t = {.in = &c->in, .px = px};
@@ -979,7 +1015,8 @@ static char *shared_key(const tx_shared_t *c, const xds_proxy_t *px)
     const cfg_object_t *sc = sp.selected     ? sp.selected
                              : sp.ns_default ? sp.ns_default
                                              : sp.root_default;
-    size_t len = strlen(px->namespace) + c->nsels + 8 +
+    const char *loc = c->by_locality ? tx_proxy_locality(c->in.reg, px) : "";
+    size_t len = strlen(px->namespace) + c->nsels + strlen(loc) + 8 +
                  (sc ? strlen(sc->namespace) + strlen(sc->name) : 0);
     char *key = mesh_xcalloc(1, len);
     int n = snprintf(key, len, "%s|%s%s%s|", px->namespace, sc ? sc->namespace : "",
@@ -990,6 +1027,7 @@ static char *shared_key(const tx_shared_t *c, const xds_proxy_t *px)
                   reg_labels_match_map(&px->labels, s->labels);
         key[n++] = on ? '1' : '0';
     }
+    snprintf(key + n, len - (size_t)n, "|%s", loc);
     return key;
 }
 
@@ -1085,9 +1123,10 @@ xds_resources_t *tx_translate_shared(tx_shared_t *c, const xds_input_t *in,
     return r;
 }
 
-static void svc_key(char *buf, size_t size, const reg_service_t *s, const cfg_object_t *dro)
+static void svc_key(char *buf, size_t size, const tx_t *t, const reg_service_t *s, const cfg_object_t *dro)
 {
-    snprintf(buf, size, "%p|%p", (const void *)s, (const void *)dro);
+    const char *loc = dr_by_locality(dro) && t->locality ? t->locality : "";
+    snprintf(buf, size, "%p|%p|%s", (const void *)s, (const void *)dro, loc);
 }
 
 bool tx_shared_replay(tx_t *t, const reg_service_t *s, const cfg_object_t *dro)
@@ -1095,8 +1134,8 @@ bool tx_shared_replay(tx_t *t, const reg_service_t *s, const cfg_object_t *dro)
     tx_shared_t *c = t->shared;
     if (c == NULL)
         return false;
-    char key[64];
-    svc_key(key, sizeof(key), s, dro);
+    char key[320];
+    svc_key(key, sizeof(key), t, s, dro);
     pthread_mutex_lock(&c->mu);
     const tx_rec_t *rec = hmap_get(&c->svc_out, key);
     pthread_mutex_unlock(&c->mu);
@@ -1115,8 +1154,8 @@ void tx_shared_record(tx_t *t, const reg_service_t *s, const cfg_object_t *dro)
     t->rec = NULL;
     if (c == NULL || rec == NULL)
         return;
-    char key[64];
-    svc_key(key, sizeof(key), s, dro);
+    char key[320];
+    svc_key(key, sizeof(key), t, s, dro);
     pthread_mutex_lock(&c->mu);
     if (hmap_get(&c->svc_out, key) == NULL) {
         arena_t *svc_arena = c->svc_bytes->arena;

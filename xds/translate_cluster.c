@@ -427,6 +427,146 @@ pb_cla_t *tx_load_assignment(tx_t *t, const char *name, const reg_service_t *s, 
     return cla;
 }
 
+/* ---- locality load balancing ---- */
+
+const char *tx_proxy_locality(const reg_t *reg, const xds_proxy_t *px)
+{
+    if (px->locality && px->locality[0])
+        return px->locality;
+    const reg_workload_t *w = px->pod_name[0] ? reg_workload_by_name(reg, px->namespace, px->pod_name) : NULL;
+    return w && w->locality ? w->locality : "";
+}
+
+/* The i-th part (0 region, 1 zone, 2 subzone) of "region/zone/subzone" into
+ * out ("" when missing). */
+static void loc_part(const char *loc, int i, char *out, size_t n)
+{
+    const char *s = loc ? loc : "";
+    for (; i > 0 && s; i--) {
+        s = strchr(s, '/');
+        if (s)
+            s++;
+    }
+    size_t len = s ? strcspn(s, "/") : 0;
+    snprintf(out, n, "%.*s", (int)(len < n ? len : n - 1), s ? s : "");
+}
+
+/* Whether a locality pattern covers a group's locality: parts compared in
+ * order, "*" matching the rest, a shorter pattern matching as a prefix. */
+static bool loc_match(const Envoy__Config__Core__V3__Locality *l, const char *pat)
+{
+    const char *have[3] = {l->region, l->zone, l->sub_zone};
+    for (int i = 0; i < 3; i++) {
+        char p[256];
+        loc_part(pat, i, p, sizeof(p));
+        if (strcmp(p, "*") == 0)
+            return true;
+        if (p[0] == '\0') /* the pattern ends here */
+            return i > 0 || pat[0] != '\0';
+        if (strcmp(p, have[i] ? have[i] : "") != 0)
+            return false;
+    }
+    return true;
+}
+
+/* Whether the proxy's own locality matches a `from` pattern (a part "*"
+ * matching everything from there on). */
+static bool loc_from_match(const char *ploc, const char *pat)
+{
+    char region[256], zone[256], sub[256];
+    loc_part(ploc, 0, region, sizeof(region));
+    loc_part(ploc, 1, zone, sizeof(zone));
+    loc_part(ploc, 2, sub, sizeof(sub));
+    Envoy__Config__Core__V3__Locality l = ENVOY__CONFIG__CORE__V3__LOCALITY__INIT;
+    l.region = region;
+    l.zone = zone;
+    l.sub_zone = sub;
+    return loc_match(&l, pat ? pat : "");
+}
+
+/* `distribute`: each `to` pattern takes the groups it matches (first pattern
+ * first) and splits its share among them by their own weights; groups no
+ * pattern takes, or with no share, receive nothing and are left out. */
+static void apply_distribute(tx_t *t, pb_cla_t *cla, const cfg_LocalityLoadBalancerSettingDistribute *d)
+{
+    size_t n = cla->n_endpoints;
+    uint32_t *share = arena_alloc(t->a, (n + 1) * sizeof(*share));
+    bool *taken = arena_alloc(t->a, n + 1);
+    memset(share, 0, (n + 1) * sizeof(*share));
+    memset(taken, 0, n + 1);
+    for (uint32_t k = 0; k < d->to.n; k++) {
+        uint64_t total = 0;
+        bool *mine = arena_alloc(t->a, n + 1);
+        memset(mine, 0, n + 1);
+        for (size_t g = 0; g < n; g++) {
+            if (taken[g] || !loc_match(cla->endpoints[g]->locality, d->to.v[k].key))
+                continue;
+            taken[g] = mine[g] = true;
+            total += cla->endpoints[g]->load_balancing_weight->value;
+        }
+        for (size_t g = 0; g < n && total > 0; g++)
+            if (mine[g]) /* rounded up, as Istio does */
+                share[g] = (uint32_t)(((uint64_t)cla->endpoints[g]->load_balancing_weight->value * d->to.v[k].u32 +
+                                       total - 1) / total);
+    }
+    size_t kept = 0;
+    for (size_t g = 0; g < n; g++) {
+        if (share[g] == 0)
+            continue;
+        cla->endpoints[g]->load_balancing_weight->value = share[g];
+        cla->endpoints[kept++] = cla->endpoints[g];
+    }
+    cla->n_endpoints = kept;
+}
+
+/* Failover priorities for a proxy in ploc: 0 region, zone and subzone match,
+ * 1 region and zone, 2 region, 3 the region `failover` names for the proxy's,
+ * 4 any other; then renumbered 0, 1, ... in that order. */
+static void apply_failover(pb_cla_t *cla, const char *ploc, const cfg_LocalityLoadBalancerSetting *s)
+{
+    char region[256], zone[256], sub[256];
+    loc_part(ploc, 0, region, sizeof(region));
+    loc_part(ploc, 1, zone, sizeof(zone));
+    loc_part(ploc, 2, sub, sizeof(sub));
+    const char *to = NULL;
+    for (uint32_t i = 0; s && i < s->failover.n && to == NULL; i++)
+        if (s->failover.v[i].from && strcmp(s->failover.v[i].from, region) == 0)
+            to = s->failover.v[i].to;
+    unsigned used = 0; /* bit r: some group has rank r */
+    for (size_t g = 0; g < cla->n_endpoints; g++) {
+        const Envoy__Config__Core__V3__Locality *l = cla->endpoints[g]->locality;
+        unsigned r = 4;
+        if (strcmp(l->region, region) == 0)
+            r = strcmp(l->zone, zone) != 0 ? 2 : strcmp(l->sub_zone, sub) != 0 ? 1 : 0;
+        else if (to && strcmp(l->region, to) == 0)
+            r = 3;
+        cla->endpoints[g]->priority = r;
+        used |= 1u << r;
+    }
+    for (size_t g = 0; g < cla->n_endpoints; g++) {
+        unsigned r = cla->endpoints[g]->priority;
+        cla->endpoints[g]->priority = (uint32_t)__builtin_popcount(used & ((1u << r) - 1));
+    }
+}
+
+void tx_apply_locality(tx_t *t, pb_cla_t *cla, const cfg_LocalityLoadBalancerSetting *s, bool outlier)
+{
+    if (cla == NULL || cla->n_endpoints == 0 || t->locality == NULL || t->locality[0] == '\0')
+        return;
+    if (s && CFG_HAS(s, LocalityLoadBalancerSetting, enabled) && !s->enabled)
+        return;
+    if (s && s->distribute.n) {
+        for (uint32_t i = 0; i < s->distribute.n; i++)
+            if (loc_from_match(t->locality, s->distribute.v[i].from)) {
+                apply_distribute(t, cla, &s->distribute.v[i]);
+                break;
+            }
+        return;
+    }
+    if (outlier)
+        apply_failover(cla, t->locality, s);
+}
+
 /* True when the endpoints of a cluster all run a sidecar (auto mTLS). */
 static bool all_sidecars(const reg_service_t *s, uint32_t port, const cfg_Subset *subset)
 {
@@ -517,9 +657,26 @@ static void outbound_cluster(tx_t *t, const reg_service_t *s, const reg_port_t *
         /* auto mTLS: every endpoint runs a sidecar and nothing says otherwise */
         c->transport_socket = tx_istio_mutual_upstream(t, sni, s, h2);
     }
+    const cfg_LocalityLoadBalancerSetting *lls = pol.lb ? pol.lb->localityLbSetting : NULL;
+    if (lls && lls->distribute.n && !(CFG_HAS(lls, LocalityLoadBalancerSetting, enabled) && !lls->enabled)) {
+        /* locality weights in EDS count only with the locality-weighted balancer */
+        if (c->common_lb_config == NULL)
+            c->common_lb_config = TX_NEW(t, Envoy__Config__Cluster__V3__Cluster__CommonLbConfig,
+                                         ENVOY__CONFIG__CLUSTER__V3__CLUSTER__COMMON_LB_CONFIG__INIT);
+        c->common_lb_config->locality_config_specifier_case =
+            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__COMMON_LB_CONFIG__LOCALITY_CONFIG_SPECIFIER_LOCALITY_WEIGHTED_LB_CONFIG;
+        c->common_lb_config->locality_weighted_lb_config =
+            TX_NEW(t, Envoy__Config__Cluster__V3__Cluster__CommonLbConfig__LocalityWeightedLbConfig,
+                   ENVOY__CONFIG__CLUSTER__V3__CLUSTER__COMMON_LB_CONFIG__LOCALITY_WEIGHTED_LB_CONFIG__INIT);
+    }
+    if (c->load_assignment)
+        tx_apply_locality(t, c->load_assignment, lls, pol.outlier != NULL);
     tx_emit(t, XDS_CLUSTER, name, c);
-    if (eds)
-        tx_emit(t, XDS_ENDPOINT, name, tx_load_assignment(t, name, s, port->port, subset, false));
+    if (eds) {
+        pb_cla_t *cla = tx_load_assignment(t, name, s, port->port, subset, false);
+        tx_apply_locality(t, cla, lls, pol.outlier != NULL);
+        tx_emit(t, XDS_ENDPOINT, name, cla);
+    }
 }
 
 /* Inbound connections leave from 127.0.0.6 (Istio's InboundPassthroughBindIpv4):
@@ -555,6 +712,66 @@ static void static_clusters(tx_t *t)
     }
 }
 
+typedef Google__Protobuf__Struct pb_struct_t;
+typedef Google__Protobuf__Value pb_value_t;
+
+static pb_value_t *str_value(tx_t *t, const char *s)
+{
+    pb_value_t *v = TX_NEW(t, pb_value_t, GOOGLE__PROTOBUF__VALUE__INIT);
+    v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
+    v->string_value = tx_str(t, s);
+    return v;
+}
+
+static void struct_put(tx_t *t, pb_struct_t *s, const char *key, pb_value_t *v)
+{
+    Google__Protobuf__Struct__FieldsEntry *e =
+        TX_NEW(t, Google__Protobuf__Struct__FieldsEntry, GOOGLE__PROTOBUF__STRUCT__FIELDS_ENTRY__INIT);
+    e->key = tx_str(t, key);
+    e->value = v;
+    TX_PUSH(t, s->fields, s->n_fields, e);
+}
+
+/* Istio's metadata on an inbound cluster: the services the workload port
+ * serves, {"istio": {"services": [{"host", "name", "namespace"}]}}, from
+ * which the destination_service labels of the metrics come. */
+static void inbound_services(tx_t *t, pb_cluster_t *c, const reg_target_t *targets, uint32_t n, uint32_t port)
+{
+    Google__Protobuf__ListValue *list = TX_NEW(t, Google__Protobuf__ListValue, GOOGLE__PROTOBUF__LIST_VALUE__INIT);
+    for (uint32_t i = 0; i < n; i++) {
+        if (targets[i].target_port != port || targets[i].port->protocol == REG_PROTO_UDP)
+            continue;
+        const reg_service_t *s = targets[i].service;
+        bool seen = false;
+        for (uint32_t k = 0; k < i && !seen; k++)
+            seen = targets[k].target_port == port && targets[k].service == s;
+        if (seen)
+            continue;
+        pb_struct_t *svc = TX_NEW(t, pb_struct_t, GOOGLE__PROTOBUF__STRUCT__INIT);
+        struct_put(t, svc, "host", str_value(t, s->hostname));
+        struct_put(t, svc, "name", str_value(t, s->name));
+        struct_put(t, svc, "namespace", str_value(t, s->namespace));
+        pb_value_t *v = TX_NEW(t, pb_value_t, GOOGLE__PROTOBUF__VALUE__INIT);
+        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE;
+        v->struct_value = svc;
+        TX_PUSH(t, list->values, list->n_values, v);
+    }
+    if (list->n_values == 0)
+        return;
+    pb_value_t *lv = TX_NEW(t, pb_value_t, GOOGLE__PROTOBUF__VALUE__INIT);
+    lv->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE;
+    lv->list_value = list;
+    pb_struct_t *istio = TX_NEW(t, pb_struct_t, GOOGLE__PROTOBUF__STRUCT__INIT);
+    struct_put(t, istio, "services", lv);
+    Envoy__Config__Core__V3__Metadata__FilterMetadataEntry *fe =
+        TX_NEW(t, Envoy__Config__Core__V3__Metadata__FilterMetadataEntry,
+               ENVOY__CONFIG__CORE__V3__METADATA__FILTER_METADATA_ENTRY__INIT);
+    fe->key = tx_str(t, "istio");
+    fe->value = istio;
+    c->metadata = TX_NEW(t, Envoy__Config__Core__V3__Metadata, ENVOY__CONFIG__CORE__V3__METADATA__INIT);
+    TX_PUSH(t, c->metadata->filter_metadata, c->metadata->n_filter_metadata, fe);
+}
+
 static void inbound_clusters(tx_t *t)
 {
     reg_target_t targets[256];
@@ -574,6 +791,7 @@ static void inbound_clusters(tx_t *t)
         c->lb_policy = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED;
         apply_pool(t, c, NULL, targets[i].port->protocol);
         inbound_bind(t, c);
+        inbound_services(t, c, targets, n, targets[i].target_port);
         tx_emit(t, XDS_CLUSTER, name, c);
     }
 }

@@ -295,6 +295,7 @@ static void grpc_cluster(tx_t *t, const reg_service_t *s, const reg_port_t *port
     }
     tx_emit(t, XDS_CLUSTER, name, c);
     pb_cla_t *cla = tx_load_assignment(t, name, s, port->port, subset, false);
+    tx_apply_locality(t, cla, pol.lb ? pol.lb->localityLbSetting : NULL, pol.outlier != NULL);
     grpc_clean_cla(cla);
     tx_emit(t, XDS_ENDPOINT, name, cla);
 }

@@ -106,6 +106,7 @@ typedef struct tx {
     const reg_t *reg;
     const char *trust_domain;
     const char *root_ns;
+    const char *locality; /* the proxy's, "region/zone/subzone" or "" (tx_proxy_locality) */
     /* scope */
     const cfg_object_t *sidecar; /* the Sidecar applying to the proxy, or NULL */
     const reg_service_t **svcs; /* services the proxy sees, sorted by hostname */
@@ -260,6 +261,15 @@ void tx_build_listeners(tx_t *t); /* translate_listener.c: LDS (+ security) */
 void tx_build_grpc(tx_t *t); /* translate_grpc.c: everything a proxyless gRPC client receives */
 
 /* translate_cluster.c */
+/* The proxy's locality: what its node sent, else its pod's in the registry,
+ * else "". */
+const char *tx_proxy_locality(const reg_t *reg, const xds_proxy_t *px);
+/* Applies a DestinationRule's localityLbSetting to a load assignment for
+ * the proxy's locality, as Istio does: `distribute` reweights (and drops)
+ * locality groups; otherwise, when outlier detection is on (outlier), groups
+ * get failover priorities (0 same region/zone/subzone, then same zone, same
+ * region, the `failover` region, the rest), renumbered without gaps. */
+void tx_apply_locality(tx_t *t, pb_cla_t *cla, const cfg_LocalityLoadBalancerSetting *s, bool outlier);
 /* The endpoints of a cluster (ready ones unless include_not_ready), grouped by
  * locality, each group weighted by the sum of its endpoints' weights. */
 pb_cla_t *tx_load_assignment(tx_t *t, const char *name, const reg_service_t *s, uint32_t port,

@@ -526,26 +526,94 @@ static void server_names(tx_t *t, pb_chain_t *c, const cfg_Server *s)
     }
 }
 
-/* PASSTHROUGH servers: tcp_proxy chains per SNI from VirtualService tls routes. */
-static void passthrough_chains(tx_t *t, pb_listener_t *l, const cfg_object_t *const *gws, size_t ngw,
-                               uint32_t port)
+/* True when a VirtualService written in vs_ns is bound to one of the
+ * gateways (its gateways list, or a match's when it names some). */
+static bool bound_to(const cfg_strlist_t *refs, const char *vs_ns, const cfg_object_t *const *gws,
+                     size_t ngw)
 {
+    for (uint32_t g = 0; g < refs->n; g++) {
+        const char *ref = refs->v[g];
+        const char *slash = strchr(ref, '/');
+        for (size_t k = 0; k < ngw; k++) {
+            if (slash ? (strlen(gws[k]->namespace) == (size_t)(slash - ref) &&
+                         strncmp(ref, gws[k]->namespace, (size_t)(slash - ref)) == 0 &&
+                         strcmp(slash + 1, gws[k]->name) == 0)
+                      : (strcmp(ref, gws[k]->name) == 0 && strcmp(vs_ns, gws[k]->namespace) == 0))
+                return true;
+        }
+    }
+    return false;
+}
+
+/* True when a server of the list serves name (a VirtualService host or an
+ * SNI): its hosts ("host", "*.domain", "*", "ns/host") cover it or it covers
+ * them. vs_ns: the namespace the name was written in. */
+static bool servers_allow(const cfg_Server *const *srvs, size_t n, const char *name, const char *vs_ns)
+{
+    for (size_t i = 0; i < n; i++) {
+        for (uint32_t k = 0; k < srvs[i]->hosts.n; k++) {
+            const char *h = srvs[i]->hosts.v[k];
+            const char *slash = strchr(h, '/');
+            if (slash) {
+                size_t nl = (size_t)(slash - h);
+                bool any = nl == 1 && (h[0] == '*' || h[0] == '.');
+                if (!any && !(strlen(vs_ns) == nl && strncmp(vs_ns, h, nl) == 0))
+                    continue;
+                h = slash + 1;
+            }
+            if (xds_host_match(h, name) || xds_host_match(name, h))
+                return true;
+        }
+    }
+    return false;
+}
+
+/* tcp_proxy to a route's destinations (weighted when there are several). */
+static pb_filter_t *route_tcp_proxy(tx_t *t, const char *vs_ns, const cfg_RouteDestination *rd, uint32_t n,
+                                    uint32_t port)
+{
+    char dn[1024];
+    if (n == 1) {
+        const cfg_Destination *d = rd[0].destination;
+        xds_cluster_name(dn, sizeof(dn), XDS_OUTBOUND, d->port && d->port->number ? d->port->number : port,
+                         d->subset, xds_resolve_host(t->a, d->host, vs_ns));
+        return tcp_proxy(t, dn, dn);
+    }
+    pb_tcp_t *p = TX_NEW(t, pb_tcp_t, ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__INIT);
+    Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy__WeightedCluster *wc =
+        TX_NEW(t, Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy__WeightedCluster,
+               ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__WEIGHTED_CLUSTER__INIT);
+    for (uint32_t k = 0; k < n; k++) {
+        const cfg_Destination *d = rd[k].destination;
+        xds_cluster_name(dn, sizeof(dn), XDS_OUTBOUND, d->port && d->port->number ? d->port->number : port,
+                         d->subset, xds_resolve_host(t->a, d->host, vs_ns));
+        Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy__WeightedCluster__ClusterWeight *cw =
+            TX_NEW(t, Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy__WeightedCluster__ClusterWeight,
+                   ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__WEIGHTED_CLUSTER__CLUSTER_WEIGHT__INIT);
+        cw->name = tx_str(t, dn);
+        cw->weight = rd[k].weight > 0 ? (uint32_t)rd[k].weight : 0;
+        TX_PUSH(t, wc->clusters, wc->n_clusters, cw);
+    }
+    p->cluster_specifier_case =
+        ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_WEIGHTED_CLUSTERS;
+    p->weighted_clusters = wc;
+    p->stat_prefix = tx_printf(t, "%s", dn);
+    return tx_network_filter(t, "envoy.filters.network.tcp_proxy", p);
+}
+
+/* PASSTHROUGH servers of a port: one tcp_proxy chain per SNI from the tls
+ * routes of the VirtualServices bound to the gateways, for the names the
+ * servers serve. The first route to claim an SNI keeps it (two chains with
+ * the same match would make the listener invalid). */
+static void passthrough_chains(tx_t *t, pb_listener_t *l, const cfg_object_t *const *gws, size_t ngw,
+                               const cfg_Server *const *srvs, size_t nsrv, uint32_t port)
+{
+    const char **claimed = NULL;
+    size_t nclaimed = 0;
     for (size_t i = 0; i < t->nvss; i++) {
         const cfg_object_t *vso = t->vss[i];
         const cfg_VirtualService *vs = CFG_BODY(vso, VirtualService)->spec;
         if (vs == NULL)
-            continue;
-        bool bound = false;
-        for (uint32_t g = 0; g < vs->gateways.n && !bound; g++)
-            for (size_t k = 0; k < ngw && !bound; k++) {
-                const char *ref = vs->gateways.v[g];
-                const char *slash = strchr(ref, '/');
-                bound = slash ? (strncmp(ref, gws[k]->namespace, (size_t)(slash - ref)) == 0 &&
-                                 strlen(gws[k]->namespace) == (size_t)(slash - ref) &&
-                                 strcmp(slash + 1, gws[k]->name) == 0)
-                              : (strcmp(ref, gws[k]->name) == 0 && strcmp(vso->namespace, gws[k]->namespace) == 0);
-            }
-        if (!bound)
             continue;
         for (uint32_t r = 0; r < vs->tls.n; r++) {
             const cfg_TLSRoute *tr = &vs->tls.v[r];
@@ -555,20 +623,78 @@ static void passthrough_chains(tx_t *t, pb_listener_t *l, const cfg_object_t *co
                 const cfg_TLSMatchAttributes *ma = &tr->match.v[m];
                 if (ma->port && ma->port != port)
                     continue;
-                const cfg_Destination *d = tr->route.v[0].destination;
-                const char *h = xds_resolve_host(t->a, d->host, vso->namespace);
-                char cn[1024];
-                xds_cluster_name(cn, sizeof(cn), XDS_OUTBOUND, d->port && d->port->number ? d->port->number : port,
-                                 d->subset, h);
-                pb_chain_t *c = new_chain(t, tx_printf(t, "%s-%u-%u", vso->name, r, m));
-                pb_fcm_t *fm = chain_match(t, c);
-                for (uint32_t s = 0; s < ma->sniHosts.n; s++)
-                    TX_PUSH(t, fm->server_names, fm->n_server_names, tx_str(t, ma->sniHosts.v[s]));
-                TX_PUSH(t, c->filters, c->n_filters, tcp_proxy(t, cn, cn));
-                TX_PUSH(t, l->filter_chains, l->n_filter_chains, c);
+                if (!bound_to(ma->gateways.n ? &ma->gateways : &vs->gateways, vso->namespace, gws, ngw))
+                    continue;
+                pb_chain_t *c = NULL;
+                for (uint32_t s = 0; s < ma->sniHosts.n; s++) {
+                    const char *sni = ma->sniHosts.v[s];
+                    bool taken = false;
+                    for (size_t k = 0; k < nclaimed && !taken; k++)
+                        taken = strcmp(claimed[k], sni) == 0;
+                    if (taken) {
+                        tx_warn(t, "VirtualService %s/%s: tls[%u].match[%u]: SNI %s on gateway port %u is "
+                                   "already routed by an earlier rule; ignored",
+                                vso->namespace, vso->name, r, m, sni, port);
+                        continue;
+                    }
+                    if (!servers_allow(srvs, nsrv, sni, vso->namespace))
+                        continue;
+                    if (c == NULL) {
+                        c = new_chain(t, tx_printf(t, "%s-%u-%u", vso->name, r, m));
+                        TX_PUSH(t, c->filters, c->n_filters,
+                                route_tcp_proxy(t, vso->namespace, tr->route.v, tr->route.n, port));
+                    }
+                    TX_PUSH(t, claimed, nclaimed, sni);
+                    pb_fcm_t *fm = chain_match(t, c);
+                    TX_PUSH(t, fm->server_names, fm->n_server_names, tx_str(t, sni));
+                }
+                if (c)
+                    TX_PUSH(t, l->filter_chains, l->n_filter_chains, c);
             }
         }
     }
+}
+
+/* A TCP server (or a TLS server terminated here, ts its transport socket):
+ * the first tcp route of a VirtualService bound to the gateways, for a host
+ * the server serves, that matches the port. NULL when none does. */
+static pb_chain_t *tcp_server_chain(tx_t *t, const cfg_object_t *const *gws, size_t ngw, const cfg_Server *srv,
+                                    const char *name, uint32_t port)
+{
+    const cfg_Server *one[1] = {srv};
+    for (size_t i = 0; i < t->nvss; i++) {
+        const cfg_object_t *vso = t->vss[i];
+        const cfg_VirtualService *vs = CFG_BODY(vso, VirtualService)->spec;
+        if (vs == NULL || vs->tcp.n == 0)
+            continue;
+        bool host_ok = false;
+        for (uint32_t h = 0; h < vs->hosts.n && !host_ok; h++)
+            host_ok = servers_allow(one, 1, xds_resolve_host(t->a, vs->hosts.v[h], vso->namespace), vso->namespace);
+        if (!host_ok)
+            continue;
+        for (uint32_t r = 0; r < vs->tcp.n; r++) {
+            const cfg_TCPRoute *tr = &vs->tcp.v[r];
+            bool ok = tr->match.n == 0 && bound_to(&vs->gateways, vso->namespace, gws, ngw);
+            for (uint32_t m = 0; m < tr->match.n && !ok; m++) {
+                const cfg_L4MatchAttributes *ma = &tr->match.v[m];
+                ok = (ma->port == 0 || ma->port == port) &&
+                     bound_to(ma->gateways.n ? &ma->gateways : &vs->gateways, vso->namespace, gws, ngw);
+            }
+            if (!ok || tr->route.n == 0)
+                continue;
+            pb_chain_t *c = new_chain(t, name);
+            TX_PUSH(t, c->filters, c->n_filters, route_tcp_proxy(t, vso->namespace, tr->route.v, tr->route.n, port));
+            return c;
+        }
+    }
+    return NULL;
+}
+
+/* Whether a server's TLS mode ends the TLS connection at the gateway. */
+static bool server_terminates(const cfg_Server *srv)
+{
+    return srv->tls && CFG_HAS(srv->tls, ServerTLSSettings, mode) && srv->tls->mode != cfg_ServerTLSmode_PASSTHROUGH &&
+           srv->tls->mode != cfg_ServerTLSmode_AUTO_PASSTHROUGH;
 }
 
 static void gateway_listeners(tx_t *t)
@@ -597,9 +723,9 @@ static void gateway_listeners(tx_t *t)
         uint32_t lport = gateway_target_port(t, port);
         const char *lname = tx_printf(t, "0.0.0.0_%u", lport);
         pb_listener_t *l = new_listener(t, lname, "0.0.0.0", lport, false);
-        const cfg_Server **plain = NULL;
-        size_t nplain = 0;
-        bool tls_inspect = false;
+        const cfg_Server **plain = NULL, **passthrough = NULL;
+        size_t nplain = 0, npassthrough = 0;
+        bool tls_inspect = false, tcp_taken = false;
         for (size_t i = 0; i < g.n; i++) {
             const cfg_Gateway *gw = CFG_BODY(g.v[i], Gateway)->spec;
             for (uint32_t s = 0; s < gw->servers.n; s++) {
@@ -607,41 +733,59 @@ static void gateway_listeners(tx_t *t)
                 if (srv->port == NULL || srv->port->number != port)
                     continue;
                 reg_protocol_t pr = reg_protocol_parse(srv->port->protocol);
-                bool terminate = srv->tls && CFG_HAS(srv->tls, ServerTLSSettings, mode) &&
-                                 srv->tls->mode != cfg_ServerTLSmode_PASSTHROUGH &&
-                                 srv->tls->mode != cfg_ServerTLSmode_AUTO_PASSTHROUGH;
-                if ((pr == REG_PROTO_HTTPS && terminate) || (pr == REG_PROTO_TLS && terminate) ||
-                    (srv->tls && terminate && pr != REG_PROTO_HTTP)) {
+                bool terminate = server_terminates(srv);
+                const char *pname = srv->port->name ? srv->port->name : "https";
+                if (pr == REG_PROTO_HTTP || (reg_protocol_is_http(pr) && !terminate)) {
+                    /* plain HTTP; its tls settings can only ask for httpsRedirect */
+                    TX_PUSH(t, plain, nplain, srv);
+                } else if (terminate && (pr == REG_PROTO_HTTPS || reg_protocol_is_http(pr))) {
                     /* HTTPS terminated here: one chain per server, by SNI */
                     tls_inspect = true;
-                    bool http = pr == REG_PROTO_HTTPS || reg_protocol_is_http(pr);
-                    const char *pname = srv->port->name ? srv->port->name : "https";
                     const char *rname = tx_printf(t, "https.%u.%s.%s.%s", port, pname, g.v[i]->name,
                                                   g.v[i]->namespace);
                     pb_chain_t *c = new_chain(t, rname);
                     server_names(t, c, srv);
-                    c->transport_socket = gateway_tls(t, srv->tls, http);
-                    if (http) {
-                        const cfg_Server *one[1] = {srv};
-                        const cfg_object_t *gwo[1] = {g.v[i]};
-                        tx_emit(t, XDS_ROUTE, rname, tx_gateway_routes(t, rname, port, gwo, 1, one, 1));
-                        TX_PUSH(t, c->filters, c->n_filters,
-                                hcm(t, tx_printf(t, "outbound_0.0.0.0_%u", lport), rname, NULL, NULL, false));
-                    } else {
-                        passthrough_chains(t, l, g.v, g.n, port);
+                    c->transport_socket = gateway_tls(t, srv->tls, true);
+                    const cfg_Server *one[1] = {srv};
+                    const cfg_object_t *gwo[1] = {g.v[i]};
+                    tx_emit(t, XDS_ROUTE, rname, tx_gateway_routes(t, rname, port, gwo, 1, one, 1));
+                    TX_PUSH(t, c->filters, c->n_filters,
+                            hcm(t, tx_printf(t, "outbound_0.0.0.0_%u", lport), rname, NULL, NULL, false));
+                    TX_PUSH(t, l->filter_chains, l->n_filter_chains, c);
+                } else if (terminate) {
+                    /* TLS terminated here, then the VirtualService's tcp routes */
+                    tls_inspect = true;
+                    const char *cname = tx_printf(t, "tls.%u.%s.%s.%s", port, pname, g.v[i]->name,
+                                                  g.v[i]->namespace);
+                    pb_chain_t *c = tcp_server_chain(t, g.v, g.n, srv, cname, port);
+                    if (c == NULL) {
+                        tx_warn(t, "Gateway %s/%s: server %s (port %u): no VirtualService tcp route for its "
+                                   "hosts; the server is not served",
+                                g.v[i]->namespace, g.v[i]->name, pname, port);
                         continue;
                     }
+                    server_names(t, c, srv);
+                    c->transport_socket = gateway_tls(t, srv->tls, false);
                     TX_PUSH(t, l->filter_chains, l->n_filter_chains, c);
-                } else if (srv->tls && !terminate) {
+                } else if (pr == REG_PROTO_HTTPS || pr == REG_PROTO_TLS) {
+                    /* not terminated: routed by SNI to where the TLS ends */
                     tls_inspect = true;
-                    passthrough_chains(t, l, g.v, g.n, port);
-                } else if (reg_protocol_is_http(pr)) {
-                    TX_PUSH(t, plain, nplain, srv);
-                } else {
-                    passthrough_chains(t, l, g.v, g.n, port);
+                    TX_PUSH(t, passthrough, npassthrough, srv);
+                } else if (!tcp_taken) {
+                    /* opaque TCP: nothing to tell connections apart, one route */
+                    pb_chain_t *c = tcp_server_chain(t, g.v, g.n, srv,
+                                                     tx_printf(t, "tcp.%u.%s.%s.%s", port, pname,
+                                                               g.v[i]->name, g.v[i]->namespace),
+                                                     port);
+                    if (c) {
+                        TX_PUSH(t, l->filter_chains, l->n_filter_chains, c);
+                        tcp_taken = true;
+                    }
                 }
             }
         }
+        if (npassthrough)
+            passthrough_chains(t, l, g.v, g.n, passthrough, npassthrough, port);
         if (nplain) {
             const char *rname = tx_printf(t, "http.%u", lport);
             tx_emit(t, XDS_ROUTE, rname, tx_gateway_routes(t, rname, port, g.v, g.n, plain, nplain));

@@ -808,17 +808,75 @@ static bool server_host_allows(const char *server_host, const char *vs_host, con
     return xds_host_match(server_host, vs_host) || xds_host_match(vs_host, server_host);
 }
 
+/* The virtual host of a server with httpsRedirect, for one of its hosts:
+ * require_tls ALL, as Istio sets it, and a route that redirects every
+ * request to https (what require_tls does for plaintext requests, spelled
+ * as a route so that a proxy reading only routes does the same). */
+static pb_vhost_t *redirect_vhost(tx_t *t, const char *host, uint32_t port)
+{
+    pb_vhost_t *vh = new_vhost(t, tx_printf(t, "%s:%u", host, port));
+    if (strcmp(host, "*") == 0)
+        TX_PUSH(t, vh->domains, vh->n_domains, tx_str(t, "*"));
+    else
+        add_domain(t, vh, host, port);
+    vh->require_tls = ENVOY__CONFIG__ROUTE__V3__VIRTUAL_HOST__TLS_REQUIREMENT_TYPE__ALL;
+    pb_route_t *r = TX_NEW(t, pb_route_t, ENVOY__CONFIG__ROUTE__V3__ROUTE__INIT);
+    r->name = tx_str(t, "https_redirect");
+    r->match = prefix_match(t, "/");
+    r->action_case = ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_REDIRECT;
+    r->redirect = TX_NEW(t, Envoy__Config__Route__V3__RedirectAction, ENVOY__CONFIG__ROUTE__V3__REDIRECT_ACTION__INIT);
+    r->redirect->scheme_rewrite_specifier_case =
+        ENVOY__CONFIG__ROUTE__V3__REDIRECT_ACTION__SCHEME_REWRITE_SPECIFIER_HTTPS_REDIRECT;
+    r->redirect->https_redirect = 1;
+    r->redirect->response_code =
+        ENVOY__CONFIG__ROUTE__V3__REDIRECT_ACTION__REDIRECT_RESPONSE_CODE__MOVED_PERMANENTLY;
+    TX_PUSH(t, vh->routes, vh->n_routes, r);
+    return vh;
+}
+
+/* Whether a server redirects its requests to https: httpsRedirect on a
+ * server that speaks plaintext HTTP (on a server that terminates TLS there
+ * is no plaintext request to redirect, as with Envoy's require_tls). */
+static bool server_redirects(const cfg_Server *s)
+{
+    if (s->tls == NULL || !s->tls->httpsRedirect || s->port == NULL)
+        return false;
+    reg_protocol_t pr = reg_protocol_parse(s->port->protocol);
+    bool terminates = CFG_HAS(s->tls, ServerTLSSettings, mode) && s->tls->mode != cfg_ServerTLSmode_PASSTHROUGH &&
+                      s->tls->mode != cfg_ServerTLSmode_AUTO_PASSTHROUGH;
+    return pr == REG_PROTO_HTTP || (reg_protocol_is_http(pr) && !terminates);
+}
+
 pb_rc_t *tx_gateway_routes(tx_t *t, const char *name, uint32_t port, const cfg_object_t *const *gws,
                            size_t ngws, const cfg_Server *const *servers, size_t nservers)
 {
     pb_rc_t *rc = TX_NEW(t, pb_rc_t, ENVOY__CONFIG__ROUTE__V3__ROUTE_CONFIGURATION__INIT);
     rc->name = tx_str(t, name);
     rc->validate_clusters = tx_bool(t, false);
-    bool redirect = false;
-    for (size_t i = 0; i < nservers; i++)
-        if (servers[i]->tls && servers[i]->tls->httpsRedirect)
-            redirect = true;
-    for (size_t i = 0; i < t->nvss; i++) {
+    /* servers with httpsRedirect answer every request with a redirect: their
+     * hosts get a virtual host each and no VirtualService routes (Istio) */
+    const cfg_Server **routed = NULL;
+    size_t nrouted = 0;
+    for (size_t i = 0; i < nservers; i++) {
+        if (!server_redirects(servers[i])) {
+            TX_PUSH(t, routed, nrouted, servers[i]);
+            continue;
+        }
+        for (uint32_t k = 0; k < servers[i]->hosts.n; k++) {
+            const char *h = servers[i]->hosts.v[k];
+            const char *slash = strchr(h, '/');
+            if (slash)
+                h = slash + 1;
+            const char *vname = tx_printf(t, "%s:%u", h, port);
+            bool dup = false;
+            for (size_t v = 0; v < rc->n_virtual_hosts && !dup; v++)
+                dup = strcmp(rc->virtual_hosts[v]->name, vname) == 0;
+            if (!dup)
+                TX_PUSH(t, rc->virtual_hosts, rc->n_virtual_hosts, redirect_vhost(t, h, port));
+        }
+    }
+    size_t nredirect = rc->n_virtual_hosts;
+    for (size_t i = 0; i < t->nvss && nrouted; i++) {
         const cfg_object_t *vso = t->vss[i];
         const cfg_VirtualService *vs = CFG_BODY(vso, VirtualService)->spec;
         if (vs == NULL || vs->gateways.n == 0 || !gateways_select(t, &vs->gateways, vso->namespace, gws, ngws))
@@ -826,24 +884,28 @@ pb_rc_t *tx_gateway_routes(tx_t *t, const char *name, uint32_t port, const cfg_o
         for (uint32_t h = 0; h < vs->hosts.n; h++) {
             const char *host = xds_resolve_host(t->a, vs->hosts.v[h], vso->namespace);
             bool ok = false;
-            for (size_t s = 0; s < nservers && !ok; s++)
-                for (uint32_t k = 0; k < servers[s]->hosts.n && !ok; k++)
-                    ok = server_host_allows(servers[s]->hosts.v[k], host, vso->namespace);
+            for (size_t s = 0; s < nrouted && !ok; s++)
+                for (uint32_t k = 0; k < routed[s]->hosts.n && !ok; k++)
+                    ok = server_host_allows(routed[s]->hosts.v[k], host, vso->namespace);
             if (!ok)
                 continue;
             const char *vname = tx_printf(t, "%s:%u", host, port);
             pb_vhost_t *vh = NULL;
-            for (size_t v = 0; v < rc->n_virtual_hosts && vh == NULL; v++)
-                if (strcmp(rc->virtual_hosts[v]->name, vname) == 0)
+            bool redirected = false;
+            for (size_t v = 0; v < rc->n_virtual_hosts && vh == NULL; v++) {
+                if (strcmp(rc->virtual_hosts[v]->name, vname) == 0) {
                     vh = rc->virtual_hosts[v];
+                    redirected = v < nredirect;
+                }
+            }
+            if (redirected)
+                continue; /* the name redirects: its routes would never be used */
             if (vh == NULL) {
                 vh = new_vhost(t, vname);
                 if (strcmp(host, "*") == 0)
                     TX_PUSH(t, vh->domains, vh->n_domains, tx_str(t, "*"));
                 else
                     add_domain(t, vh, host, port);
-                if (redirect)
-                    vh->require_tls = ENVOY__CONFIG__ROUTE__V3__VIRTUAL_HOST__TLS_REQUIREMENT_TYPE__ALL;
                 TX_PUSH(t, rc->virtual_hosts, rc->n_virtual_hosts, vh);
             }
             vs_routes(t, vso, port, tx_printf(t, "%s:%u/*", host, port), gws, ngws, &vh->routes,

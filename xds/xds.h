@@ -73,6 +73,10 @@ typedef struct xds_proxy {
     const char *istio_version;
     const char *workload_name;
     reg_labels_t labels; /* LABELS */
+    /* Node.locality as "region/zone/subzone" (empty parts dropped from the
+     * end), "" when the node sent none: translation then uses the locality
+     * the registry knows for the proxy's pod. */
+    const char *locality;
     bool proxyless; /* gRPC client (GENERATOR=grpc or user agent grpc) */
     arena_t *_arena;
 } xds_proxy_t;

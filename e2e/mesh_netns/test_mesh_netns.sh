@@ -1,12 +1,14 @@
 #!/bin/bash
-# Two pods the way Kubernetes runs them, in network namespaces: meshd in a
-# control namespace (10.78.0.1, plaintext xDS), a "sleep" pod (10.78.0.2) and
-# an "httpbin" pod (10.78.0.3), each with `meshproxy init`'s capture rules
+# Three pods the way Kubernetes runs them, in network namespaces: meshd in a
+# control namespace (10.78.0.1, plaintext xDS), a "sleep" pod (10.78.0.2), an
+# "httpbin" pod (10.78.0.3) and a "ratings" pod (10.78.0.4, ports 8080 and
+# 8081), each with `meshproxy init`'s capture rules
 # and a `meshproxy sidecar` running as uid 1337 with its SPIFFE certificate
 # (Istio's mounted-certificate layout: cert-chain.pem, key.pem,
 # root-cert.pem). Mesh config: Services, Pods, EndpointSlices,
-# PeerAuthentication STRICT for the mesh and an AuthorizationPolicy on
-# httpbin, as YAML in meshd's directory.
+# PeerAuthentication STRICT for the mesh, PERMISSIVE for ratings (STRICT again
+# on its port 8081) and an AuthorizationPolicy on httpbin, as YAML in meshd's
+# directory.
 #
 # What a user sees: sleep's plain `curl http://httpbin:8000/headers` (to the
 # ClusterIP) is captured, sent over mTLS, and httpbin's app sees
@@ -15,6 +17,16 @@
 # "RBAC: access denied" for what it does not allow; httpbin's certificate
 # verifies against the mesh root with openssl; the sidecars' metrics carry
 # source_principal and connection_security_policy="mutual_tls".
+#
+# PERMISSIVE: ratings answers both a plaintext client from outside the mesh
+# and sleep's sidecar (over mTLS: its app sees sleep's identity); its metrics
+# say connection_security_policy="none" for the first and "mutual_tls" for
+# the second; on 8081 the port-level STRICT refuses the plaintext client.
+#
+# Rotation: httpbin's certificate files are replaced (new key, new serial)
+# while sleep keeps sending requests: none fails, and a new TLS connection to
+# httpbin's sidecar presents the new serial within a few seconds, without a
+# restart.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -33,6 +45,7 @@ ID=$$
 NS_CTL=mshc$ID
 NS_A=msha$ID
 NS_B=mshb$ID
+NS_C=mshr$ID
 WORK=$(mktemp -d /tmp/meshd-netns.XXXXXX)
 PIDS=()
 FAILED=0
@@ -40,8 +53,8 @@ FAILED=0
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-    for ns in "$NS_A" "$NS_B" "$NS_CTL"; do ip netns del "$ns" 2>/dev/null; done
-    if [ "$FAILED" = 0 ]; then rm -rf "$WORK"; else echo "# logs kept in $WORK"; fi
+    for ns in "$NS_A" "$NS_B" "$NS_C" "$NS_CTL"; do ip netns del "$ns" 2>/dev/null; done
+    if [ "$FAILED" = 0 ] && [ -z "${KEEP:-}" ]; then rm -rf "$WORK"; else echo "# logs kept in $WORK"; fi
 }
 trap cleanup EXIT
 
@@ -62,12 +75,12 @@ start() { # log, ns, command...
 
 # ---- network: a bridge in the control namespace, a veth per pod ----
 {
-    ip netns add "$NS_CTL" && ip netns add "$NS_A" && ip netns add "$NS_B" &&
+    ip netns add "$NS_CTL" && ip netns add "$NS_A" && ip netns add "$NS_B" && ip netns add "$NS_C" &&
         ip -n "$NS_CTL" link set lo up &&
         ip -n "$NS_CTL" link add br0 type bridge &&
         ip -n "$NS_CTL" addr add 10.78.0.1/24 dev br0 &&
         ip -n "$NS_CTL" link set br0 up &&
-        for pod in "$NS_A:2" "$NS_B:3"; do
+        for pod in "$NS_A:2" "$NS_B:3" "$NS_C:4"; do
             ns=${pod%%:*}
             n=${pod##*:}
             ip link add "vp$n" netns "$NS_CTL" type veth peer name eth0 netns "$ns" &&
@@ -98,7 +111,8 @@ leaf() { # SA
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/O=cluster.local/CN=root" \
         -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
         -keyout "$CERTS/root.key" -out "$CERTS/root.pem" &&
-        leaf sleep && leaf httpbin && chown -R 1337:1337 "$CERTS/sleep" "$CERTS/httpbin"
+        leaf sleep && leaf httpbin && leaf ratings &&
+        chown -R 1337:1337 "$CERTS/sleep" "$CERTS/httpbin" "$CERTS/ratings"
 } >"$WORK/openssl.log" 2>&1 || fatal mesh_netns_certificates "openssl failed" "$WORK/openssl.log"
 chmod 755 "$WORK" "$CERTS"
 
@@ -123,6 +137,45 @@ spec:
   selector: {app: sleep}
   ports:
   - {name: http, port: 80, targetPort: 8080}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: default}
+spec:
+  clusterIP: 10.96.0.12
+  selector: {app: ratings}
+  ports:
+  - {name: http, port: 9080, targetPort: 8080}
+  - {name: http-admin, port: 9081, targetPort: 8081}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ratings-0
+  namespace: default
+  labels: {app: ratings, security.istio.io/tlsMode: istio}
+  annotations: {sidecar.istio.io/status: '{"containers":["istio-proxy"]}'}
+spec:
+  serviceAccountName: ratings
+  containers:
+  - name: ratings
+    ports: [{containerPort: 8080}, {containerPort: 8081}]
+status: {phase: Running, podIP: 10.78.0.4}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: ratings-x1
+  namespace: default
+  labels: {kubernetes.io/service-name: ratings}
+addressType: IPv4
+ports:
+- {name: http, port: 8080, protocol: TCP}
+- {name: http-admin, port: 8081, protocol: TCP}
+endpoints:
+- addresses: ["10.78.0.4"]
+  conditions: {ready: true}
+  targetRef: {kind: Pod, name: ratings-0, namespace: default}
 ---
 apiVersion: v1
 kind: Pod
@@ -187,6 +240,16 @@ spec:
   mtls: {mode: STRICT}
 ---
 apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: ratings, namespace: default}
+spec:
+  selector:
+    matchLabels: {app: ratings}
+  mtls: {mode: PERMISSIVE}
+  portLevelMtls:
+    8081: {mode: STRICT}
+---
+apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: httpbin-viewer, namespace: default}
 spec:
@@ -205,11 +268,14 @@ EOF
 # ---- control plane, applications, capture, sidecars ----
 start "$WORK/meshd.log" "$NS_CTL" "$BUILD/meshd" --config-dir "$CFG" --grpc-addr 10.78.0.1:15010 \
     --debug-addr 10.78.0.1:15080 --monitoring-addr 10.78.0.1:15014
+MESHD_PID=${PIDS[-1]}
 start "$WORK/httpbin.log" "$NS_B" node "$HERE/echo.js" 0.0.0.0:8080 httpbin
 start "$WORK/sleep-app.log" "$NS_A" node "$HERE/echo.js" 0.0.0.0:8080 sleep
+start "$WORK/ratings.log" "$NS_C" node "$HERE/echo.js" 0.0.0.0:8080 ratings
+start "$WORK/ratings-admin.log" "$NS_C" node "$HERE/echo.js" 0.0.0.0:8081 ratings-admin
 
 INIT_FLAGS=(-p 15001 -z 15006 -u 1337 -g 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020)
-for ns in "$NS_A" "$NS_B"; do
+for ns in "$NS_A" "$NS_B" "$NS_C"; do
     in_ns "$ns" "$BUILD/meshproxy" init "${INIT_FLAGS[@]}" >"$WORK/init-$ns.log" 2>&1 ||
         fatal mesh_netns_init "meshproxy init failed in $ns" "$WORK/init-$ns.log"
 done
@@ -225,6 +291,9 @@ sidecar() { # ns, pod, sa, app, ip
 }
 sidecar "$NS_A" sleep-0 sleep sleep 10.78.0.2
 sidecar "$NS_B" httpbin-0 httpbin httpbin 10.78.0.3
+sidecar "$NS_C" ratings-0 ratings ratings 10.78.0.4
+SIDECARS=("${PIDS[-3]}" "${PIDS[-2]}" "${PIDS[-1]}")
+HTTPBIN_SIDECAR=${PIDS[-2]}
 
 ready() { # ns, name, log
     for _ in $(seq 1 100); do
@@ -235,7 +304,10 @@ ready() { # ns, name, log
 }
 ready "$NS_A" sleep "$WORK/sidecar-sleep-0.log"
 ready "$NS_B" httpbin "$WORK/sidecar-httpbin-0.log"
-grep -q '^ready' "$WORK/httpbin.log" || sleep 1
+ready "$NS_C" ratings "$WORK/sidecar-ratings-0.log"
+for app in httpbin ratings ratings-admin; do
+    for _ in $(seq 1 50); do grep -q '^ready' "$WORK/$app.log" && break; sleep 0.1; done
+done
 ok mesh_netns_ready
 
 # ---- traffic ----
@@ -301,5 +373,113 @@ if grep 'istio_requests_total{reporter="destination"' "$WORK/metrics-httpbin.txt
     ok mesh_netns_metrics
 else
     bad mesh_netns_metrics "no destination-reported request from sleep over mutual_tls" "$WORK/metrics-httpbin.txt"
+fi
+
+# ---- PERMISSIVE (ratings), with STRICT on its port 8081 ----
+# a client outside the mesh, in plaintext, straight to the pod
+code=$(in_ns "$NS_CTL" curl -s -o "$WORK/permissive-plain.json" -w '%{http_code}' -m 3 http://10.78.0.4:8080/headers)
+# sleep's sidecar: mTLS
+code2=""
+for _ in $(seq 1 30); do
+    code2=$(in_ns "$NS_A" curl -s -o "$WORK/permissive-mtls.json" -w '%{http_code}' -m 3 http://10.96.0.12:9080/headers)
+    [ "$code2" = 200 ] && break
+    sleep 0.2
+done
+if [ "$code" = 200 ] && grep -q '"name":"ratings"' "$WORK/permissive-plain.json" &&
+    ! grep -q 'x-forwarded-client-cert' "$WORK/permissive-plain.json" &&
+    [ "$code2" = 200 ] && grep -q 'URI=spiffe://cluster.local/ns/default/sa/sleep' "$WORK/permissive-mtls.json"; then
+    ok mesh_netns_permissive_plaintext_and_mtls
+else
+    bad mesh_netns_permissive_plaintext_and_mtls "plaintext client got ${code:-nothing}, sleep's sidecar ${code2:-nothing} (want 200 both, mTLS for the second)" \
+        "$WORK/sidecar-ratings-0.log"
+fi
+in_ns "$NS_C" curl -s -m 3 http://127.0.0.1:15090/stats/prometheus >"$WORK/metrics-ratings.txt"
+dest=$(grep '^istio_requests_total{reporter="destination"' "$WORK/metrics-ratings.txt")
+if echo "$dest" | grep 'source_principal="spiffe://cluster.local/ns/default/sa/sleep"' |
+    grep -q 'connection_security_policy="mutual_tls"' &&
+    echo "$dest" | grep -v 'source_principal="spiffe' | grep -q 'connection_security_policy="none"'; then
+    ok mesh_netns_permissive_metrics
+else
+    bad mesh_netns_permissive_metrics "want one destination series with mutual_tls (sleep) and one with none" \
+        "$WORK/metrics-ratings.txt"
+fi
+# port-level STRICT on 8081: plaintext refused, the sidecar client served
+in_ns "$NS_CTL" curl -s -o /dev/null -m 3 http://10.78.0.4:8081/headers
+rc=$?
+code=$(in_ns "$NS_A" curl -s -o "$WORK/port-strict.json" -w '%{http_code}' -m 3 http://10.96.0.12:9081/headers)
+if { [ "$rc" = 56 ] || [ "$rc" = 52 ] || [ "$rc" = 35 ]; } && [ "$code" = 200 ] &&
+    grep -q '"name":"ratings-admin"' "$WORK/port-strict.json"; then
+    ok mesh_netns_port_level_strict
+else
+    bad mesh_netns_port_level_strict "plaintext to 8081: curl exit $rc (want a reset); sleep -> 9081: ${code:-nothing}" \
+        "$WORK/sidecar-ratings-0.log"
+fi
+
+# ---- certificate rotation under load (httpbin's mounted files) ----
+serial_of() { openssl x509 -noout -serial -in "$1" 2>/dev/null | sed 's/.*=//'; }
+presented_serial() {
+    echo | in_ns "$NS_CTL" timeout 5 openssl s_client -connect 10.78.0.3:8080 -alpn istio \
+        -servername outbound_.8000_._.httpbin.default.svc.cluster.local -cert "$CERTS/sleep/cert-chain.pem" \
+        -key "$CERTS/sleep/key.pem" 2>/dev/null | openssl x509 -noout -serial 2>/dev/null | sed 's/.*=//'
+}
+OLD_SERIAL=$(serial_of "$CERTS/httpbin/cert-chain.pem")
+NEW="$CERTS/httpbin-next"
+mkdir -p "$NEW"
+{
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=cluster.local" \
+        -keyout "$NEW/key.pem" -out "$NEW/csr.pem" &&
+        openssl x509 -req -in "$NEW/csr.pem" -CA "$CERTS/root.pem" -CAkey "$CERTS/root.key" -set_serial 0x5eed01 \
+            -days 1 -extfile "$CERTS/httpbin/ext.cnf" -out "$NEW/cert-chain.pem" && chown -R 1337:1337 "$NEW"
+} >"$WORK/openssl-rotate.log" 2>&1 || fatal mesh_netns_rotation "openssl failed" "$WORK/openssl-rotate.log"
+NEW_SERIAL=$(serial_of "$NEW/cert-chain.pem")
+: >"$WORK/rotation-codes.txt"
+(
+    while [ ! -e "$WORK/rotation-stop" ]; do
+        in_ns "$NS_A" curl -s -o /dev/null -w '%{http_code}\n' -m 3 http://10.96.0.10:8000/headers \
+            >>"$WORK/rotation-codes.txt"
+    done
+) &
+LOOP=$!
+PIDS+=($LOOP)
+sleep 0.5
+before=$(presented_serial)
+# each file replaced through a rename, the key first: for a moment the
+# directory holds the new key with the old certificate
+mv "$NEW/key.pem" "$CERTS/httpbin/key.pem" && mv "$NEW/cert-chain.pem" "$CERTS/httpbin/cert-chain.pem"
+t0=$(date +%s%N)
+seen=""
+for _ in $(seq 1 50); do
+    if [ "$(presented_serial)" = "$NEW_SERIAL" ]; then
+        seen=$((($(date +%s%N) - t0) / 1000000))
+        break
+    fi
+    sleep 0.2
+done
+sleep 0.5
+touch "$WORK/rotation-stop"
+wait "$LOOP" 2>/dev/null
+total=$(grep -c . "$WORK/rotation-codes.txt")
+failed=$(grep -vc '^200$' "$WORK/rotation-codes.txt")
+if [ "$before" = "$OLD_SERIAL" ] && [ -n "$seen" ] && [ "$total" -ge 5 ] && [ "$failed" = 0 ] &&
+    kill -0 "$HTTPBIN_SIDECAR" 2>/dev/null; then
+    ok "mesh_netns_rotation_under_load # serial $NEW_SERIAL presented after ${seen} ms; $total requests, none failed"
+else
+    bad mesh_netns_rotation_under_load "serial before: ${before:-none} (want $OLD_SERIAL), new $NEW_SERIAL seen: ${seen:-never}; $failed of $total requests failed: $(sort "$WORK/rotation-codes.txt" | uniq -c | tr '\n' ' ')" \
+        "$WORK/sidecar-httpbin-0.log"
+fi
+
+# ---- a clean stop: the sidecars and meshd exit 0 on SIGTERM, no sanitizer
+# report in any log ----
+rcs=""
+for p in "${SIDECARS[@]}" "$MESHD_PID"; do kill "$p" 2>/dev/null; done
+for p in "${SIDECARS[@]}" "$MESHD_PID"; do
+    wait "$p"
+    rcs="$rcs $?"
+done
+reports=$(grep -l 'AddressSanitizer\|LeakSanitizer\|runtime error:' "$WORK"/*.log 2>/dev/null | tr '\n' ' ')
+if [ "$rcs" = " 0 0 0 0" ] && [ -z "$reports" ]; then
+    ok mesh_netns_clean_exit
+else
+    bad mesh_netns_clean_exit "exit statuses (sidecars sleep, httpbin, ratings; meshd):$rcs; sanitizer reports in: ${reports:-none}"
 fi
 exit "$FAILED"

@@ -22,6 +22,7 @@
 #include "../../xds/xds.h"
 #include "../../xds/xds_server.h"
 #include "../envtest.h"
+#include "../pemutil.h"
 #include "../testutil.h"
 #include "envoy/config/core/v3/base.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
@@ -88,50 +89,8 @@ static void test_secret_filter_shapes(void **state)
 
 /* ---- certificates ---- */
 
-typedef struct pem {
-    char *cert, *key;
-} pem_t;
-
-static pem_t make_cert(const char *cn)
-{
-    static long serial = 1;
-    pem_t p = {0};
-    EVP_PKEY *k = EVP_EC_gen("P-256");
-    assert_non_null(k);
-    X509 *x = X509_new();
-    X509_set_version(x, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
-    X509_gmtime_adj(X509_getm_notBefore(x), -60);
-    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-    X509_set_pubkey(x, k);
-    X509_NAME *n = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-    X509_set_issuer_name(x, n);
-    assert_true(X509_sign(x, k, EVP_sha256()) > 0);
-    BIO *b = BIO_new(BIO_s_mem());
-    PEM_write_bio_X509(b, x);
-    char *d;
-    long len = BIO_get_mem_data(b, &d);
-    p.cert = strndup(d, (size_t)len);
-    BIO_free(b);
-    b = BIO_new(BIO_s_mem());
-    PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL);
-    len = BIO_get_mem_data(b, &d);
-    p.key = strndup(d, (size_t)len);
-    BIO_free(b);
-    X509_free(x);
-    EVP_PKEY_free(k);
-    return p;
-}
-
-static void pem_free(pem_t *p)
-{
-    free(p->cert);
-    free(p->key);
-}
-
 /* Writes the pair under the run directory; paths in crt/key. */
-static void pem_files(const pem_t *p, const char *tag, char *crt, char *key, size_t size)
+static void pem_files(const tu_pem_t *p, const char *tag, char *crt, char *key, size_t size)
 {
     snprintf(crt, size, "%s/%s.crt", env.run_dir, tag);
     snprintf(key, size, "%s/%s.key", env.run_dir, tag);
@@ -369,7 +328,7 @@ static void test_tls_secret_served_from_cluster(void **state)
         fail_msg("%s", env.out);
     if (tu_envtest_kubectl_stdin(&env, GATEWAY, "apply -f -") != 0)
         fail_msg("applying the Gateway: %s", env.out);
-    pem_t first = make_cert("web.example.com"), second = make_cert("web.example.com");
+    tu_pem_t first = tu_self_signed("web.example.com"), second = tu_self_signed("web.example.com");
     char crt[PATH_MAX + 32], key[PATH_MAX + 32];
     pem_files(&first, "first", crt, key, sizeof(crt));
     if (tu_envtest_kubectl(&env, "create secret tls web-cert -n gw-sds --cert=%s --key=%s", crt,
@@ -427,8 +386,8 @@ static void test_tls_secret_served_from_cluster(void **state)
     for (int i = 0; i < a.nmsgs; i++)
         envoy__service__discovery__v3__discovery_response__free_unpacked(a.msgs[i], NULL);
     harness_stop(&h);
-    pem_free(&first);
-    pem_free(&second);
+    tu_pem_free(&first);
+    tu_pem_free(&second);
 }
 
 static int each_teardown(void **state)

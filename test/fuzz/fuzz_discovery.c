@@ -53,22 +53,13 @@ typedef struct call_state {
     bool cancelled;
 } call_state_t;
 
-static void put_cb(void *ud, cfg_object_t *obj, const cfg_diag_t *diag)
-{
-    (void)diag;
-    if (obj == NULL)
-        return;
-    cfg_store_put(ud, obj);
-    cfg_object_unref(obj);
-}
-
 static void setup(void)
 {
     log_set_level(LOG_NONE);
     loop = loop_new();
     store = cfg_store_new();
     cfg_store_begin(store);
-    cfg_load_buffer(WORLD, strlen(WORLD), DOC_FMT_YAML, NULL, put_cb, store);
+    cfg_load_buffer(WORLD, strlen(WORLD), DOC_FMT_YAML, NULL, cfg_store_put_result, store);
     cfg_store_commit(store);
     char err[256];
     grpc_server_opts_t go = {.listen = "127.0.0.1:0"};

@@ -21,40 +21,16 @@
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "../testutil.h"
+#include "../xdsworld.h"
 
-typedef struct world {
-    cfg_store_t *store;
-    cfg_snap_t *snap;
-    reg_t *reg;
-} world_t;
-
-static void put_cb(void *ud, cfg_object_t *obj, const cfg_diag_t *diag)
-{
-    (void)diag;
-    if (obj == NULL)
-        return;
-    cfg_store_put(ud, obj);
-    cfg_object_unref(obj);
-}
+typedef xw_t world_t;
 
 static void world_open(world_t *w, const char *extra_yaml)
 {
-    memset(w, 0, sizeof(*w));
-    w->store = cfg_store_new();
-    assert_int_equal(cfg_load_file(tu_shared("istio/samples/bookinfo/platform/kube/bookinfo.yaml"), NULL,
-                                   put_cb, w->store), 0);
-    assert_int_equal(cfg_load_file("test/xds/fixtures/bookinfo-workloads.yaml", NULL, put_cb, w->store), 0);
+    xw_bookinfo(w);
     if (extra_yaml)
-        cfg_load_buffer(extra_yaml, strlen(extra_yaml), DOC_FMT_YAML, NULL, put_cb, w->store);
-    w->snap = cfg_store_snapshot(w->store);
-    w->reg = reg_build(w->snap);
-}
-
-static void world_close(world_t *w)
-{
-    reg_unref(w->reg);
-    cfg_snap_release(w->snap);
-    cfg_store_free(w->store);
+        xw_text(w, extra_yaml);
+    xw_commit(w);
 }
 
 static const ProtobufCMessageDescriptor *const descs[XDS_NTYPES] = {
@@ -219,7 +195,7 @@ static void test_strict_inbound_chains(void **state)
         }
     px_snapshot_unref(s);
     px_bundle_free(&b);
-    world_close(&w);
+    xw_close(&w);
 }
 
 static void test_outbound_mtls_and_capture(void **state)
@@ -280,9 +256,14 @@ static void test_outbound_mtls_and_capture(void **state)
     assert_non_null(c);
     assert_true(c->bind);
     assert_int_equal(c->lb, PX_LB_ORIGINAL_DST);
+    /* and say which service they serve, for destination_service */
+    assert_non_null(c->svc_host);
+    assert_true(strstr(c->svc_host, ".default.svc.cluster.local") != NULL);
+    assert_string_equal(c->svc_ns, "default");
+    assert_non_null(c->svc_name);
     px_snapshot_unref(s);
     px_bundle_free(&b);
-    world_close(&w);
+    xw_close(&w);
 }
 
 static void test_chain_precedence(void **state)

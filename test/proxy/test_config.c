@@ -347,7 +347,8 @@ static void test_load_balancer_distribution(void **state)
 
     /* ring hash: the same key always goes to the same endpoint; keys spread */
     const px_cluster_t *rh = px_snapshot_cluster(s, "hash");
-    assert_true(rh->nring >= 3);
+    assert_int_equal(rh->nlevels, 1);
+    assert_true(rh->levels[0].nring >= 3);
     px_lb_init(&lb, rh, 1);
     memset(count, 0, sizeof(count));
     for (int i = 0; i < 3000; i++) {
@@ -359,6 +360,91 @@ static void test_load_balancer_distribution(void **state)
     }
     for (int i = 0; i < 3; i++)
         assert_in_range(count[i], 600, 1400);
+    px_lb_free(&lb);
+    px_snapshot_unref(s);
+    px_bundle_free(&b);
+}
+
+/* Three priorities as meshd writes them for locality failover: 0 (two
+ * endpoints), 1 (one), 2 (one). */
+static const char *const priorities_json =
+    "{\"resources\": [\n"
+    "{" T_CLUSTER ", \"name\": \"fo\", \"lb_policy\": \"ROUND_ROBIN\", \"load_assignment\": {\"endpoints\": [\n"
+    "  {\"priority\": 2, \"lb_endpoints\": [{\"endpoint\": {\"address\": {\"socket_address\": "
+    "{\"address\": \"10.2.0.1\", \"port_value\": 80}}}}]},\n"
+    "  {\"priority\": 0, \"lb_endpoints\": [{\"endpoint\": {\"address\": {\"socket_address\": "
+    "{\"address\": \"10.0.0.1\", \"port_value\": 80}}}},\n"
+    "   {\"endpoint\": {\"address\": {\"socket_address\": {\"address\": \"10.0.0.2\", \"port_value\": 80}}}}]},\n"
+    "  {\"priority\": 1, \"lb_endpoints\": [{\"endpoint\": {\"address\": {\"socket_address\": "
+    "{\"address\": \"10.1.0.1\", \"port_value\": 80}}}}]}]}}\n"
+    "]}";
+
+static bool down[8];
+static bool avail_cb(void *arg, const px_cluster_t *c, size_t ei)
+{
+    (void)arg;
+    (void)c;
+    return !down[ei];
+}
+
+static void failover_counts(const px_cluster_t *c, px_lb_t *lb, int *count)
+{
+    memset(count, 0, 4 * sizeof(int));
+    for (int i = 0; i < 10000; i++) {
+        long e = px_lb_pick_avail(lb, c, 0, avail_cb, NULL);
+        assert_true(e >= 0 && e < 4);
+        count[e]++;
+    }
+}
+
+static void test_priority_failover(void **state)
+{
+    (void)state;
+    px_bundle_t b;
+    char err[512];
+    px_snapshot_t *s = build(priorities_json, &b, err, sizeof(err));
+    if (s == NULL)
+        fprintf(stderr, "%s\n", err);
+    assert_non_null(s);
+    const px_cluster_t *c = px_snapshot_cluster(s, "fo");
+    /* endpoints in priority order, one level per priority */
+    assert_int_equal(c->nendpoints, 4);
+    assert_int_equal(c->nlevels, 3);
+    assert_string_equal(c->endpoints[0].address, "10.0.0.1:80");
+    assert_string_equal(c->endpoints[2].address, "10.1.0.1:80");
+    assert_string_equal(c->endpoints[3].address, "10.2.0.1:80");
+    px_lb_t lb;
+    px_lb_init(&lb, c, 5);
+    int n[4];
+    /* all healthy: priority 0 takes everything */
+    memset(down, 0, sizeof(down));
+    failover_counts(c, &lb, n);
+    assert_int_equal(n[0] + n[1], 10000);
+    assert_in_range(n[0], 4900, 5100);
+    /* one of two down: 50 % x 1.4 = 70 % stays, 30 % spills to priority 1,
+     * and none goes to the ejected endpoint */
+    down[0] = true;
+    failover_counts(c, &lb, n);
+    assert_int_equal(n[0], 0);
+    assert_in_range(n[1], 6700, 7300);
+    assert_in_range(n[2], 2700, 3300);
+    assert_int_equal(n[3], 0);
+    /* priority 0 gone: priority 1 (healthy) takes all */
+    down[1] = true;
+    failover_counts(c, &lb, n);
+    assert_int_equal(n[2], 10000);
+    /* 0 and 1 gone: priority 2 */
+    down[2] = true;
+    failover_counts(c, &lb, n);
+    assert_int_equal(n[3], 10000);
+    /* nothing available: panic, priority 0 as if healthy */
+    down[3] = true;
+    failover_counts(c, &lb, n);
+    assert_int_equal(n[0] + n[1], 10000);
+    /* px_lb_pick alone stays within priority 0 */
+    memset(down, 0, sizeof(down));
+    for (int i = 0; i < 100; i++)
+        assert_true(px_lb_pick(&lb, c, 0) < 2);
     px_lb_free(&lb);
     px_snapshot_unref(s);
     px_bundle_free(&b);
@@ -510,6 +596,7 @@ int main(void)
         cmocka_unit_test(test_route_details),
         cmocka_unit_test(test_clusters_and_listeners),
         cmocka_unit_test(test_load_balancer_distribution),
+        cmocka_unit_test(test_priority_failover),
         cmocka_unit_test(test_bad_configs_are_refused_precisely),
         cmocka_unit_test(test_regex_match_limit),
         cmocka_unit_test(test_yaml_bundle),

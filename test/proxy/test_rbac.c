@@ -17,6 +17,7 @@
 #include "../../proxy/rbac_internal.h"
 #include "../../xds/xds.h"
 #include "../testutil.h"
+#include "../xdsworld.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/rbac/v3/rbac.pb-c.h"
 #include "envoy/extensions/filters/http/rbac/v3/rbac.pb-c.h"
@@ -927,20 +928,14 @@ static void test_compile_errors(void **state)
 
 /* ---- end to end: the blog-app tutorial ---- */
 
-typedef struct world {
-    cfg_store_t *store;
-    cfg_snap_t *snap;
-    reg_t *reg;
-} world_t;
+typedef xw_t world_t;
 
+/* Every document of the tutorial's set must load. */
 static void put_cb(void *ud, cfg_object_t *obj, const cfg_diag_t *diag)
 {
     if (diag && diag->nerrors)
         fail_msg("test configuration rejected: %s", diag->errors[0]);
-    if (obj == NULL)
-        return;
-    cfg_store_put(ud, obj);
-    cfg_object_unref(obj);
+    cfg_store_put_result(ud, obj, diag);
 }
 
 /* The blog app of the tutorial: frontend, posts, reviews, users, ratings,
@@ -1013,18 +1008,8 @@ static void load_sidecar(world_t *w, const char *pod, uint16_t port, sidecar_t *
 {
     const reg_workload_t *wl = reg_workload_by_name(w->reg, "blog-app", pod);
     assert_non_null(wl);
-    cfg_mapent_t ents[16];
-    cfg_map_t labels = {0};
-    for (uint32_t i = 0; i < wl->labels.n && i < 16; i++) {
-        ents[i].key = (char *)wl->labels.v[i].key;
-        ents[i].str = (char *)wl->labels.v[i].value;
-        labels.n = i + 1;
-    }
-    labels.v = ents;
-    xds_proxy_t *p =
-        xds_proxy_new(XDS_SIDECAR, wl->ip, pod, "blog-app", wl->service_account, &labels);
-    xds_input_t in = {.snap = w->snap, .reg = w->reg};
-    xds_resources_t *r = xds_translate(&in, p);
+    xds_proxy_t *p = xw_pod_proxy(w, "blog-app", pod, XDS_SIDECAR);
+    xds_resources_t *r = xw_translate(w, p);
     const xds_resource_t *res = xds_resources_find(r, XDS_LISTENER, "virtualInbound");
     assert_non_null(res);
     Envoy__Config__Listener__V3__Listener *l =
@@ -1139,7 +1124,8 @@ static void test_blog_app_end_to_end(void **state)
     assert_true(tu_error_has(&bad, "rules[0].from[0].source", "namespace", NULL));
     tu_free(&bad);
 
-    world_t w = {.store = cfg_store_new()};
+    world_t w;
+    xw_open(&w);
     assert_int_equal(
         cfg_load_buffer(blog_app, strlen(blog_app), DOC_FMT_YAML, NULL, put_cb, w.store), 0);
     /* the tutorial's STRICT PeerAuthentication and its posts policy, as typed */
@@ -1150,8 +1136,7 @@ static void test_blog_app_end_to_end(void **state)
     assert_int_equal(
         cfg_load_buffer(blog_policies, strlen(blog_policies), DOC_FMT_YAML, NULL, put_cb, w.store),
         0);
-    w.snap = cfg_store_snapshot(w.store);
-    w.reg = reg_build(w.snap);
+    xw_commit(&w);
 
     static const char *const apps[] = {"frontend", "posts", "reviews", "users", "ratings"};
     static const char *const ips[] = {"10.2.0.10", "10.2.0.11", "10.2.0.12", "10.2.0.13",
@@ -1220,9 +1205,7 @@ static void test_blog_app_end_to_end(void **state)
     assert_string_equal(policy, "ns[blog-app]-policy[authdenypolicy]-rule[0]");
     assert_int_equal(call(&db, NULL, NULL, "10.2.0.99", "-", NULL), 403);
 
-    reg_unref(w.reg);
-    cfg_snap_release(w.snap);
-    cfg_store_free(w.store);
+    xw_close(&w);
 }
 
 int main(void)

@@ -16,6 +16,7 @@
 #include "../../xds/xds_server.h"
 #include "envoy/config/core/v3/base.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
+#include "../adsclient.h"
 #include "../testutil.h"
 
 #define DEBOUNCE_MS 100
@@ -75,28 +76,12 @@ typedef struct fx {
     char addr[64];
 } fx_t;
 
-static void put_cb(void *ud, cfg_object_t *obj, const cfg_diag_t *diag)
-{
-    (void)diag;
-    if (obj == NULL)
-        return;
-    cfg_store_put(ud, obj);
-    cfg_object_unref(obj);
-}
-
-static void apply(fx_t *fx, const char *yaml)
-{
-    cfg_store_begin(fx->store);
-    cfg_load_buffer(yaml, strlen(yaml), DOC_FMT_YAML, NULL, put_cb, fx->store);
-    cfg_store_commit(fx->store);
-}
-
 static int setup(void **state)
 {
     fx_t *fx = calloc(1, sizeof(*fx));
     fx->loop = loop_new();
     fx->store = cfg_store_new();
-    apply(fx, WORLD);
+    cfg_store_apply_yaml(fx->store, WORLD);
     char err[256];
     grpc_server_opts_t go = {.listen = "127.0.0.1:0"};
     fx->grpc = grpc_server_new(fx->loop, &go, err, sizeof(err));
@@ -144,164 +129,16 @@ static int teardown(void **state)
 
 /* ---- a test ADS client ---- */
 
-#define MAXMSG 128
-
-typedef struct ads {
-    fx_t *fx;
-    grpc_client_t *c;
-    grpc_call_t *call;
-    bool delta;
-    bool sent_node;
-    const char *node_id;
-    void *msgs[MAXMSG];
-    uint8_t *raw[MAXMSG];
-    size_t rawlen[MAXMSG];
-    int nmsgs, next;
-    bool closed;
-    int status;
-    char message[256];
-} ads_t;
-
-static void on_msg(grpc_call_t *call, void *arg, const uint8_t *msg, size_t len)
-{
-    (void)call;
-    ads_t *a = arg;
-    assert_true(a->nmsgs < MAXMSG);
-    void *m = a->delta
-                  ? (void *)envoy__service__discovery__v3__delta_discovery_response__unpack(
-                        NULL, len, msg)
-                  : (void *)envoy__service__discovery__v3__discovery_response__unpack(NULL, len,
-                                                                                      msg);
-    assert_non_null(m);
-    a->raw[a->nmsgs] = malloc(len);
-    memcpy(a->raw[a->nmsgs], msg, len);
-    a->rawlen[a->nmsgs] = len;
-    a->msgs[a->nmsgs++] = m;
-}
-
-static void on_close(grpc_call_t *call, void *arg, int status, const char *message)
-{
-    (void)call;
-    ads_t *a = arg;
-    a->closed = true;
-    a->call = NULL;
-    a->status = status;
-    snprintf(a->message, sizeof(a->message), "%s", message);
-}
-
-static const grpc_call_cbs_t CBS = {.on_message = on_msg, .on_close = on_close};
+typedef tads_t ads_t;
 
 static ads_t *ads_open(fx_t *fx, const char *node_id, bool delta)
 {
-    ads_t *a = calloc(1, sizeof(*a));
-    a->fx = fx;
-    a->delta = delta;
-    a->node_id = node_id;
-    char err[256];
-    grpc_client_opts_t co = {0};
-    a->c = grpc_client_connect(fx->loop, fx->addr, &co, err, sizeof(err));
-    if (a->c == NULL)
-        fail_msg("connect: %s", err);
-    a->call = grpc_call_start(a->c, delta ? XDS_ADS_DELTA_PATH : XDS_ADS_SOTW_PATH, NULL, 0, &CBS,
-                              a);
-    assert_non_null(a->call);
-    return a;
-}
-
-static void ads_close(ads_t *a)
-{
-    grpc_client_free(a->c);
-    for (int i = 0; i < 5; i++)
-        loop_run_once(a->fx->loop, 0);
-    for (int i = 0; i < a->nmsgs; i++) {
-        if (a->delta)
-            envoy__service__discovery__v3__delta_discovery_response__free_unpacked(a->msgs[i],
-                                                                                   NULL);
-        else
-            envoy__service__discovery__v3__discovery_response__free_unpacked(a->msgs[i], NULL);
-        free(a->raw[i]);
-    }
-    free(a);
-}
-
-typedef struct node_buf {
-    Envoy__Config__Core__V3__Node node;
-} node_buf_t;
-
-static void ads_send(ads_t *a, const char *type_url, const char *const *names, size_t nnames,
-                     const char *version, const char *nonce, const char *error)
-{
-    Envoy__Service__Discovery__V3__DiscoveryRequest req =
-        ENVOY__SERVICE__DISCOVERY__V3__DISCOVERY_REQUEST__INIT;
-    Envoy__Config__Core__V3__Node node = ENVOY__CONFIG__CORE__V3__NODE__INIT;
-    Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
-    if (!a->sent_node) {
-        node.id = (char *)a->node_id;
-        req.node = &node;
-        a->sent_node = true;
-    }
-    req.type_url = (char *)type_url;
-    req.resource_names = (char **)names;
-    req.n_resource_names = nnames;
-    req.version_info = (char *)(version ? version : "");
-    req.response_nonce = (char *)(nonce ? nonce : "");
-    if (error) {
-        st.code = 3;
-        st.message = (char *)error;
-        req.error_detail = &st;
-    }
-    size_t len = envoy__service__discovery__v3__discovery_request__get_packed_size(&req);
-    uint8_t *buf = malloc(len + 1);
-    envoy__service__discovery__v3__discovery_request__pack(&req, buf);
-    assert_int_equal(grpc_call_send(a->call, buf, len), 0);
-    free(buf);
-}
-
-static void ads_send_delta(ads_t *a, const char *type_url, const char *const *sub, size_t nsub,
-                           const char *const *unsub, size_t nunsub, const char *nonce,
-                           const char *error)
-{
-    Envoy__Service__Discovery__V3__DeltaDiscoveryRequest req =
-        ENVOY__SERVICE__DISCOVERY__V3__DELTA_DISCOVERY_REQUEST__INIT;
-    Envoy__Config__Core__V3__Node node = ENVOY__CONFIG__CORE__V3__NODE__INIT;
-    Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
-    if (!a->sent_node) {
-        node.id = (char *)a->node_id;
-        req.node = &node;
-        a->sent_node = true;
-    }
-    req.type_url = (char *)type_url;
-    req.resource_names_subscribe = (char **)sub;
-    req.n_resource_names_subscribe = nsub;
-    req.resource_names_unsubscribe = (char **)unsub;
-    req.n_resource_names_unsubscribe = nunsub;
-    req.response_nonce = (char *)(nonce ? nonce : "");
-    if (error) {
-        st.code = 3;
-        st.message = (char *)error;
-        req.error_detail = &st;
-    }
-    size_t len = envoy__service__discovery__v3__delta_discovery_request__get_packed_size(&req);
-    uint8_t *buf = malloc(len + 1);
-    envoy__service__discovery__v3__delta_discovery_request__pack(&req, buf);
-    assert_int_equal(grpc_call_send(a->call, buf, len), 0);
-    free(buf);
-}
-
-/* The next response (within timeout_ms), or NULL. */
-static void *ads_wait(ads_t *a, int timeout_ms)
-{
-    uint64_t end = loop_clock_ms() + (uint64_t)timeout_ms;
-    while (a->next >= a->nmsgs && !a->closed && loop_clock_ms() < end)
-        loop_run_once(a->fx->loop, 5);
-    if (a->next < a->nmsgs)
-        return a->msgs[a->next++];
-    return NULL;
+    return tads_open(fx->loop, fx->addr, node_id, delta);
 }
 
 static Envoy__Service__Discovery__V3__DiscoveryResponse *expect_sotw(ads_t *a, const char *type)
 {
-    Envoy__Service__Discovery__V3__DiscoveryResponse *r = ads_wait(a, 3000);
+    Envoy__Service__Discovery__V3__DiscoveryResponse *r = tads_wait(a, 3000);
     if (r == NULL)
         fail_msg("no %s response (closed %d: %s)", type, a->closed, a->message);
     assert_string_equal(r->type_url, type);
@@ -313,7 +150,7 @@ static Envoy__Service__Discovery__V3__DiscoveryResponse *expect_sotw(ads_t *a, c
 static Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *expect_delta(ads_t *a,
                                                                            const char *type)
 {
-    Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *r = ads_wait(a, 3000);
+    Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *r = tads_wait(a, 3000);
     if (r == NULL)
         fail_msg("no delta %s response (closed %d: %s)", type, a->closed, a->message);
     assert_string_equal(r->type_url, type);
@@ -324,7 +161,7 @@ static Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *expect_delta(ads_t
 /* Runs the loop for ms and asserts no response came. */
 static void expect_quiet(ads_t *a, int ms)
 {
-    void *r = ads_wait(a, ms);
+    void *r = tads_wait(a, ms);
     if (r != NULL) {
         if (a->delta)
             fail_msg("unexpected delta response %s",
@@ -392,7 +229,7 @@ static bool delta_removed(const Envoy__Service__Discovery__V3__DeltaDiscoveryRes
 static void ack(ads_t *a, const Envoy__Service__Discovery__V3__DiscoveryResponse *r,
                 const char *const *names, size_t n)
 {
-    ads_send(a, r->type_url, names, n, r->version_info, r->nonce, NULL);
+    tads_send(a, r->type_url, names, n, r->version_info, r->nonce, NULL);
 }
 
 static xds_server_stats_t stats(fx_t *fx)
@@ -406,18 +243,18 @@ static xds_server_stats_t stats(fx_t *fx)
  * LDS, RDS "9080"; ACKs each. */
 static void full_subscribe(ads_t *a)
 {
-    ads_send(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, NULL, NULL);
+    tads_send(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, NULL, NULL);
     Envoy__Service__Discovery__V3__DiscoveryResponse *r = expect_sotw(a, XDS_CLUSTER_TYPE);
     ack(a, r, NULL, 0);
     const char *eds[] = {CLUSTER_REVIEWS, CLUSTER_REVIEWS_V1, CLUSTER_RATINGS};
-    ads_send(a, XDS_ENDPOINT_TYPE, eds, 3, NULL, NULL, NULL);
+    tads_send(a, XDS_ENDPOINT_TYPE, eds, 3, NULL, NULL, NULL);
     r = expect_sotw(a, XDS_ENDPOINT_TYPE);
     ack(a, r, eds, 3);
-    ads_send(a, XDS_LISTENER_TYPE, NULL, 0, NULL, NULL, NULL);
+    tads_send(a, XDS_LISTENER_TYPE, NULL, 0, NULL, NULL, NULL);
     r = expect_sotw(a, XDS_LISTENER_TYPE);
     ack(a, r, NULL, 0);
     const char *rds[] = {"9080"};
-    ads_send(a, XDS_ROUTE_TYPE, rds, 1, NULL, NULL, NULL);
+    tads_send(a, XDS_ROUTE_TYPE, rds, 1, NULL, NULL, NULL);
     r = expect_sotw(a, XDS_ROUTE_TYPE);
     ack(a, r, rds, 1);
     expect_quiet(a, 50);
@@ -429,7 +266,7 @@ static void test_sotw_initial(void **state)
 {
     fx_t *fx = *state;
     ads_t *a = ads_open(fx, NODE_SLEEP_A, false);
-    ads_send(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, NULL, NULL);
+    tads_send(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, NULL, NULL);
     Envoy__Service__Discovery__V3__DiscoveryResponse *cds = expect_sotw(a, XDS_CLUSTER_TYPE);
     assert_true(sotw_has(cds, CLUSTER_REVIEWS));
     assert_true(sotw_has(cds, CLUSTER_REVIEWS_V1));
@@ -437,18 +274,18 @@ static void test_sotw_initial(void **state)
     ack(a, cds, NULL, 0);
     /* EDS: only the named clusters */
     const char *eds[] = {CLUSTER_REVIEWS};
-    ads_send(a, XDS_ENDPOINT_TYPE, eds, 1, NULL, NULL, NULL);
+    tads_send(a, XDS_ENDPOINT_TYPE, eds, 1, NULL, NULL, NULL);
     Envoy__Service__Discovery__V3__DiscoveryResponse *e = expect_sotw(a, XDS_ENDPOINT_TYPE);
     assert_int_equal(e->n_resources, 1);
     assert_true(sotw_has(e, CLUSTER_REVIEWS));
     ack(a, e, eds, 1);
-    ads_send(a, XDS_LISTENER_TYPE, NULL, 0, NULL, NULL, NULL);
+    tads_send(a, XDS_LISTENER_TYPE, NULL, 0, NULL, NULL, NULL);
     Envoy__Service__Discovery__V3__DiscoveryResponse *l = expect_sotw(a, XDS_LISTENER_TYPE);
     assert_true(l->n_resources > 0);
     assert_true(sotw_has(l, "virtualOutbound"));
     ack(a, l, NULL, 0);
     const char *rds[] = {"9080"};
-    ads_send(a, XDS_ROUTE_TYPE, rds, 1, NULL, NULL, NULL);
+    tads_send(a, XDS_ROUTE_TYPE, rds, 1, NULL, NULL, NULL);
     Envoy__Service__Discovery__V3__DiscoveryResponse *rt = expect_sotw(a, XDS_ROUTE_TYPE);
     assert_int_equal(rt->n_resources, 1);
     assert_true(sotw_has(rt, "9080"));
@@ -459,30 +296,30 @@ static void test_sotw_initial(void **state)
     assert_int_equal(st.connected, 1);
     assert_int_equal(st.pushes[XDS_CLUSTER], 1);
     assert_int_equal(st.pushes[XDS_ROUTE], 1);
-    ads_close(a);
+    tads_close(a);
 }
 
 static void test_nack_not_resent(void **state)
 {
     fx_t *fx = *state;
     ads_t *a = ads_open(fx, NODE_SLEEP_A, false);
-    ads_send(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, NULL, NULL);
+    tads_send(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, NULL, NULL);
     Envoy__Service__Discovery__V3__DiscoveryResponse *cds = expect_sotw(a, XDS_CLUSTER_TYPE);
     /* NACK: previous (empty) version, the nonce, an error */
-    ads_send(a, XDS_CLUSTER_TYPE, NULL, 0, "", cds->nonce, "cluster outbound|9080: bad thing");
+    tads_send(a, XDS_CLUSTER_TYPE, NULL, 0, "", cds->nonce, "cluster outbound|9080: bad thing");
     expect_quiet(a, 300);
     assert_int_equal(stats(fx).rejects[XDS_CLUSTER], 1);
     /* a push with no CDS change does not resend the rejected config */
     xds_server_push_all(fx->xs);
     expect_quiet(a, 200);
     /* a change of the clusters does */
-    apply(fx, "apiVersion: v1\nkind: Service\nmetadata: {name: details, namespace: default}\n"
+    cfg_store_apply_yaml(fx->store, "apiVersion: v1\nkind: Service\nmetadata: {name: details, namespace: default}\n"
               "spec:\n  ports: [{name: http, port: 9080}]\n");
     Envoy__Service__Discovery__V3__DiscoveryResponse *again = expect_sotw(a, XDS_CLUSTER_TYPE);
     assert_true(sotw_has(again, "outbound|9080||details.default.svc.cluster.local"));
     assert_string_not_equal(again->nonce, cds->nonce);
     assert_string_not_equal(again->version_info, cds->version_info);
-    ads_close(a);
+    tads_close(a);
 }
 
 static void test_stale_nonce_ignored(void **state)
@@ -490,18 +327,18 @@ static void test_stale_nonce_ignored(void **state)
     fx_t *fx = *state;
     ads_t *a = ads_open(fx, NODE_SLEEP_A, false);
     const char *eds[] = {CLUSTER_REVIEWS};
-    ads_send(a, XDS_ENDPOINT_TYPE, eds, 1, NULL, NULL, NULL);
+    tads_send(a, XDS_ENDPOINT_TYPE, eds, 1, NULL, NULL, NULL);
     Envoy__Service__Discovery__V3__DiscoveryResponse *e = expect_sotw(a, XDS_ENDPOINT_TYPE);
     /* a request for other names with an old nonce is ignored */
     const char *eds2[] = {CLUSTER_RATINGS};
-    ads_send(a, XDS_ENDPOINT_TYPE, eds2, 1, "x", "not-a-nonce", NULL);
+    tads_send(a, XDS_ENDPOINT_TYPE, eds2, 1, "x", "not-a-nonce", NULL);
     expect_quiet(a, 200);
     /* with the current nonce it is answered */
-    ads_send(a, XDS_ENDPOINT_TYPE, eds2, 1, e->version_info, e->nonce, NULL);
+    tads_send(a, XDS_ENDPOINT_TYPE, eds2, 1, e->version_info, e->nonce, NULL);
     Envoy__Service__Discovery__V3__DiscoveryResponse *e2 = expect_sotw(a, XDS_ENDPOINT_TYPE);
     assert_int_equal(e2->n_resources, 1);
     assert_true(sotw_has(e2, CLUSTER_RATINGS));
-    ads_close(a);
+    tads_close(a);
 }
 
 static void test_change_pushed_after_debounce(void **state)
@@ -510,21 +347,21 @@ static void test_change_pushed_after_debounce(void **state)
     ads_t *a = ads_open(fx, NODE_SLEEP_A, false);
     full_subscribe(a);
     uint64_t t0 = loop_clock_ms();
-    apply(fx, "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+    cfg_store_apply_yaml(fx->store, "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
               "metadata: {name: reviews, namespace: default}\n"
               "spec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: "
               "reviews, subset: v2}\n");
-    Envoy__Service__Discovery__V3__DiscoveryResponse *r = ads_wait(a, 3000);
+    Envoy__Service__Discovery__V3__DiscoveryResponse *r = tads_wait(a, 3000);
     uint64_t dt = loop_clock_ms() - t0;
     assert_non_null(r);
     /* a route change: RDS (and CDS only if clusters changed) */
     bool saw_rds = strcmp(r->type_url, XDS_ROUTE_TYPE) == 0;
-    while (!saw_rds && (r = ads_wait(a, 1000)) != NULL)
+    while (!saw_rds && (r = tads_wait(a, 1000)) != NULL)
         saw_rds = strcmp(r->type_url, XDS_ROUTE_TYPE) == 0;
     assert_true(saw_rds);
     assert_true(dt >= DEBOUNCE_MS - 5);
     assert_true(dt < DEBOUNCE_MS + 1500);
-    ads_close(a);
+    tads_close(a);
 }
 
 static void test_endpoint_change_pushes_only_eds(void **state)
@@ -533,7 +370,7 @@ static void test_endpoint_change_pushes_only_eds(void **state)
     ads_t *a = ads_open(fx, NODE_SLEEP_A, false);
     full_subscribe(a);
     xds_server_stats_t before = stats(fx);
-    apply(fx, "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+    cfg_store_apply_yaml(fx->store, "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
               "metadata:\n  name: reviews-abcde\n  namespace: default\n"
               "  labels: {kubernetes.io/service-name: reviews}\naddressType: IPv4\n"
               "ports: [{name: http, port: 9080, protocol: TCP}]\n"
@@ -547,7 +384,7 @@ static void test_endpoint_change_pushes_only_eds(void **state)
     assert_int_equal(after.pushes[XDS_LISTENER], before.pushes[XDS_LISTENER]);
     assert_int_equal(after.pushes[XDS_CLUSTER], before.pushes[XDS_CLUSTER]);
     assert_int_equal(after.pushes[XDS_ROUTE], before.pushes[XDS_ROUTE]);
-    ads_close(a);
+    tads_close(a);
 }
 
 static void test_named_subscribe_unsubscribe(void **state)
@@ -555,24 +392,24 @@ static void test_named_subscribe_unsubscribe(void **state)
     fx_t *fx = *state;
     ads_t *a = ads_open(fx, NODE_SLEEP_A, false);
     const char *one[] = {CLUSTER_REVIEWS};
-    ads_send(a, XDS_ENDPOINT_TYPE, one, 1, NULL, NULL, NULL);
+    tads_send(a, XDS_ENDPOINT_TYPE, one, 1, NULL, NULL, NULL);
     Envoy__Service__Discovery__V3__DiscoveryResponse *r = expect_sotw(a, XDS_ENDPOINT_TYPE);
     assert_int_equal(r->n_resources, 1);
     const char *two[] = {CLUSTER_REVIEWS, CLUSTER_RATINGS};
-    ads_send(a, XDS_ENDPOINT_TYPE, two, 2, r->version_info, r->nonce, NULL);
+    tads_send(a, XDS_ENDPOINT_TYPE, two, 2, r->version_info, r->nonce, NULL);
     r = expect_sotw(a, XDS_ENDPOINT_TYPE);
     assert_int_equal(r->n_resources, 2);
     assert_true(sotw_has(r, CLUSTER_REVIEWS));
     assert_true(sotw_has(r, CLUSTER_RATINGS));
     const char *last[] = {CLUSTER_RATINGS};
-    ads_send(a, XDS_ENDPOINT_TYPE, last, 1, r->version_info, r->nonce, NULL);
+    tads_send(a, XDS_ENDPOINT_TYPE, last, 1, r->version_info, r->nonce, NULL);
     r = expect_sotw(a, XDS_ENDPOINT_TYPE);
     assert_int_equal(r->n_resources, 1);
     assert_true(sotw_has(r, CLUSTER_RATINGS));
     /* the same names again (an ACK) gets nothing */
-    ads_send(a, XDS_ENDPOINT_TYPE, last, 1, r->version_info, r->nonce, NULL);
+    tads_send(a, XDS_ENDPOINT_TYPE, last, 1, r->version_info, r->nonce, NULL);
     expect_quiet(a, 200);
-    ads_close(a);
+    tads_close(a);
 }
 
 static void test_reconnect_full_state(void **state)
@@ -580,18 +417,18 @@ static void test_reconnect_full_state(void **state)
     fx_t *fx = *state;
     ads_t *a = ads_open(fx, NODE_SLEEP_A, false);
     full_subscribe(a);
-    ads_close(a);
+    tads_close(a);
     for (int i = 0; i < 20 && stats(fx).connected > 0; i++)
         loop_run_once(fx->loop, 10);
     assert_int_equal(stats(fx).connected, 0);
     a = ads_open(fx, NODE_SLEEP_A, false);
-    ads_send(a, XDS_CLUSTER_TYPE, NULL, 0, "some-old-version", NULL, NULL);
+    tads_send(a, XDS_CLUSTER_TYPE, NULL, 0, "some-old-version", NULL, NULL);
     Envoy__Service__Discovery__V3__DiscoveryResponse *r = expect_sotw(a, XDS_CLUSTER_TYPE);
     assert_true(sotw_has(r, CLUSTER_REVIEWS));
-    ads_send(a, XDS_LISTENER_TYPE, NULL, 0, "some-old-version", NULL, NULL);
+    tads_send(a, XDS_LISTENER_TYPE, NULL, 0, "some-old-version", NULL, NULL);
     r = expect_sotw(a, XDS_LISTENER_TYPE);
     assert_true(r->n_resources > 0);
-    ads_close(a);
+    tads_close(a);
 }
 
 static void test_identical_proxies_share(void **state)
@@ -599,10 +436,10 @@ static void test_identical_proxies_share(void **state)
     fx_t *fx = *state;
     ads_t *a = ads_open(fx, NODE_SLEEP_A, false);
     ads_t *b = ads_open(fx, NODE_SLEEP_B, false);
-    ads_send(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, NULL, NULL);
+    tads_send(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, NULL, NULL);
     Envoy__Service__Discovery__V3__DiscoveryResponse *ra = expect_sotw(a, XDS_CLUSTER_TYPE);
     xds_server_stats_t s1 = stats(fx);
-    ads_send(b, XDS_CLUSTER_TYPE, NULL, 0, NULL, NULL, NULL);
+    tads_send(b, XDS_CLUSTER_TYPE, NULL, 0, NULL, NULL, NULL);
     Envoy__Service__Discovery__V3__DiscoveryResponse *rb = expect_sotw(b, XDS_CLUSTER_TYPE);
     xds_server_stats_t s2 = stats(fx);
     /* the same bytes, sent from the cache */
@@ -614,7 +451,7 @@ static void test_identical_proxies_share(void **state)
     /* and one interned cluster set for both */
     ack(a, ra, NULL, 0);
     ack(b, rb, NULL, 0);
-    apply(fx, "apiVersion: v1\nkind: Service\nmetadata: {name: details, namespace: default}\n"
+    cfg_store_apply_yaml(fx->store, "apiVersion: v1\nkind: Service\nmetadata: {name: details, namespace: default}\n"
               "spec:\n  ports: [{name: http, port: 9080}]\n");
     xds_server_stats_t s3 = stats(fx);
     ra = expect_sotw(a, XDS_CLUSTER_TYPE);
@@ -622,8 +459,8 @@ static void test_identical_proxies_share(void **state)
     xds_server_stats_t s4 = stats(fx);
     assert_int_equal(s4.responses_encoded, s3.responses_encoded + 1);
     assert_int_equal(s4.responses_shared, s3.responses_shared + 1);
-    ads_close(a);
-    ads_close(b);
+    tads_close(a);
+    tads_close(b);
 }
 
 static void test_backpressure_holds_then_sends(void **state)
@@ -632,14 +469,14 @@ static void test_backpressure_holds_then_sends(void **state)
     ads_t *a = ads_open(fx, NODE_SLEEP_A, false);
     /* every response waits for the previous one to drain, none is lost */
     full_subscribe(a);
-    apply(fx, "apiVersion: v1\nkind: Service\nmetadata: {name: details, namespace: default}\n"
+    cfg_store_apply_yaml(fx->store, "apiVersion: v1\nkind: Service\nmetadata: {name: details, namespace: default}\n"
               "spec:\n  ports: [{name: http, port: 9080}]\n");
     Envoy__Service__Discovery__V3__DiscoveryResponse *r = expect_sotw(a, XDS_CLUSTER_TYPE);
     assert_true(sotw_has(r, "outbound|9080||details.default.svc.cluster.local"));
     /* the route change was held back behind CDS and follows once it drained */
     r = expect_sotw(a, XDS_ROUTE_TYPE);
     assert_true(sotw_has(r, "9080"));
-    ads_close(a);
+    tads_close(a);
 }
 
 static void test_debounce_max_bounds_delay(void **state)
@@ -657,37 +494,37 @@ static void test_debounce_max_bounds_delay(void **state)
                  "apiVersion: v1\nkind: Service\nmetadata: {name: extra-%d, namespace: "
                  "default}\nspec:\n  ports: [{name: http, port: 9080}]\n",
                  i);
-        apply(fx, yaml);
-        r = ads_wait(a, 40);
+        cfg_store_apply_yaml(fx->store, yaml);
+        r = tads_wait(a, 40);
     }
     uint64_t dt = loop_clock_ms() - t0;
     assert_non_null(r);
     assert_true(dt >= 900);
     assert_true(dt < 2000);
-    ads_close(a);
+    tads_close(a);
 }
 
 static void test_bad_node_rejected(void **state)
 {
     fx_t *fx = *state;
     ads_t *a = ads_open(fx, "nonsense", false);
-    ads_send(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, NULL, NULL);
+    tads_send(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, NULL, NULL);
     for (int i = 0; i < 300 && !a->closed; i++)
         loop_run_once(fx->loop, 10);
     assert_true(a->closed);
     assert_int_equal(a->status, GRPC_INVALID_ARGUMENT);
     assert_non_null(strstr(a->message, "nonsense"));
-    ads_close(a);
+    tads_close(a);
     /* no node at all */
     a = ads_open(fx, NULL, false);
     a->sent_node = true;
-    ads_send(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, NULL, NULL);
+    tads_send(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, NULL, NULL);
     for (int i = 0; i < 300 && !a->closed; i++)
         loop_run_once(fx->loop, 10);
     assert_int_equal(a->status, GRPC_INVALID_ARGUMENT);
     assert_non_null(strstr(a->message, "node"));
     assert_int_equal(stats(fx).connected, 0);
-    ads_close(a);
+    tads_close(a);
 }
 
 static void test_delta(void **state)
@@ -695,39 +532,39 @@ static void test_delta(void **state)
     fx_t *fx = *state;
     ads_t *a = ads_open(fx, NODE_SLEEP_A, true);
     /* wildcard CDS */
-    ads_send_delta(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, 0, NULL, NULL);
+    tads_send_delta(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, 0, NULL, NULL);
     Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *r = expect_delta(a, XDS_CLUSTER_TYPE);
     assert_true(delta_has(r, CLUSTER_REVIEWS));
     assert_true(delta_has(r, CLUSTER_RATINGS));
     assert_int_equal(r->n_removed_resources, 0);
-    ads_send_delta(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, 0, r->nonce, NULL);
+    tads_send_delta(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, 0, r->nonce, NULL);
     /* named EDS */
     const char *sub[] = {CLUSTER_REVIEWS};
-    ads_send_delta(a, XDS_ENDPOINT_TYPE, sub, 1, NULL, 0, NULL, NULL);
+    tads_send_delta(a, XDS_ENDPOINT_TYPE, sub, 1, NULL, 0, NULL, NULL);
     r = expect_delta(a, XDS_ENDPOINT_TYPE);
     assert_int_equal(r->n_resources, 1);
     assert_true(delta_has(r, CLUSTER_REVIEWS));
-    ads_send_delta(a, XDS_ENDPOINT_TYPE, NULL, 0, NULL, 0, r->nonce, NULL);
+    tads_send_delta(a, XDS_ENDPOINT_TYPE, NULL, 0, NULL, 0, r->nonce, NULL);
     const char *sub2[] = {CLUSTER_RATINGS};
-    ads_send_delta(a, XDS_ENDPOINT_TYPE, sub2, 1, NULL, 0, r->nonce, NULL);
+    tads_send_delta(a, XDS_ENDPOINT_TYPE, sub2, 1, NULL, 0, r->nonce, NULL);
     r = expect_delta(a, XDS_ENDPOINT_TYPE);
     assert_int_equal(r->n_resources, 1); /* only the new one */
     assert_true(delta_has(r, CLUSTER_RATINGS));
-    ads_send_delta(a, XDS_ENDPOINT_TYPE, NULL, 0, NULL, 0, r->nonce, NULL);
+    tads_send_delta(a, XDS_ENDPOINT_TYPE, NULL, 0, NULL, 0, r->nonce, NULL);
     /* unsubscribe: no response, and later changes of it are not sent */
-    ads_send_delta(a, XDS_ENDPOINT_TYPE, NULL, 0, sub2, 1, r->nonce, NULL);
+    tads_send_delta(a, XDS_ENDPOINT_TYPE, NULL, 0, sub2, 1, r->nonce, NULL);
     expect_quiet(a, 150);
     /* deleting a service removes its cluster */
     cfg_store_delete(fx->store, CFG_Service, "default", "ratings");
     bool removed = false;
     for (int i = 0; i < 4 && !removed; i++) {
-        r = ads_wait(a, 2000);
+        r = tads_wait(a, 2000);
         assert_non_null(r);
         if (strcmp(r->type_url, XDS_CLUSTER_TYPE) == 0) {
             removed = delta_removed(r, CLUSTER_RATINGS);
             assert_false(delta_has(r, CLUSTER_REVIEWS)); /* unchanged: not resent */
             /* NACK it */
-            ads_send_delta(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, 0, r->nonce, "bad cluster");
+            tads_send_delta(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, 0, r->nonce, "bad cluster");
         } else {
             assert_false(delta_has(r, CLUSTER_RATINGS));
         }
@@ -735,14 +572,14 @@ static void test_delta(void **state)
     assert_true(removed);
     expect_quiet(a, 200);
     assert_int_equal(stats(fx).rejects[XDS_CLUSTER], 1);
-    ads_close(a);
+    tads_close(a);
 }
 
 static void test_delta_initial_versions(void **state)
 {
     fx_t *fx = *state;
     ads_t *a = ads_open(fx, NODE_SLEEP_A, true);
-    ads_send_delta(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, 0, NULL, NULL);
+    tads_send_delta(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, 0, NULL, NULL);
     Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *r = expect_delta(a, XDS_CLUSTER_TYPE);
     size_t n = r->n_resources;
     assert_true(n >= 3);
@@ -776,42 +613,11 @@ static void test_delta_initial_versions(void **state)
     for (size_t i = 0; i < n; i++)
         free(ents[i]);
     free(ents);
-    ads_close(a);
-    ads_close(b);
+    tads_close(a);
+    tads_close(b);
 }
 
 /* ---- debug pages and metrics ---- */
-
-typedef struct body {
-    char *p;
-    size_t n;
-} body_t;
-
-static size_t body_write(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    body_t *b = ud;
-    b->p = realloc(b->p, b->n + size * nmemb + 1);
-    memcpy(b->p + b->n, ptr, size * nmemb);
-    b->n += size * nmemb;
-    b->p[b->n] = 0;
-    return size * nmemb;
-}
-
-static char *http_get(int port, const char *path, long *status)
-{
-    char url[512];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-    CURL *c = curl_easy_init();
-    body_t b = {0};
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, body_write);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-    assert_int_equal(curl_easy_perform(c), CURLE_OK);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-    curl_easy_cleanup(c);
-    return b.p ? b.p : strdup("");
-}
 
 static void test_debug_and_metrics(void **state)
 {
@@ -822,16 +628,16 @@ static void test_debug_and_metrics(void **state)
     xds_server_add_debug(fx->xs, dbg);
     xds_server_add_metrics(fx->xs, dbg);
     ads_t *a = ads_open(fx, NODE_SLEEP_A, false);
-    ads_send(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, NULL, NULL);
+    tads_send(a, XDS_CLUSTER_TYPE, NULL, 0, NULL, NULL, NULL);
     Envoy__Service__Discovery__V3__DiscoveryResponse *cds = expect_sotw(a, XDS_CLUSTER_TYPE);
     ack(a, cds, NULL, 0);
-    ads_send(a, XDS_LISTENER_TYPE, NULL, 0, NULL, NULL, NULL);
+    tads_send(a, XDS_LISTENER_TYPE, NULL, 0, NULL, NULL, NULL);
     Envoy__Service__Discovery__V3__DiscoveryResponse *lds = expect_sotw(a, XDS_LISTENER_TYPE);
-    ads_send(a, XDS_LISTENER_TYPE, NULL, 0, "", lds->nonce, "listener rejected: bad filter");
+    tads_send(a, XDS_LISTENER_TYPE, NULL, 0, "", lds->nonce, "listener rejected: bad filter");
     expect_quiet(a, 100);
 
     long status;
-    char *s = http_get(debug_server_port(dbg), "/debug/syncz", &status);
+    char *s = tu_http_get(debug_server_port(dbg), "/debug/syncz", &status);
     assert_int_equal(status, 200);
     json_object *j = json_tokener_parse(s);
     assert_non_null(j);
@@ -869,15 +675,15 @@ static void test_debug_and_metrics(void **state)
     char *argv[] = {"proxy-status", "--debug-addr", addr, NULL};
     assert_int_equal(meshctl_proxy_status(3, argv), 0);
 
-    s = http_get(debug_server_port(dbg), "/debug/config_dump?proxyID=" NODE_SLEEP_A, &status);
+    s = tu_http_get(debug_server_port(dbg), "/debug/config_dump?proxyID=" NODE_SLEEP_A, &status);
     assert_int_equal(status, 200);
     assert_non_null(strstr(s, CLUSTER_REVIEWS_V1));
     free(s);
-    s = http_get(debug_server_port(dbg), "/debug/config_dump?proxyID=nobody", &status);
+    s = tu_http_get(debug_server_port(dbg), "/debug/config_dump?proxyID=nobody", &status);
     assert_int_equal(status, 404);
     free(s);
 
-    s = http_get(debug_server_port(dbg), "/metrics", &status);
+    s = tu_http_get(debug_server_port(dbg), "/metrics", &status);
     assert_int_equal(status, 200);
     assert_non_null(strstr(s, "pilot_xds 1\n"));
     assert_non_null(strstr(s, "pilot_xds_pushes{type=\"cds\"} 1\n"));
@@ -885,7 +691,7 @@ static void test_debug_and_metrics(void **state)
     assert_non_null(strstr(s, "pilot_proxy_convergence_time_bucket{le=\"+Inf\"}"));
     free(s);
     debug_server_stop(dbg);
-    ads_close(a);
+    tads_close(a);
 }
 
 int main(void)

@@ -58,22 +58,6 @@ typedef struct fx {
 
 static bool use_workq;
 
-static void put_cb(void *ud, cfg_object_t *obj, const cfg_diag_t *diag)
-{
-    (void)diag;
-    if (obj == NULL)
-        return;
-    cfg_store_put(ud, obj);
-    cfg_object_unref(obj);
-}
-
-static void apply(fx_t *fx, const char *yaml)
-{
-    cfg_store_begin(fx->store);
-    cfg_load_buffer(yaml, strlen(yaml), DOC_FMT_YAML, NULL, put_cb, fx->store);
-    cfg_store_commit(fx->store);
-}
-
 static void on_msg(grpc_call_t *call, void *arg, const uint8_t *msg, size_t len)
 {
     (void)call;
@@ -150,7 +134,7 @@ static int setup(void **state)
     fx_t *fx = calloc(1, sizeof(*fx));
     fx->loop = loop_new();
     fx->store = cfg_store_new();
-    apply(fx, WORLD);
+    cfg_store_apply_yaml(fx->store, WORLD);
     char err[256];
     grpc_server_opts_t go = {.listen = "127.0.0.1:0"};
     fx->grpc = grpc_server_new(fx->loop, &go, err, sizeof(err));
@@ -231,7 +215,7 @@ static void test_change_reaches_changed_types_once(void **state)
         base[i] = fx->cl[i].got[XDS_CLUSTER];
     xds_server_stats_t s0 = stats(fx);
     /* a new service visible everywhere: clusters change for every proxy */
-    apply(fx, "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: a}\n"
+    cfg_store_apply_yaml(fx->store, "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: a}\n"
               "spec:\n  ports: [{name: grpc, port: 7070}]\n");
     run_until(fx, XDS_CLUSTER, base, 3000);
     run_for(fx, 150);
@@ -253,7 +237,7 @@ static void test_change_reaches_changed_types_once(void **state)
     assert_int_equal(s1.translations - s0.translations, 2);
     /* a change that touches nothing a proxy receives pushes nothing */
     xds_server_stats_t s2 = stats(fx);
-    apply(fx, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: unrelated, namespace: a}\n"
+    cfg_store_apply_yaml(fx->store, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: unrelated, namespace: a}\n"
               "data: {k: v}\n");
     run_for(fx, 300);
     xds_server_stats_t s3 = stats(fx);

@@ -22,7 +22,10 @@
 #include "../../controlplane/debug.h"
 #include "../../xds/xds.h"
 #include "../../xds/xds_server.h"
+#include "../pemutil.h"
+#include "../adsclient.h"
 #include "../testutil.h"
+#include "../xdsworld.h"
 #include "envoy/config/core/v3/base.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
@@ -31,49 +34,6 @@
 typedef Envoy__Extensions__TransportSockets__Tls__V3__Secret pb_secret_t;
 
 /* ---- certificates ---- */
-
-typedef struct pem {
-    char *cert;
-    char *key;
-} pem_t;
-
-static pem_t make_cert(const char *cn)
-{
-    static long serial = 1;
-    pem_t p = {0};
-    EVP_PKEY *k = EVP_EC_gen("P-256");
-    assert_non_null(k);
-    X509 *x = X509_new();
-    X509_set_version(x, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
-    X509_gmtime_adj(X509_getm_notBefore(x), -60);
-    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-    X509_set_pubkey(x, k);
-    X509_NAME *n = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-    X509_set_issuer_name(x, n);
-    assert_true(X509_sign(x, k, EVP_sha256()) > 0);
-    BIO *b = BIO_new(BIO_s_mem());
-    PEM_write_bio_X509(b, x);
-    char *d;
-    long len = BIO_get_mem_data(b, &d);
-    p.cert = strndup(d, (size_t)len);
-    BIO_free(b);
-    b = BIO_new(BIO_s_mem());
-    PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL);
-    len = BIO_get_mem_data(b, &d);
-    p.key = strndup(d, (size_t)len);
-    BIO_free(b);
-    X509_free(x);
-    EVP_PKEY_free(k);
-    return p;
-}
-
-static void pem_free(pem_t *p)
-{
-    free(p->cert);
-    free(p->key);
-}
 
 /* A Secret document; keys and values NULL-terminated, values base64-encoded
  * into data. type may be NULL. Caller frees. */
@@ -128,28 +88,13 @@ static const char *const GATEWAY_WORLD =
     "  trafficPolicy: {tls: {mode: SIMPLE, credentialName: upstream}}\n";
 
 typedef struct world {
-    cfg_store_t *store;
-    cfg_snap_t *snap;
-    reg_t *reg;
-    pem_t web, mtls, ca, same, same_ca, upstream_ca, other;
+    xw_t x;
+    tu_pem_t web, mtls, ca, same, same_ca, upstream_ca, other;
 } world_t;
-
-static void put_cb(void *ud, cfg_object_t *obj, const cfg_diag_t *diag)
-{
-    if (obj == NULL) {
-        for (uint32_t i = 0; diag && i < diag->nerrors; i++)
-            fprintf(stderr, "load error: %s\n", diag->errors[i]);
-        return;
-    }
-    cfg_store_put(ud, obj);
-    cfg_object_unref(obj);
-}
 
 static void apply(cfg_store_t *store, const char *yaml)
 {
-    cfg_store_begin(store);
-    assert_int_equal(cfg_load_buffer(yaml, strlen(yaml), DOC_FMT_YAML, NULL, put_cb, store), 0);
-    cfg_store_commit(store);
+    assert_int_equal(cfg_store_apply_yaml(store, yaml), 0);
 }
 
 static void apply_secret(cfg_store_t *store, const char *ns, const char *name, const char *type,
@@ -162,73 +107,59 @@ static void apply_secret(cfg_store_t *store, const char *ns, const char *name, c
 
 static void world_secrets(world_t *w)
 {
-    w->web = make_cert("web.example.com");
-    w->mtls = make_cert("mtls.example.com");
-    w->ca = make_cert("client-ca");
-    w->same = make_cert("same.example.com");
-    w->same_ca = make_cert("same-ca");
-    w->upstream_ca = make_cert("upstream-ca");
-    w->other = make_cert("elsewhere.example.com");
+    w->web = tu_self_signed("web.example.com");
+    w->mtls = tu_self_signed("mtls.example.com");
+    w->ca = tu_self_signed("client-ca");
+    w->same = tu_self_signed("same.example.com");
+    w->same_ca = tu_self_signed("same-ca");
+    w->upstream_ca = tu_self_signed("upstream-ca");
+    w->other = tu_self_signed("elsewhere.example.com");
     /* kubernetes.io/tls */
-    apply_secret(w->store, "istio-system", "web-cert", "kubernetes.io/tls",
+    apply_secret(w->x.store, "istio-system", "web-cert", "kubernetes.io/tls",
                  (const char *[]){"tls.crt", "tls.key", NULL},
                  (const char *[]){w->web.cert, w->web.key});
     /* generic (Opaque) with a separate NAME-cacert Secret */
-    apply_secret(w->store, "istio-system", "mtls-cert", "Opaque",
+    apply_secret(w->x.store, "istio-system", "mtls-cert", "Opaque",
                  (const char *[]){"cert", "key", NULL},
                  (const char *[]){w->mtls.cert, w->mtls.key});
-    apply_secret(w->store, "istio-system", "mtls-cert-cacert", "Opaque",
+    apply_secret(w->x.store, "istio-system", "mtls-cert-cacert", "Opaque",
                  (const char *[]){"cacert", NULL}, (const char *[]){w->ca.cert});
     /* kubernetes.io/tls holding its CA as ca.crt */
-    apply_secret(w->store, "istio-system", "same-cert", "kubernetes.io/tls",
+    apply_secret(w->x.store, "istio-system", "same-cert", "kubernetes.io/tls",
                  (const char *[]){"tls.crt", "tls.key", "ca.crt", NULL},
                  (const char *[]){w->same.cert, w->same.key, w->same_ca.cert});
     /* a certificate without its key */
-    apply_secret(w->store, "istio-system", "half-cert", "Opaque", (const char *[]){"cert", NULL},
+    apply_secret(w->x.store, "istio-system", "half-cert", "Opaque", (const char *[]){"cert", NULL},
                  (const char *[]){w->web.cert});
     /* in another namespace than the gateway's */
-    apply_secret(w->store, "default", "elsewhere-cert", "kubernetes.io/tls",
+    apply_secret(w->x.store, "default", "elsewhere-cert", "kubernetes.io/tls",
                  (const char *[]){"tls.crt", "tls.key", NULL},
                  (const char *[]){w->other.cert, w->other.key});
     /* a CA of its own, named by caCertCredentialName */
-    apply_secret(w->store, "istio-system", "client-cas", "Opaque", (const char *[]){"cacert", NULL},
+    apply_secret(w->x.store, "istio-system", "client-cas", "Opaque", (const char *[]){"cacert", NULL},
                  (const char *[]){w->same_ca.cert});
     /* the upstream CA of the DestinationRule */
-    apply_secret(w->store, "istio-system", "upstream", "Opaque", (const char *[]){"ca.crt", NULL},
+    apply_secret(w->x.store, "istio-system", "upstream", "Opaque", (const char *[]){"ca.crt", NULL},
                  (const char *[]){w->upstream_ca.cert});
-}
-
-static void world_commit(world_t *w)
-{
-    if (w->snap)
-        cfg_snap_release(w->snap);
-    if (w->reg)
-        reg_unref(w->reg);
-    w->snap = cfg_store_snapshot(w->store);
-    w->reg = reg_build(w->snap);
 }
 
 static int world_setup(void **state)
 {
     world_t *w = calloc(1, sizeof(*w));
-    w->store = cfg_store_new();
-    apply(w->store, GATEWAY_WORLD);
+    xw_open(&w->x);
+    apply(w->x.store, GATEWAY_WORLD);
     world_secrets(w);
-    world_commit(w);
+    xw_commit(&w->x);
     *state = w;
     return 0;
 }
 
 static void world_free(world_t *w)
 {
-    if (w->reg)
-        reg_unref(w->reg);
-    if (w->snap)
-        cfg_snap_release(w->snap);
-    cfg_store_free(w->store);
-    pem_t *all[] = {&w->web, &w->mtls, &w->ca, &w->same, &w->same_ca, &w->upstream_ca, &w->other};
+    xw_close(&w->x);
+    tu_pem_t *all[] = {&w->web, &w->mtls, &w->ca, &w->same, &w->same_ca, &w->upstream_ca, &w->other};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-        pem_free(all[i]);
+        tu_pem_free(all[i]);
 }
 
 static int world_teardown(void **state)
@@ -243,12 +174,6 @@ static xds_proxy_t *gateway_proxy(const char *ns)
     cfg_mapent_t ent = {.key = "istio", .str = "ingressgateway"};
     cfg_map_t labels = {&ent, 1};
     return xds_proxy_new(XDS_ROUTER, "10.1.9.1", "ingressgateway-0", ns, "gw", &labels);
-}
-
-static xds_resources_t *translate(world_t *w, const xds_proxy_t *p)
-{
-    xds_input_t in = {.snap = w->snap, .reg = w->reg};
-    return xds_translate(&in, p);
 }
 
 static pb_secret_t *secret_of(const xds_resources_t *r, const char *name)
@@ -293,7 +218,7 @@ static void test_simple_tls_secret(void **state)
 {
     world_t *w = *state;
     xds_proxy_t *p = gateway_proxy("istio-system");
-    xds_resources_t *r = translate(w, p);
+    xds_resources_t *r = xw_translate(&w->x, p);
     pb_secret_t *s = secret_of(r, "kubernetes://web-cert");
     if (s == NULL)
         dump_warnings(r);
@@ -315,7 +240,7 @@ static void test_mutual_opaque_with_cacert_secret(void **state)
 {
     world_t *w = *state;
     xds_proxy_t *p = gateway_proxy("istio-system");
-    xds_resources_t *r = translate(w, p);
+    xds_resources_t *r = xw_translate(&w->x, p);
     pb_secret_t *s = secret_of(r, "kubernetes://mtls-cert");
     assert_non_null(s);
     assert_bytes(&s->tls_certificate->certificate_chain->inline_bytes, w->mtls.cert);
@@ -337,7 +262,7 @@ static void test_mutual_ca_in_the_same_secret(void **state)
 {
     world_t *w = *state;
     xds_proxy_t *p = gateway_proxy("istio-system");
-    xds_resources_t *r = translate(w, p);
+    xds_resources_t *r = xw_translate(&w->x, p);
     pb_secret_t *s = secret_of(r, "kubernetes://same-cert");
     assert_non_null(s);
     assert_bytes(&s->tls_certificate->certificate_chain->inline_bytes, w->same.cert);
@@ -354,7 +279,7 @@ static void test_ca_cert_credential_name(void **state)
 {
     world_t *w = *state;
     xds_proxy_t *p = gateway_proxy("istio-system");
-    xds_resources_t *r = translate(w, p);
+    xds_resources_t *r = xw_translate(&w->x, p);
     /* the CA Secret is named as it is, without the -cacert suffix */
     pb_secret_t *s = secret_of(r, "kubernetes://client-cas");
     if (s == NULL)
@@ -373,7 +298,7 @@ static void test_destination_rule_credential(void **state)
 {
     world_t *w = *state;
     xds_proxy_t *p = gateway_proxy("istio-system");
-    xds_resources_t *r = translate(w, p);
+    xds_resources_t *r = xw_translate(&w->x, p);
     pb_secret_t *s = secret_of(r, "kubernetes://upstream-cacert");
     if (s == NULL)
         dump_warnings(r);
@@ -388,7 +313,7 @@ static void test_missing_key_not_served(void **state)
 {
     world_t *w = *state;
     xds_proxy_t *p = gateway_proxy("istio-system");
-    xds_resources_t *r = translate(w, p);
+    xds_resources_t *r = xw_translate(&w->x, p);
     assert_null(xds_resources_find(r, XDS_SECRET, "kubernetes://half-cert"));
     if (!warned(r, "Secret istio-system/half-cert", "missing key key"))
         dump_warnings(r);
@@ -398,36 +323,36 @@ static void test_missing_key_not_served(void **state)
     xds_resources_unref(r);
 
     /* kubernetes.io/tls keys: the missing one is named */
-    apply_secret(w->store, "istio-system", "half-cert", "Opaque", (const char *[]){"tls.key", NULL},
+    apply_secret(w->x.store, "istio-system", "half-cert", "Opaque", (const char *[]){"tls.key", NULL},
                  (const char *[]){w->web.key});
-    world_commit(w);
-    r = translate(w, p);
+    xw_commit(&w->x);
+    r = xw_translate(&w->x, p);
     assert_null(xds_resources_find(r, XDS_SECRET, "kubernetes://half-cert"));
     assert_true(warned(r, "Secret istio-system/half-cert", "missing key tls.crt"));
     xds_resources_unref(r);
 
     /* a key that belongs to another certificate, a certificate that is not PEM */
-    apply_secret(w->store, "istio-system", "half-cert", "kubernetes.io/tls",
+    apply_secret(w->x.store, "istio-system", "half-cert", "kubernetes.io/tls",
                  (const char *[]){"tls.crt", "tls.key", NULL},
                  (const char *[]){w->web.cert, w->mtls.key});
-    world_commit(w);
-    r = translate(w, p);
+    xw_commit(&w->x);
+    r = xw_translate(&w->x, p);
     assert_null(xds_resources_find(r, XDS_SECRET, "kubernetes://half-cert"));
     assert_true(warned(r, "Secret istio-system/half-cert", "tls.key does not match"));
     xds_resources_unref(r);
-    apply_secret(w->store, "istio-system", "half-cert", "kubernetes.io/tls",
+    apply_secret(w->x.store, "istio-system", "half-cert", "kubernetes.io/tls",
                  (const char *[]){"tls.crt", "tls.key", NULL},
                  (const char *[]){"not a certificate", w->web.key});
-    world_commit(w);
-    r = translate(w, p);
+    xw_commit(&w->x);
+    r = xw_translate(&w->x, p);
     assert_null(xds_resources_find(r, XDS_SECRET, "kubernetes://half-cert"));
     assert_true(warned(r, "Secret istio-system/half-cert", "tls.crt: not a PEM certificate"));
     xds_resources_unref(r);
 
     /* a MUTUAL server whose CA is nowhere */
-    cfg_store_delete(w->store, CFG_Secret, "istio-system", "mtls-cert-cacert");
-    world_commit(w);
-    r = translate(w, p);
+    cfg_store_delete(w->x.store, CFG_Secret, "istio-system", "mtls-cert-cacert");
+    xw_commit(&w->x);
+    r = xw_translate(&w->x, p);
     assert_non_null(xds_resources_find(r, XDS_SECRET, "kubernetes://mtls-cert"));
     assert_null(xds_resources_find(r, XDS_SECRET, "kubernetes://mtls-cert-cacert"));
     assert_true(warned(r, "istio-system/mtls-cert", "missing key ca.crt"));
@@ -439,7 +364,7 @@ static void test_other_namespace_not_served(void **state)
 {
     world_t *w = *state;
     xds_proxy_t *p = gateway_proxy("istio-system");
-    xds_resources_t *r = translate(w, p);
+    xds_resources_t *r = xw_translate(&w->x, p);
     /* the Secret exists, but in default: a gateway reads only its own namespace */
     assert_null(xds_resources_find(r, XDS_SECRET, "kubernetes://elsewhere-cert"));
     assert_true(warned(r, "Secret istio-system/elsewhere-cert", "not found"));
@@ -449,7 +374,7 @@ static void test_other_namespace_not_served(void **state)
     /* a gateway pod of another namespace selected by the same Gateway gets
      * nothing from istio-system's Secrets */
     p = gateway_proxy("edge");
-    r = translate(w, p);
+    r = xw_translate(&w->x, p);
     uint32_t n;
     xds_resources_get(r, XDS_SECRET, &n);
     assert_int_equal(n, 0);
@@ -463,7 +388,7 @@ static void test_sidecars_get_no_secrets(void **state)
     world_t *w = *state;
     xds_proxy_t *p =
         xds_proxy_new(XDS_SIDECAR, "10.1.0.5", "backend-0", "istio-system", "default", NULL);
-    xds_resources_t *r = translate(w, p);
+    xds_resources_t *r = xw_translate(&w->x, p);
     uint32_t n;
     xds_resources_get(r, XDS_SECRET, &n);
     assert_int_equal(n, 0);
@@ -494,11 +419,11 @@ static void test_string_data_and_redaction(void **state)
         l += ll + (e ? 1 : 0);
     }
     fclose(f);
-    apply(w->store, y);
+    apply(w->x.store, y);
     free(y);
-    world_commit(w);
+    xw_commit(&w->x);
     xds_proxy_t *p = gateway_proxy("istio-system");
-    xds_resources_t *r = translate(w, p);
+    xds_resources_t *r = xw_translate(&w->x, p);
     pb_secret_t *s = secret_of(r, "kubernetes://web-cert");
     assert_non_null(s);
     assert_bytes(&s->tls_certificate->certificate_chain->inline_bytes, w->other.cert);
@@ -550,13 +475,13 @@ static void test_logged_once_per_change(void **state)
     log_set_level(LOG_WARN);
     xds_proxy_t *p = gateway_proxy("logns");
     for (int i = 0; i < 3; i++)
-        xds_resources_unref(translate(w, p));
-    apply_secret(w->store, "logns", "web-cert", "kubernetes.io/tls",
+        xds_resources_unref(xw_translate(&w->x, p));
+    apply_secret(w->x.store, "logns", "web-cert", "kubernetes.io/tls",
                  (const char *[]){"tls.crt", "tls.key", NULL},
                  (const char *[]){w->web.cert, w->mtls.key});
-    world_commit(w);
+    xw_commit(&w->x);
     for (int i = 0; i < 3; i++)
-        xds_resources_unref(translate(w, p));
+        xds_resources_unref(xw_translate(&w->x, p));
     xds_proxy_free(p);
     fflush(stderr);
     dup2(saved, 2);
@@ -579,7 +504,7 @@ static void test_config_dir_secret(void **state)
     (void)state;
     char dir[] = "/tmp/meshd-sds-test-XXXXXX";
     assert_non_null(mkdtemp(dir));
-    pem_t web = make_cert("web.example.com");
+    tu_pem_t web = tu_self_signed("web.example.com");
     char path[128];
     snprintf(path, sizeof(path), "%s/gateway.yaml", dir);
     FILE *f = fopen(path, "w");
@@ -597,12 +522,12 @@ static void test_config_dir_secret(void **state)
     fclose(f);
 
     world_t w = {0};
-    w.store = cfg_store_new();
-    cfg_dir_t *d = cfg_dir_open(dir, w.store, NULL);
+    xw_open(&w.x);
+    cfg_dir_t *d = cfg_dir_open(dir, w.x.store, NULL);
     assert_non_null(d);
-    world_commit(&w);
+    xw_commit(&w.x);
     xds_proxy_t *p = gateway_proxy("istio-system");
-    xds_resources_t *r = translate(&w, p);
+    xds_resources_t *r = xw_translate(&w.x, p);
     pb_secret_t *s = secret_of(r, "kubernetes://web-cert");
     assert_non_null(s);
     assert_bytes(&s->tls_certificate->certificate_chain->inline_bytes, web.cert);
@@ -612,7 +537,7 @@ static void test_config_dir_secret(void **state)
     xds_proxy_free(p);
     cfg_dir_close(d);
     world_free(&w);
-    pem_free(&web);
+    tu_pem_free(&web);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     assert_int_equal(system(cmd), 0);
@@ -635,8 +560,8 @@ typedef struct fx {
 static int ads_setup(void **state)
 {
     fx_t *fx = calloc(1, sizeof(*fx));
-    fx->w.store = cfg_store_new();
-    apply(fx->w.store, GATEWAY_WORLD);
+    xw_open(&fx->w.x);
+    apply(fx->w.x.store, GATEWAY_WORLD);
     world_secrets(&fx->w);
     fx->loop = loop_new();
     char err[256];
@@ -645,7 +570,7 @@ static int ads_setup(void **state)
     if (fx->grpc == NULL)
         fail_msg("grpc server: %s", err);
     xds_server_opts_t xo = {.debounce_ms = DEBOUNCE_MS, .debounce_max_ms = 1000};
-    fx->xs = xds_server_start(fx->loop, fx->grpc, fx->w.store, &xo);
+    fx->xs = xds_server_start(fx->loop, fx->grpc, fx->w.x.store, &xo);
     assert_non_null(fx->xs);
     snprintf(fx->addr, sizeof(fx->addr), "127.0.0.1:%d", grpc_server_port(fx->grpc));
     *state = fx;
@@ -665,76 +590,7 @@ static int ads_teardown(void **state)
     return 0;
 }
 
-#define MAXMSG 64
-
-typedef struct ads {
-    fx_t *fx;
-    grpc_client_t *c;
-    grpc_call_t *call;
-    bool delta, sent_node, closed;
-    const char *node_id;
-    void *msgs[MAXMSG];
-    int nmsgs, next;
-    char message[256];
-} ads_t;
-
-static void on_msg(grpc_call_t *call, void *arg, const uint8_t *msg, size_t len)
-{
-    (void)call;
-    ads_t *a = arg;
-    assert_true(a->nmsgs < MAXMSG);
-    void *m =
-        a->delta
-            ? (void *)envoy__service__discovery__v3__delta_discovery_response__unpack(NULL, len,
-                                                                                      msg)
-            : (void *)envoy__service__discovery__v3__discovery_response__unpack(NULL, len, msg);
-    assert_non_null(m);
-    a->msgs[a->nmsgs++] = m;
-}
-
-static void on_close(grpc_call_t *call, void *arg, int status, const char *message)
-{
-    (void)call;
-    (void)status;
-    ads_t *a = arg;
-    a->closed = true;
-    a->call = NULL;
-    snprintf(a->message, sizeof(a->message), "%s", message ? message : "");
-}
-
-static const grpc_call_cbs_t CBS = {.on_message = on_msg, .on_close = on_close};
-
-static ads_t *ads_open(fx_t *fx, const char *node_id, bool delta)
-{
-    ads_t *a = calloc(1, sizeof(*a));
-    a->fx = fx;
-    a->delta = delta;
-    a->node_id = node_id;
-    char err[256];
-    grpc_client_opts_t co = {0};
-    a->c = grpc_client_connect(fx->loop, fx->addr, &co, err, sizeof(err));
-    if (a->c == NULL)
-        fail_msg("connect: %s", err);
-    a->call =
-        grpc_call_start(a->c, delta ? XDS_ADS_DELTA_PATH : XDS_ADS_SOTW_PATH, NULL, 0, &CBS, a);
-    assert_non_null(a->call);
-    return a;
-}
-
-static void ads_close(ads_t *a)
-{
-    grpc_client_free(a->c);
-    for (int i = 0; i < 5; i++)
-        loop_run_once(a->fx->loop, 0);
-    for (int i = 0; i < a->nmsgs; i++) {
-        if (a->delta)
-            envoy__service__discovery__v3__delta_discovery_response__free_unpacked(a->msgs[i],
-                                                                                   NULL);
-        else
-            envoy__service__discovery__v3__discovery_response__free_unpacked(a->msgs[i], NULL);
-    }
-    free(a);
-}
+typedef tads_t ads_t;
 
 /* The Node of a gateway pod: its id and LABELS {istio: ingressgateway}. */
 typedef struct node {
@@ -773,60 +629,37 @@ static Envoy__Config__Core__V3__Node *node_init(node_t *n, const char *id)
     return &n->node;
 }
 
+/* A stream announcing itself as the gateway pod node_id. */
+static ads_t *ads_open(fx_t *fx, const char *node_id, bool delta)
+{
+    ads_t *a = tads_open(fx->loop, fx->addr, node_id, delta);
+    node_t *n = malloc(sizeof(*n));
+    assert_non_null(n);
+    a->node = node_init(n, node_id); /* the node_t's first member */
+    return a;
+}
+
+static void ads_close(ads_t *a)
+{
+    free(a->node);
+    tads_close(a);
+}
+
 static void ads_send(ads_t *a, const char *type_url, const char *const *names, size_t nnames,
                      const char *version, const char *nonce)
 {
-    Envoy__Service__Discovery__V3__DiscoveryRequest req =
-        ENVOY__SERVICE__DISCOVERY__V3__DISCOVERY_REQUEST__INIT;
-    node_t n;
-    if (!a->sent_node) {
-        req.node = node_init(&n, a->node_id);
-        a->sent_node = true;
-    }
-    req.type_url = (char *)type_url;
-    req.resource_names = (char **)names;
-    req.n_resource_names = nnames;
-    req.version_info = (char *)(version ? version : "");
-    req.response_nonce = (char *)(nonce ? nonce : "");
-    size_t len = envoy__service__discovery__v3__discovery_request__get_packed_size(&req);
-    uint8_t *buf = malloc(len + 1);
-    envoy__service__discovery__v3__discovery_request__pack(&req, buf);
-    assert_int_equal(grpc_call_send(a->call, buf, len), 0);
-    free(buf);
+    tads_send(a, type_url, names, nnames, version, nonce, NULL);
 }
 
 static void ads_send_delta(ads_t *a, const char *type_url, const char *const *sub, size_t nsub,
                            const char *nonce)
 {
-    Envoy__Service__Discovery__V3__DeltaDiscoveryRequest req =
-        ENVOY__SERVICE__DISCOVERY__V3__DELTA_DISCOVERY_REQUEST__INIT;
-    node_t n;
-    if (!a->sent_node) {
-        req.node = node_init(&n, a->node_id);
-        a->sent_node = true;
-    }
-    req.type_url = (char *)type_url;
-    req.resource_names_subscribe = (char **)sub;
-    req.n_resource_names_subscribe = nsub;
-    req.response_nonce = (char *)(nonce ? nonce : "");
-    size_t len = envoy__service__discovery__v3__delta_discovery_request__get_packed_size(&req);
-    uint8_t *buf = malloc(len + 1);
-    envoy__service__discovery__v3__delta_discovery_request__pack(&req, buf);
-    assert_int_equal(grpc_call_send(a->call, buf, len), 0);
-    free(buf);
-}
-
-static void *ads_wait(ads_t *a, int timeout_ms)
-{
-    uint64_t end = loop_clock_ms() + (uint64_t)timeout_ms;
-    while (a->next >= a->nmsgs && !a->closed && loop_clock_ms() < end)
-        loop_run_once(a->fx->loop, 5);
-    return a->next < a->nmsgs ? a->msgs[a->next++] : NULL;
+    tads_send_delta(a, type_url, sub, nsub, NULL, 0, nonce, NULL);
 }
 
 static Envoy__Service__Discovery__V3__DiscoveryResponse *expect_sotw(ads_t *a)
 {
-    Envoy__Service__Discovery__V3__DiscoveryResponse *r = ads_wait(a, 3000);
+    Envoy__Service__Discovery__V3__DiscoveryResponse *r = tads_wait(a, 3000);
     if (r == NULL)
         fail_msg("no SDS response (closed %d: %s)", a->closed, a->message);
     assert_string_equal(r->type_url, XDS_SECRET_TYPE);
@@ -835,7 +668,7 @@ static Envoy__Service__Discovery__V3__DiscoveryResponse *expect_sotw(ads_t *a)
 
 static void expect_quiet(ads_t *a, int ms)
 {
-    if (ads_wait(a, ms) != NULL)
+    if (tads_wait(a, ms) != NULL)
         fail_msg("unexpected response on %s", a->node_id);
 }
 
@@ -850,7 +683,7 @@ static pb_secret_t *any_secret(const Google__Protobuf__Any *any)
 }
 
 static void assert_served_cert(const Google__Protobuf__Any *any, const char *name,
-                               const pem_t *want)
+                               const tu_pem_t *want)
 {
     pb_secret_t *s = any_secret(any);
     assert_string_equal(s->name, name);
@@ -859,37 +692,6 @@ static void assert_served_cert(const Google__Protobuf__Any *any, const char *nam
     assert_bytes(&s->tls_certificate->certificate_chain->inline_bytes, want->cert);
     assert_bytes(&s->tls_certificate->private_key->inline_bytes, want->key);
     envoy__extensions__transport_sockets__tls__v3__secret__free_unpacked(s, NULL);
-}
-
-typedef struct body {
-    char *p;
-    size_t n;
-} body_t;
-
-static size_t body_write(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    body_t *b = ud;
-    b->p = realloc(b->p, b->n + size * nmemb + 1);
-    memcpy(b->p + b->n, ptr, size * nmemb);
-    b->n += size * nmemb;
-    b->p[b->n] = 0;
-    return size * nmemb;
-}
-
-static char *http_get(int port, const char *path, long *status)
-{
-    char url[512];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-    CURL *c = curl_easy_init();
-    body_t b = {0};
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, body_write);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-    assert_int_equal(curl_easy_perform(c), CURLE_OK);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-    curl_easy_cleanup(c);
-    return b.p ? b.p : strdup("");
 }
 
 static void test_ads_sotw_secret_update(void **state)
@@ -910,7 +712,7 @@ static void test_ads_sotw_secret_update(void **state)
     assert_non_null(dbg);
     xds_server_add_debug(fx->xs, dbg);
     long status = 0;
-    char *dump = http_get(debug_server_port(dbg), "/debug/config_dump?proxyID=" NODE_GW, &status);
+    char *dump = tu_http_get(debug_server_port(dbg), "/debug/config_dump?proxyID=" NODE_GW, &status);
     debug_server_stop(dbg);
     assert_int_equal(status, 200);
     json_object *j = json_tokener_parse(dump), *secrets, *res, *tc, *pk, *chain, *v;
@@ -944,8 +746,8 @@ static void test_ads_sotw_secret_update(void **state)
     expect_quiet(gw, 2 * DEBOUNCE_MS);
 
     /* the certificate is renewed: the gateway gets the new one */
-    pem_t renewed = make_cert("web.example.com");
-    apply_secret(fx->w.store, "istio-system", "web-cert", "kubernetes.io/tls",
+    tu_pem_t renewed = tu_self_signed("web.example.com");
+    apply_secret(fx->w.x.store, "istio-system", "web-cert", "kubernetes.io/tls",
                  (const char *[]){"tls.crt", "tls.key", NULL},
                  (const char *[]){renewed.cert, renewed.key});
     r = expect_sotw(gw);
@@ -956,19 +758,19 @@ static void test_ads_sotw_secret_update(void **state)
     expect_quiet(edge, 4 * DEBOUNCE_MS);
 
     /* an unrelated Secret changes: nothing is sent */
-    apply_secret(fx->w.store, "istio-system", "unrelated", "kubernetes.io/tls",
+    apply_secret(fx->w.x.store, "istio-system", "unrelated", "kubernetes.io/tls",
                  (const char *[]){"tls.crt", "tls.key", NULL},
                  (const char *[]){renewed.cert, renewed.key});
     expect_quiet(gw, 4 * DEBOUNCE_MS);
 
     /* the Secret turns invalid (a key that does not match): the resource is
      * withdrawn, never sent half-made */
-    apply_secret(fx->w.store, "istio-system", "web-cert", "kubernetes.io/tls",
+    apply_secret(fx->w.x.store, "istio-system", "web-cert", "kubernetes.io/tls",
                  (const char *[]){"tls.crt", "tls.key", NULL},
                  (const char *[]){renewed.cert, fx->w.mtls.key});
     r = expect_sotw(gw);
     assert_int_equal(r->n_resources, 0);
-    pem_free(&renewed);
+    tu_pem_free(&renewed);
     ads_close(gw);
     ads_close(edge);
 }
@@ -979,7 +781,7 @@ static void test_ads_delta_secret_update(void **state)
     ads_t *gw = ads_open(fx, NODE_GW, true);
     const char *names[] = {"kubernetes://mtls-cert", "kubernetes://mtls-cert-cacert"};
     ads_send_delta(gw, XDS_SECRET_TYPE, names, 2, NULL);
-    Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *r = ads_wait(gw, 3000);
+    Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *r = tads_wait(gw, 3000);
     assert_non_null(r);
     assert_string_equal(r->type_url, XDS_SECRET_TYPE);
     assert_int_equal(r->n_resources, 2);
@@ -1000,10 +802,10 @@ static void test_ads_delta_secret_update(void **state)
     ads_send_delta(gw, XDS_SECRET_TYPE, NULL, 0, r->nonce);
 
     /* a new client CA: only that resource is sent again */
-    pem_t ca2 = make_cert("client-ca-2");
-    apply_secret(fx->w.store, "istio-system", "mtls-cert-cacert", NULL,
+    tu_pem_t ca2 = tu_self_signed("client-ca-2");
+    apply_secret(fx->w.x.store, "istio-system", "mtls-cert-cacert", NULL,
                  (const char *[]){"ca.crt", NULL}, (const char *[]){ca2.cert});
-    r = ads_wait(gw, 3000);
+    r = tads_wait(gw, 3000);
     assert_non_null(r);
     assert_int_equal(r->n_resources, 1);
     assert_string_equal(r->resources[0]->name, "kubernetes://mtls-cert-cacert");
@@ -1013,13 +815,13 @@ static void test_ads_delta_secret_update(void **state)
     ads_send_delta(gw, XDS_SECRET_TYPE, NULL, 0, r->nonce);
 
     /* the certificate's Secret is deleted: the resource is removed */
-    cfg_store_delete(fx->w.store, CFG_Secret, "istio-system", "mtls-cert");
-    r = ads_wait(gw, 3000);
+    cfg_store_delete(fx->w.x.store, CFG_Secret, "istio-system", "mtls-cert");
+    r = tads_wait(gw, 3000);
     assert_non_null(r);
     assert_int_equal(r->n_resources, 0);
     assert_int_equal(r->n_removed_resources, 1);
     assert_string_equal(r->removed_resources[0], "kubernetes://mtls-cert");
-    pem_free(&ca2);
+    tu_pem_free(&ca2);
     ads_close(gw);
 }
 

@@ -14,25 +14,12 @@
 #include "../../xds/translate_internal.h"
 #include "../../xds/xds.h"
 #include "../testutil.h"
+#include "../xdsworld.h"
 
 typedef struct world {
-    cfg_store_t *store;
-    cfg_snap_t *snap;
-    reg_t *reg;
+    xw_t x;
     xds_input_t in;
 } world_t;
-
-static void put_cb(void *ud, cfg_object_t *obj, const cfg_diag_t *diag)
-{
-    if (obj == NULL) { /* kinds meshd does not read are skipped; a rejected object is shown */
-        if (diag && diag->errors[0] && strcmp(diag->namespace, "default") != 0)
-            fprintf(stderr, "fixture: %s %s/%s: %s\n", diag->kind_name, diag->namespace, diag->name,
-                    diag->errors[0]);
-        return;
-    }
-    cfg_store_put(ud, obj);
-    cfg_object_unref(obj);
-}
 
 /* Two more namespaces beside bookinfo's: "shop" (mTLS STRICT, a service
  * exported to its own namespace only, routes chosen by source labels), both
@@ -129,40 +116,16 @@ static const char *const MESH_YAML =
 
 static void world_open(world_t *w)
 {
-    memset(w, 0, sizeof(*w));
-    w->store = cfg_store_new();
-    const char *files[] = {tu_shared("istio/samples/bookinfo/platform/kube/bookinfo.yaml"),
-                           "test/xds/fixtures/bookinfo-workloads.yaml",
-                           "test/xds/fixtures/ingressgateway.yaml"};
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
-        if (cfg_load_file(files[i], NULL, put_cb, w->store) < 0)
-            fail_msg("cannot read %s", files[i]);
-    cfg_load_buffer(MESH_YAML, strlen(MESH_YAML), DOC_FMT_YAML, NULL, put_cb, w->store);
-    w->snap = cfg_store_snapshot(w->store);
-    w->reg = reg_build(w->snap);
-    w->in = (xds_input_t){.snap = w->snap, .reg = w->reg};
+    xw_bookinfo(&w->x);
+    xw_load(&w->x, "test/xds/fixtures/ingressgateway.yaml");
+    xw_text(&w->x, MESH_YAML);
+    xw_commit(&w->x);
+    w->in = (xds_input_t){.snap = w->x.snap, .reg = w->x.reg};
 }
 
 static void world_close(world_t *w)
 {
-    reg_unref(w->reg);
-    cfg_snap_release(w->snap);
-    cfg_store_free(w->store);
-}
-
-static xds_proxy_t *pod_proxy(world_t *w, const char *ns, const char *pod, xds_node_type_t type)
-{
-    const reg_workload_t *wl = reg_workload_by_name(w->reg, ns, pod);
-    if (wl == NULL)
-        fail_msg("no workload %s/%s", ns, pod);
-    cfg_mapent_t ents[32];
-    uint32_t n = 0;
-    for (; n < wl->labels.n && n < 32; n++) {
-        ents[n].key = (char *)wl->labels.v[n].key;
-        ents[n].str = (char *)wl->labels.v[n].value;
-    }
-    cfg_map_t labels = {.v = ents, .n = n};
-    return xds_proxy_new(type, wl->ip, pod, ns, wl->service_account, &labels);
+    xw_close(&w->x);
 }
 
 /* Same resources, names, bytes and set hashes, and the same warnings. */
@@ -229,7 +192,7 @@ static void test_shared_matches_full(void **state)
     xds_resources_t *full[NPODS];
     for (size_t k = NPODS; k-- > 0;) { /* lab and shop first, default last */
         size_t i = k;
-        xds_proxy_t *p = pod_proxy(&w, PODS[i][0], PODS[i][1], XDS_SIDECAR);
+        xds_proxy_t *p = xw_pod_proxy(&w.x, PODS[i][0], PODS[i][1], XDS_SIDECAR);
         full[i] = xds_translate(&w.in, p);
         xds_resources_t *r = tx_translate_shared(c, &w.in, p);
         char who[128];
@@ -281,7 +244,7 @@ static void test_result_outlives_cache(void **state)
     (void)state;
     world_t w;
     world_open(&w);
-    xds_proxy_t *p = pod_proxy(&w, "shop", "cart-v1-0", XDS_SIDECAR);
+    xds_proxy_t *p = xw_pod_proxy(&w.x, "shop", "cart-v1-0", XDS_SIDECAR);
     tx_shared_t *c = tx_shared_new(&w.in);
     xds_resources_t *r = tx_translate_shared(c, &w.in, p);
     tx_shared_unref(c);
@@ -303,8 +266,8 @@ static void test_whole_translations(void **state)
     world_t w;
     world_open(&w);
     tx_shared_t *c = tx_shared_new(&w.in);
-    xds_proxy_t *gw = pod_proxy(&w, "istio-system", "istio-ingressgateway-0", XDS_ROUTER);
-    xds_proxy_t *grpc = pod_proxy(&w, "default", "details-v1-0", XDS_SIDECAR);
+    xds_proxy_t *gw = xw_pod_proxy(&w.x, "istio-system", "istio-ingressgateway-0", XDS_ROUTER);
+    xds_proxy_t *grpc = xw_pod_proxy(&w.x, "default", "details-v1-0", XDS_SIDECAR);
     grpc->proxyless = true;
     xds_proxy_t *pp[2] = {gw, grpc};
     for (int i = 0; i < 2; i++) {
@@ -321,15 +284,10 @@ static void test_whole_translations(void **state)
     /* a new snapshot (cart gone) must not get the old outbound part */
     world_t w2;
     world_open(&w2);
-    cfg_store_begin(w2.store);
-    cfg_store_delete(w2.store, CFG_Service, "shop", "cart");
-    cfg_store_commit(w2.store);
-    reg_unref(w2.reg);
-    cfg_snap_release(w2.snap);
-    w2.snap = cfg_store_snapshot(w2.store);
-    w2.reg = reg_build(w2.snap);
-    w2.in = (xds_input_t){.snap = w2.snap, .reg = w2.reg};
-    xds_proxy_t *p = pod_proxy(&w, "default", "details-v1-0", XDS_SIDECAR);
+    cfg_store_delete(w2.x.store, CFG_Service, "shop", "cart");
+    xw_commit(&w2.x);
+    w2.in = (xds_input_t){.snap = w2.x.snap, .reg = w2.x.reg};
+    xds_proxy_t *p = xw_pod_proxy(&w.x, "default", "details-v1-0", XDS_SIDECAR);
     xds_resources_t *old = tx_translate_shared(c, &w.in, p);
     assert_non_null(
         xds_resources_find(old, XDS_CLUSTER, "outbound|80||cart.shop.svc.cluster.local"));
@@ -365,7 +323,7 @@ static void *worker_run(void *arg)
     for (int round = 0; round < 3; round++) {
         for (size_t j = 0; j < NPODS; j++) {
             size_t i = (j + (size_t)k->offset) % NPODS;
-            xds_proxy_t *p = pod_proxy(k->w, PODS[i][0], PODS[i][1], XDS_SIDECAR);
+            xds_proxy_t *p = xw_pod_proxy(&k->w->x, PODS[i][0], PODS[i][1], XDS_SIDECAR);
             xds_resources_t *r = tx_translate_shared(k->c, &k->w->in, p);
             for (int t = 0; t < XDS_NTYPES; t++)
                 if (xds_resources_hash(r, (xds_type_t)t) !=
@@ -385,7 +343,7 @@ static void test_threads_share_one_cache(void **state)
     world_open(&w);
     xds_resources_t *full[NPODS];
     for (size_t i = 0; i < NPODS; i++) {
-        xds_proxy_t *p = pod_proxy(&w, PODS[i][0], PODS[i][1], XDS_SIDECAR);
+        xds_proxy_t *p = xw_pod_proxy(&w.x, PODS[i][0], PODS[i][1], XDS_SIDECAR);
         full[i] = xds_translate(&w.in, p);
         xds_proxy_free(p);
     }
@@ -410,6 +368,43 @@ static void test_threads_share_one_cache(void **state)
     world_close(&w);
 }
 
+/* With outlier detection on a DestinationRule, endpoints depend on the
+ * caller's locality (failover priorities): proxies in different zones get
+ * their own parts, each still byte for byte the whole translation. */
+static void test_locality_parts(void **state)
+{
+    (void)state;
+    world_t w;
+    xw_bookinfo(&w.x);
+    xw_text(&w.x, "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                  "metadata: {name: reviews, namespace: default}\n"
+                  "spec: {host: reviews, trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3}}}\n");
+    xw_commit(&w.x);
+    w.in = (xds_input_t){.snap = w.x.snap, .reg = w.x.reg};
+    tx_shared_t *c = tx_shared_new(&w.in);
+    /* details and ratings in zone-a, reviews-v2 in zone-b */
+    const char *pods[] = {"details-v1-0", "ratings-v1-0", "reviews-v2-0"};
+    uint64_t h[3];
+    for (size_t i = 0; i < 3; i++) {
+        xds_proxy_t *p = xw_pod_proxy(&w.x, "default", pods[i], XDS_SIDECAR);
+        xds_resources_t *full = xds_translate(&w.in, p);
+        xds_resources_t *r = tx_translate_shared(c, &w.in, p);
+        assert_identical(r, full, pods[i]);
+        h[i] = res_hash(r, XDS_ENDPOINT, "outbound|9080||reviews.default.svc.cluster.local");
+        xds_resources_unref(r);
+        xds_resources_unref(full);
+        xds_proxy_free(p);
+    }
+    assert_true(h[0] == h[1]); /* same zone */
+    assert_true(h[0] != h[2]); /* other zone: other priorities */
+    uint64_t built, reused;
+    tx_shared_stats(c, &built, &reused);
+    assert_int_equal(built, 2);
+    assert_int_equal(reused, 1);
+    tx_shared_unref(c);
+    world_close(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -417,6 +412,7 @@ int main(void)
         cmocka_unit_test(test_result_outlives_cache),
         cmocka_unit_test(test_whole_translations),
         cmocka_unit_test(test_threads_share_one_cache),
+        cmocka_unit_test(test_locality_parts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

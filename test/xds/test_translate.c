@@ -12,83 +12,13 @@
 #include "envoy/config/core/v3/base.pb-c.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "../testutil.h"
+#include "../xdsworld.h"
 
-typedef struct world {
-    cfg_store_t *store;
-    cfg_snap_t *snap;
-    reg_t *reg;
-} world_t;
-
-static void put_cb(void *ud, cfg_object_t *obj, const cfg_diag_t *diag)
-{
-    (void)diag;
-    if (obj == NULL)
-        return;
-    cfg_store_put(ud, obj);
-    cfg_object_unref(obj);
-}
-
-static void world_load(world_t *w, const char *path)
-{
-    if (cfg_load_file(path, NULL, put_cb, w->store) < 0)
-        fail_msg("cannot read %s", path);
-}
-
-static void world_text(world_t *w, const char *yaml)
-{
-    cfg_load_buffer(yaml, strlen(yaml), DOC_FMT_YAML, NULL, put_cb, w->store);
-}
-
-static void world_begin(world_t *w)
-{
-    memset(w, 0, sizeof(*w));
-    w->store = cfg_store_new();
-}
-
-static void world_bookinfo(world_t *w)
-{
-    world_begin(w);
-    world_load(w, tu_shared("istio/samples/bookinfo/platform/kube/bookinfo.yaml"));
-    world_load(w, "test/xds/fixtures/bookinfo-workloads.yaml");
-}
-
-static void world_commit(world_t *w)
-{
-    if (w->snap)
-        cfg_snap_release(w->snap);
-    if (w->reg)
-        reg_unref(w->reg);
-    w->snap = cfg_store_snapshot(w->store);
-    w->reg = reg_build(w->snap);
-}
-
-static void world_free(world_t *w)
-{
-    reg_unref(w->reg);
-    cfg_snap_release(w->snap);
-    cfg_store_free(w->store);
-}
+typedef xw_t world_t;
 
 static xds_proxy_t *pod_proxy(world_t *w, const char *ns, const char *pod)
 {
-    const reg_workload_t *wl = reg_workload_by_name(w->reg, ns, pod);
-    assert_non_null(wl);
-    cfg_map_t labels = {0};
-    cfg_mapent_t ents[32];
-    for (uint32_t i = 0; i < wl->labels.n && i < 32; i++) {
-        ents[i].key = (char *)wl->labels.v[i].key;
-        ents[i].str = (char *)wl->labels.v[i].value;
-    }
-    labels.v = ents;
-    labels.n = wl->labels.n;
-    return xds_proxy_new(strcmp(pod, "istio-ingressgateway-0") == 0 ? XDS_ROUTER : XDS_SIDECAR,
-                         wl->ip, pod, ns, wl->service_account, &labels);
-}
-
-static xds_resources_t *translate(world_t *w, const xds_proxy_t *p)
-{
-    xds_input_t in = {.snap = w->snap, .reg = w->reg};
-    return xds_translate(&in, p);
+    return xw_pod_proxy(w, ns, pod, strcmp(pod, "istio-ingressgateway-0") == 0 ? XDS_ROUTER : XDS_SIDECAR);
 }
 
 /* All resources as {"listeners": {name: json}, "routes": ..., ...}. */
@@ -191,37 +121,37 @@ static void test_golden_bookinfo_sidecar(void **state)
 {
     (void)state;
     world_t w;
-    world_bookinfo(&w);
-    world_load(&w, tu_shared("istio/samples/bookinfo/networking/destination-rule-all.yaml"));
-    world_load(&w, tu_shared("istio/samples/bookinfo/networking/virtual-service-reviews-80-20.yaml"));
-    world_commit(&w);
+    xw_bookinfo(&w);
+    xw_load(&w, tu_shared("istio/samples/bookinfo/networking/destination-rule-all.yaml"));
+    xw_load(&w, tu_shared("istio/samples/bookinfo/networking/virtual-service-reviews-80-20.yaml"));
+    xw_commit(&w);
     xds_proxy_t *p = pod_proxy(&w, "default", "productpage-v1-0");
-    xds_resources_t *r = translate(&w, p);
+    xds_resources_t *r = xw_translate(&w, p);
     json_object *j = dump(r);
     golden("bookinfo-productpage", j);
     json_object_put(j);
     xds_resources_unref(r);
     xds_proxy_free(p);
-    world_free(&w);
+    xw_close(&w);
 }
 
 static void test_golden_bookinfo_gateway(void **state)
 {
     (void)state;
     world_t w;
-    world_bookinfo(&w);
-    world_load(&w, "test/xds/fixtures/ingressgateway.yaml");
-    world_load(&w, tu_shared("istio/samples/bookinfo/networking/bookinfo-gateway.yaml"));
-    world_load(&w, tu_shared("istio/samples/bookinfo/networking/destination-rule-all-mtls.yaml"));
-    world_commit(&w);
+    xw_bookinfo(&w);
+    xw_load(&w, "test/xds/fixtures/ingressgateway.yaml");
+    xw_load(&w, tu_shared("istio/samples/bookinfo/networking/bookinfo-gateway.yaml"));
+    xw_load(&w, tu_shared("istio/samples/bookinfo/networking/destination-rule-all-mtls.yaml"));
+    xw_commit(&w);
     xds_proxy_t *p = pod_proxy(&w, "istio-system", "istio-ingressgateway-0");
-    xds_resources_t *r = translate(&w, p);
+    xds_resources_t *r = xw_translate(&w, p);
     json_object *j = dump(r);
     golden("bookinfo-gateway", j);
     json_object_put(j);
     xds_resources_unref(r);
     xds_proxy_free(p);
-    world_free(&w);
+    xw_close(&w);
 }
 
 /* ---- names ---- */
@@ -297,6 +227,10 @@ static void test_proxy_from_node(void **state)
     Envoy__Config__Core__V3__Node node = ENVOY__CONFIG__CORE__V3__NODE__INIT;
     node.id = "sidecar~10.1.0.31~reviews-v1-0.bookinfo~bookinfo.svc.cluster.local";
     node.metadata = &md;
+    Envoy__Config__Core__V3__Locality loc = ENVOY__CONFIG__CORE__V3__LOCALITY__INIT;
+    loc.region = "us-east";
+    loc.zone = "zone-a";
+    node.locality = &loc;
     char err[256];
     xds_proxy_t *p = xds_proxy_from_node(&node, err, sizeof(err));
     assert_non_null(p);
@@ -309,6 +243,11 @@ static void test_proxy_from_node(void **state)
     assert_string_equal(p->ips[1], "fd00::31");
     assert_string_equal(reg_labels_get(&p->labels, "app"), "reviews");
     assert_string_equal(p->dns_domain, "bookinfo.svc.cluster.local");
+    assert_string_equal(p->locality, "us-east/zone-a");
+    xds_proxy_free(p);
+    node.locality = NULL;
+    p = xds_proxy_from_node(&node, err, sizeof(err));
+    assert_string_equal(p->locality, "");
     xds_proxy_free(p);
 
     node.id = "gateway~1.2.3.4~x.y~y.svc.cluster.local";
@@ -325,11 +264,11 @@ static void test_subset_endpoints(void **state)
 {
     (void)state;
     world_t w;
-    world_bookinfo(&w);
-    world_load(&w, tu_shared("istio/samples/bookinfo/networking/destination-rule-all.yaml"));
-    world_commit(&w);
+    xw_bookinfo(&w);
+    xw_load(&w, tu_shared("istio/samples/bookinfo/networking/destination-rule-all.yaml"));
+    xw_commit(&w);
     xds_proxy_t *p = pod_proxy(&w, "default", "productpage-v1-0");
-    xds_resources_t *r = translate(&w, p);
+    xds_resources_t *r = xw_translate(&w, p);
     json_object *v2 = res_json(r, XDS_ENDPOINT, "outbound|9080|v2|reviews.default.svc.cluster.local");
     /* only the v2 pod, in its locality, with a locality weight (gRPC needs it) */
     assert_int_equal(json_object_array_length(jget(v2, "endpoints")), 1);
@@ -360,15 +299,153 @@ static void test_subset_endpoints(void **state)
     json_object_put(c);
     xds_resources_unref(r);
     xds_proxy_free(p);
-    world_free(&w);
+    xw_close(&w);
+}
+
+/* ---- locality load balancing ---- */
+
+/* reviews gets two more pods: one in eu-west, one in ap-south. */
+#define FAR_POD(name, ip, region, zone)                                                            \
+    "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: " name "\n  namespace: default\n"          \
+    "  labels: {app: reviews, version: v1, security.istio.io/tlsMode: istio, "                     \
+    "topology.kubernetes.io/region: " region ", topology.kubernetes.io/zone: " zone "}\n"         \
+    "  annotations: {sidecar.istio.io/status: '{\"containers\":[\"istio-proxy\"]}'}\n"               \
+    "spec: {serviceAccountName: bookinfo-reviews, containers: [{name: reviews, ports: [{containerPort: 9080}]}]}\n" \
+    "status: {phase: Running, podIP: " ip "}\n"
+static const char *const far_reviews =
+    FAR_POD("reviews-eu-0", "10.2.0.31", "eu-west", "zone-c") FAR_POD("reviews-ap-0", "10.3.0.31", "ap-south", "zone-d")
+    "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+    "metadata: {name: reviews-far, namespace: default, labels: {kubernetes.io/service-name: reviews}}\n"
+    "addressType: IPv4\nports: [{name: http, port: 9080, protocol: TCP}]\n"
+    "endpoints:\n"
+    "- {addresses: [10.2.0.31], conditions: {ready: true}, targetRef: {kind: Pod, name: reviews-eu-0, namespace: default}}\n"
+    "- {addresses: [10.3.0.31], conditions: {ready: true}, targetRef: {kind: Pod, name: reviews-ap-0, namespace: default}}\n";
+#undef FAR_POD
+
+/* The priority of the locality group whose region/zone is loc, -1 if absent. */
+static int group_priority(json_object *cla, const char *region, const char *zone, int *weight)
+{
+    json_object *eps = jget(cla, "endpoints");
+    for (size_t i = 0; eps && i < json_object_array_length(eps); i++) {
+        json_object *g = json_object_array_get_idx(eps, i);
+        if (strcmp(jstr(g, "locality.region"), region) != 0 || strcmp(jstr(g, "locality.zone"), zone) != 0)
+            continue;
+        json_object *p = jget(g, "priority");
+        if (weight)
+            *weight = json_object_get_int(jget(g, "loadBalancingWeight"));
+        return p ? json_object_get_int(p) : 0;
+    }
+    return -1;
+}
+
+static void test_locality_failover(void **state)
+{
+    (void)state;
+    const char *reviews = "outbound|9080||reviews.default.svc.cluster.local";
+    world_t w;
+    xw_bookinfo(&w);
+    xw_text(&w, far_reviews);
+    xw_text(&w, "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                "metadata: {name: reviews, namespace: default}\n"
+                "spec:\n  host: reviews\n  trafficPolicy:\n"
+                "    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m}\n"
+                "    loadBalancer:\n      simple: ROUND_ROBIN\n"
+                "      localityLbSetting: {enabled: true, failover: [{from: us-east, to: ap-south}]}\n");
+    xw_commit(&w);
+    /* productpage runs in us-east/zone-a (its pod's topology labels) */
+    xds_proxy_t *p = pod_proxy(&w, "default", "productpage-v1-0");
+    xds_resources_t *r = xw_translate(&w, p);
+    json_object *cla = res_json(r, XDS_ENDPOINT, reviews);
+    assert_int_equal(group_priority(cla, "us-east", "zone-a", NULL), 0); /* same zone */
+    assert_int_equal(group_priority(cla, "us-east", "zone-b", NULL), 1); /* same region */
+    assert_int_equal(group_priority(cla, "ap-south", "zone-d", NULL), 2); /* the failover region */
+    assert_int_equal(group_priority(cla, "eu-west", "zone-c", NULL), 3); /* the rest */
+    json_object_put(cla);
+    xds_resources_unref(r);
+    xds_proxy_free(p);
+
+    /* a proxy whose node says eu-west: its region first, no failover rule for it */
+    p = xds_proxy_new(XDS_SIDECAR, "10.9.0.1", "client-0", "default", "default", NULL);
+    p->locality = "eu-west/zone-c";
+    r = xw_translate(&w, p);
+    cla = res_json(r, XDS_ENDPOINT, reviews);
+    assert_int_equal(group_priority(cla, "eu-west", "zone-c", NULL), 0);
+    assert_int_equal(group_priority(cla, "us-east", "zone-a", NULL), 1);
+    assert_int_equal(group_priority(cla, "us-east", "zone-b", NULL), 1);
+    assert_int_equal(group_priority(cla, "ap-south", "zone-d", NULL), 1);
+    json_object_put(cla);
+    xds_resources_unref(r);
+    xds_proxy_free(p);
+
+    /* without outlier detection there is no failover: one priority */
+    cfg_store_delete(w.store, CFG_DestinationRule, "default", "reviews");
+    xw_text(&w, "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                "metadata: {name: reviews, namespace: default}\n"
+                "spec:\n  host: reviews\n  trafficPolicy:\n"
+                "    loadBalancer: {localityLbSetting: {failover: [{from: us-east, to: ap-south}]}}\n");
+    xw_commit(&w);
+    p = pod_proxy(&w, "default", "productpage-v1-0");
+    r = xw_translate(&w, p);
+    cla = res_json(r, XDS_ENDPOINT, reviews);
+    assert_int_equal(group_priority(cla, "us-east", "zone-a", NULL), 0);
+    assert_int_equal(group_priority(cla, "eu-west", "zone-c", NULL), 0);
+    json_object_put(cla);
+    xds_resources_unref(r);
+    xds_proxy_free(p);
+    xw_close(&w);
+}
+
+static void test_locality_distribute(void **state)
+{
+    (void)state;
+    const char *reviews = "outbound|9080||reviews.default.svc.cluster.local";
+    world_t w;
+    xw_bookinfo(&w);
+    xw_text(&w, far_reviews);
+    xw_text(&w, "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                "metadata: {name: reviews, namespace: default}\n"
+                "spec:\n  host: reviews\n  trafficPolicy:\n    loadBalancer:\n      localityLbSetting:\n"
+                "        distribute:\n"
+                "        - {from: us-east/zone-a/*, to: {us-east/zone-a/*: 80, us-east/zone-b/*: 20}}\n"
+                "        - {from: ap-south/*, to: {eu-west/*: 100}}\n");
+    xw_commit(&w);
+    xds_proxy_t *p = pod_proxy(&w, "default", "productpage-v1-0");
+    xds_resources_t *r = xw_translate(&w, p);
+    json_object *cla = res_json(r, XDS_ENDPOINT, reviews);
+    int wa = 0, wb = 0;
+    assert_int_equal(group_priority(cla, "us-east", "zone-a", &wa), 0);
+    assert_int_equal(group_priority(cla, "us-east", "zone-b", &wb), 0);
+    assert_int_equal(wa, 80); /* zone-a's one endpoint takes its 80 */
+    assert_int_equal(wb, 20); /* zone-b's two endpoints share 20 as one group */
+    assert_int_equal(group_priority(cla, "eu-west", "zone-c", NULL), -1); /* not named: left out */
+    assert_int_equal(group_priority(cla, "ap-south", "zone-d", NULL), -1);
+    json_object *c = res_json(r, XDS_CLUSTER, reviews);
+    assert_non_null(jget(c, "commonLbConfig.localityWeightedLbConfig"));
+    json_object_put(c);
+    json_object_put(cla);
+    xds_resources_unref(r);
+    xds_proxy_free(p);
+
+    /* a caller in ap-south: its rule sends everything to eu-west */
+    p = xds_proxy_new(XDS_SIDECAR, "10.9.0.1", "client-0", "default", "default", NULL);
+    p->locality = "ap-south/zone-d";
+    r = xw_translate(&w, p);
+    cla = res_json(r, XDS_ENDPOINT, reviews);
+    assert_int_equal(json_object_array_length(jget(cla, "endpoints")), 1);
+    assert_int_equal(group_priority(cla, "eu-west", "zone-c", &wa), 0);
+    assert_int_equal(wa, 100);
+    json_object_put(cla);
+    xds_resources_unref(r);
+    xds_proxy_free(p);
+    xw_close(&w);
 }
 
 static void test_destination_rule_policies(void **state)
 {
     (void)state;
     world_t w;
-    world_bookinfo(&w);
-    world_text(&w, "apiVersion: networking.istio.io/v1\n"
+    xw_bookinfo(&w);
+    xw_text(&w, "apiVersion: networking.istio.io/v1\n"
                    "kind: DestinationRule\n"
                    "metadata: {name: reviews, namespace: default}\n"
                    "spec:\n"
@@ -387,9 +464,9 @@ static void test_destination_rule_policies(void **state)
                    "      loadBalancer:\n"
                    "        consistentHash: {httpHeaderName: x-user}\n"
                    "      tls: {mode: ISTIO_MUTUAL}\n");
-    world_commit(&w);
+    xw_commit(&w);
     xds_proxy_t *p = pod_proxy(&w, "default", "productpage-v1-0");
-    xds_resources_t *r = translate(&w, p);
+    xds_resources_t *r = xw_translate(&w, p);
     json_object *c = res_json(r, XDS_CLUSTER, "outbound|9080||reviews.default.svc.cluster.local");
     assert_string_equal(jstr(c, "lbPolicy"), "LEAST_REQUEST");
     assert_string_equal(jstr(c, "connectTimeout"), "3s");
@@ -410,7 +487,7 @@ static void test_destination_rule_policies(void **state)
     json_object_put(v2);
     xds_resources_unref(r);
     xds_proxy_free(p);
-    world_free(&w);
+    xw_close(&w);
 }
 
 /* ---- routes ---- */
@@ -419,12 +496,12 @@ static void test_routes_match_order(void **state)
 {
     (void)state;
     world_t w;
-    world_bookinfo(&w);
-    world_load(&w, tu_shared("istio/samples/bookinfo/networking/destination-rule-all.yaml"));
-    world_load(&w, tu_shared("istio/samples/bookinfo/networking/virtual-service-reviews-jason-v2-v3.yaml"));
-    world_commit(&w);
+    xw_bookinfo(&w);
+    xw_load(&w, tu_shared("istio/samples/bookinfo/networking/destination-rule-all.yaml"));
+    xw_load(&w, tu_shared("istio/samples/bookinfo/networking/virtual-service-reviews-jason-v2-v3.yaml"));
+    xw_commit(&w);
     xds_proxy_t *p = pod_proxy(&w, "default", "productpage-v1-0");
-    xds_resources_t *r = translate(&w, p);
+    xds_resources_t *r = xw_translate(&w, p);
     json_object *rc = res_json(r, XDS_ROUTE, "9080");
     json_object *vh = vhost(rc, "reviews.default.svc.cluster.local:9080");
     assert_non_null(vh);
@@ -462,18 +539,18 @@ static void test_routes_match_order(void **state)
     json_object_put(rc);
     xds_resources_unref(r);
     xds_proxy_free(p);
-    world_free(&w);
+    xw_close(&w);
 }
 
 static void test_routes_fault_weights_mirror(void **state)
 {
     (void)state;
     world_t w;
-    world_bookinfo(&w);
-    world_load(&w, tu_shared("istio/samples/bookinfo/networking/destination-rule-all.yaml"));
-    world_load(&w, tu_shared("istio/samples/bookinfo/networking/virtual-service-ratings-test-delay.yaml"));
-    world_load(&w, tu_shared("istio/samples/bookinfo/networking/virtual-service-reviews-90-10.yaml"));
-    world_text(&w, "apiVersion: networking.istio.io/v1\n"
+    xw_bookinfo(&w);
+    xw_load(&w, tu_shared("istio/samples/bookinfo/networking/destination-rule-all.yaml"));
+    xw_load(&w, tu_shared("istio/samples/bookinfo/networking/virtual-service-ratings-test-delay.yaml"));
+    xw_load(&w, tu_shared("istio/samples/bookinfo/networking/virtual-service-reviews-90-10.yaml"));
+    xw_text(&w, "apiVersion: networking.istio.io/v1\n"
                    "kind: VirtualService\n"
                    "metadata: {name: details, namespace: default}\n"
                    "spec:\n"
@@ -488,9 +565,9 @@ static void test_routes_fault_weights_mirror(void **state)
                    "    mirrorPercentage: {value: 12.5}\n"
                    "    headers: {request: {set: {x-a: b}, remove: [x-c]}}\n"
                    "    route: [{destination: {host: details, subset: v1}}]\n");
-    world_commit(&w);
+    xw_commit(&w);
     xds_proxy_t *p = pod_proxy(&w, "default", "productpage-v1-0");
-    xds_resources_t *r = translate(&w, p);
+    xds_resources_t *r = xw_translate(&w, p);
     json_object *rc = res_json(r, XDS_ROUTE, "9080");
     json_object *ra = vhost(rc, "ratings.default.svc.cluster.local:9080");
     /* the delay applies to jason only; 7s on 100% */
@@ -521,7 +598,7 @@ static void test_routes_fault_weights_mirror(void **state)
     json_object_put(rc);
     xds_resources_unref(r);
     xds_proxy_free(p);
-    world_free(&w);
+    xw_close(&w);
 }
 
 /* ---- inbound security ---- */
@@ -541,9 +618,9 @@ static void test_peer_authentication(void **state)
 {
     (void)state;
     world_t w;
-    world_bookinfo(&w);
+    xw_bookinfo(&w);
     /* mesh STRICT, namespace UNSET (inherits), workload PERMISSIVE with 9080 DISABLE */
-    world_text(&w, "apiVersion: security.istio.io/v1\n"
+    xw_text(&w, "apiVersion: security.istio.io/v1\n"
                    "kind: PeerAuthentication\n"
                    "metadata: {name: default, namespace: istio-system}\n"
                    "spec: {mtls: {mode: STRICT}}\n"
@@ -552,9 +629,9 @@ static void test_peer_authentication(void **state)
                    "kind: PeerAuthentication\n"
                    "metadata: {name: default, namespace: default}\n"
                    "spec: {mtls: {mode: UNSET}}\n");
-    world_commit(&w);
+    xw_commit(&w);
     xds_proxy_t *p = pod_proxy(&w, "default", "reviews-v1-0");
-    xds_resources_t *r = translate(&w, p);
+    xds_resources_t *r = xw_translate(&w, p);
     json_object *l = res_json(r, XDS_LISTENER, "virtualInbound");
     json_object *c = chain(l, "inbound|9080||");
     assert_non_null(c);
@@ -567,15 +644,15 @@ static void test_peer_authentication(void **state)
     json_object_put(l);
     xds_resources_unref(r);
 
-    world_text(&w, "apiVersion: security.istio.io/v1\n"
+    xw_text(&w, "apiVersion: security.istio.io/v1\n"
                    "kind: PeerAuthentication\n"
                    "metadata: {name: reviews, namespace: default}\n"
                    "spec:\n"
                    "  selector: {matchLabels: {app: reviews}}\n"
                    "  mtls: {mode: PERMISSIVE}\n"
                    "  portLevelMtls: {\"9080\": {mode: DISABLE}}\n");
-    world_commit(&w);
-    r = translate(&w, p);
+    xw_commit(&w);
+    r = xw_translate(&w, p);
     l = res_json(r, XDS_LISTENER, "virtualInbound");
     assert_null(chain(l, "inbound|9080||")); /* DISABLE on the port: plaintext only */
     c = chain(l, "inbound|9080||-plaintext");
@@ -587,7 +664,7 @@ static void test_peer_authentication(void **state)
     json_object_put(l);
     xds_resources_unref(r);
     xds_proxy_free(p);
-    world_free(&w);
+    xw_close(&w);
 }
 
 static json_object *http_filter(json_object *c, const char *name, int nth)
@@ -605,8 +682,8 @@ static void test_authorization_policy(void **state)
 {
     (void)state;
     world_t w;
-    world_bookinfo(&w);
-    world_text(&w, "apiVersion: security.istio.io/v1\n"
+    xw_bookinfo(&w);
+    xw_text(&w, "apiVersion: security.istio.io/v1\n"
                    "kind: AuthorizationPolicy\n"
                    "metadata: {name: reviews-viewer, namespace: default}\n"
                    "spec:\n"
@@ -627,9 +704,9 @@ static void test_authorization_policy(void **state)
                    "  action: DENY\n"
                    "  rules:\n"
                    "  - from: [{source: {ipBlocks: [203.0.113.0/24]}}]\n");
-    world_commit(&w);
+    xw_commit(&w);
     xds_proxy_t *p = pod_proxy(&w, "default", "reviews-v1-0");
-    xds_resources_t *r = translate(&w, p);
+    xds_resources_t *r = xw_translate(&w, p);
     json_object *l = res_json(r, XDS_LISTENER, "virtualInbound");
     json_object *c = chain(l, "inbound|9080||");
     json_object *deny = http_filter(c, "envoy.filters.http.rbac", 0);
@@ -654,13 +731,13 @@ static void test_authorization_policy(void **state)
     xds_resources_unref(r);
 
     /* an ALLOW policy without rules denies everything */
-    world_text(&w, "apiVersion: security.istio.io/v1\n"
+    xw_text(&w, "apiVersion: security.istio.io/v1\n"
                    "kind: AuthorizationPolicy\n"
                    "metadata: {name: reviews-viewer, namespace: default}\n"
                    "spec:\n"
                    "  selector: {matchLabels: {app: reviews}}\n");
-    world_commit(&w);
-    r = translate(&w, p);
+    xw_commit(&w);
+    r = xw_translate(&w, p);
     l = res_json(r, XDS_LISTENER, "virtualInbound");
     c = chain(l, "inbound|9080||");
     allow = http_filter(c, "envoy.filters.http.rbac", 1);
@@ -670,7 +747,7 @@ static void test_authorization_policy(void **state)
     json_object_put(l);
     xds_resources_unref(r);
     xds_proxy_free(p);
-    world_free(&w);
+    xw_close(&w);
 }
 
 /* ---- scoping ---- */
@@ -679,8 +756,8 @@ static void test_scoping(void **state)
 {
     (void)state;
     world_t w;
-    world_bookinfo(&w);
-    world_text(&w, "apiVersion: v1\n"
+    xw_bookinfo(&w);
+    xw_text(&w, "apiVersion: v1\n"
                    "kind: Service\n"
                    "metadata: {name: secret-svc, namespace: other, annotations: {networking.istio.io/exportTo: \".\"}}\n"
                    "spec: {ports: [{name: http, port: 8000}]}\n"
@@ -689,9 +766,9 @@ static void test_scoping(void **state)
                    "kind: Service\n"
                    "metadata: {name: public-svc, namespace: other}\n"
                    "spec: {ports: [{name: tcp-db, port: 5432}], clusterIP: 10.96.7.7}\n");
-    world_commit(&w);
+    xw_commit(&w);
     xds_proxy_t *p = pod_proxy(&w, "default", "productpage-v1-0");
-    xds_resources_t *r = translate(&w, p);
+    xds_resources_t *r = xw_translate(&w, p);
     assert_null(xds_resources_find(r, XDS_CLUSTER, "outbound|8000||secret-svc.other.svc.cluster.local"));
     assert_non_null(xds_resources_find(r, XDS_CLUSTER, "outbound|5432||public-svc.other.svc.cluster.local"));
     json_object *tl = res_json(r, XDS_LISTENER, "10.96.7.7_5432");
@@ -701,12 +778,12 @@ static void test_scoping(void **state)
     xds_resources_unref(r);
 
     /* a Sidecar limiting egress to the own namespace hides other namespaces */
-    world_text(&w, "apiVersion: networking.istio.io/v1\n"
+    xw_text(&w, "apiVersion: networking.istio.io/v1\n"
                    "kind: Sidecar\n"
                    "metadata: {name: default, namespace: default}\n"
                    "spec: {egress: [{hosts: [\"./*\"]}], outboundTrafficPolicy: {mode: REGISTRY_ONLY}}\n");
-    world_commit(&w);
-    r = translate(&w, p);
+    xw_commit(&w);
+    r = xw_translate(&w, p);
     assert_null(xds_resources_find(r, XDS_CLUSTER, "outbound|5432||public-svc.other.svc.cluster.local"));
     assert_non_null(xds_resources_find(r, XDS_CLUSTER, "outbound|9080||reviews.default.svc.cluster.local"));
     json_object *rc = res_json(r, XDS_ROUTE, "9080");
@@ -715,7 +792,7 @@ static void test_scoping(void **state)
     json_object_put(rc);
     xds_resources_unref(r);
     xds_proxy_free(p);
-    world_free(&w);
+    xw_close(&w);
 }
 
 /* Every tutorial file that loads translates for a sidecar and a gateway: the
@@ -763,15 +840,15 @@ static void test_tutorials(void **state)
         char rel[256];
         snprintf(rel, sizeof(rel), "tutorials/%s", files[f]);
         world_t w;
-        world_bookinfo(&w);
-        world_load(&w, "test/xds/fixtures/ingressgateway.yaml");
-        world_load(&w, tu_shared(rel));
-        world_commit(&w);
+        xw_bookinfo(&w);
+        xw_load(&w, "test/xds/fixtures/ingressgateway.yaml");
+        xw_load(&w, tu_shared(rel));
+        xw_commit(&w);
         const char *pods[2][2] = {{"default", "productpage-v1-0"}, {"istio-system", "istio-ingressgateway-0"}};
         for (int k = 0; k < 2; k++) {
             xds_proxy_t *p = pod_proxy(&w, pods[k][0], pods[k][1]);
-            xds_resources_t *a = translate(&w, p);
-            xds_resources_t *b = translate(&w, p);
+            xds_resources_t *a = xw_translate(&w, p);
+            xds_resources_t *b = xw_translate(&w, p);
             for (int t = 0; t < XDS_NTYPES; t++)
                 assert_true(xds_resources_hash(a, (xds_type_t)t) == xds_resources_hash(b, (xds_type_t)t));
             check_clusters_exist(a, XDS_ROUTE);
@@ -780,7 +857,7 @@ static void test_tutorials(void **state)
             xds_resources_unref(b);
             xds_proxy_free(p);
         }
-        world_free(&w);
+        xw_close(&w);
     }
 }
 
@@ -792,6 +869,8 @@ int main(void)
         cmocka_unit_test(test_golden_bookinfo_sidecar),
         cmocka_unit_test(test_golden_bookinfo_gateway),
         cmocka_unit_test(test_subset_endpoints),
+        cmocka_unit_test(test_locality_failover),
+        cmocka_unit_test(test_locality_distribute),
         cmocka_unit_test(test_destination_rule_policies),
         cmocka_unit_test(test_routes_match_order),
         cmocka_unit_test(test_routes_fault_weights_mirror),

@@ -12,6 +12,7 @@
 #include "envoy/config/core/v3/base.pb-c.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "../testutil.h"
+#include "../xdsworld.h"
 
 static const char *const WORLD =
     "apiVersion: v1\n"
@@ -142,43 +143,27 @@ static const char *const WORLD =
     "    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 50}}}\n"
     "    corsPolicy: {allowOrigins: [{exact: 'https://a.example'}]}\n";
 
-static void put_cb(void *ud, cfg_object_t *obj, const cfg_diag_t *diag)
-{
-    (void)diag;
-    if (obj == NULL)
-        return;
-    cfg_store_put(ud, obj);
-    cfg_object_unref(obj);
-}
-
 typedef struct world {
-    cfg_store_t *store;
-    cfg_snap_t *snap;
-    reg_t *reg;
+    xw_t x;
     xds_proxy_t *px;
     xds_resources_t *res;
 } world_t;
 
 static void world_open(world_t *w, bool proxyless)
 {
-    memset(w, 0, sizeof(*w));
-    w->store = cfg_store_new();
-    cfg_load_buffer(WORLD, strlen(WORLD), DOC_FMT_YAML, NULL, put_cb, w->store);
-    w->snap = cfg_store_snapshot(w->store);
-    w->reg = reg_build(w->snap);
+    xw_open(&w->x);
+    xw_text(&w->x, WORLD);
+    xw_commit(&w->x);
     w->px = xds_proxy_new(XDS_SIDECAR, "10.1.0.9", "client-0", "default", "default", NULL);
     w->px->proxyless = proxyless;
-    xds_input_t in = {.snap = w->snap, .reg = w->reg};
-    w->res = xds_translate(&in, w->px);
+    w->res = xw_translate(&w->x, w->px);
 }
 
 static void world_close(world_t *w)
 {
     xds_resources_unref(w->res);
     xds_proxy_free(w->px);
-    reg_unref(w->reg);
-    cfg_snap_release(w->snap);
-    cfg_store_free(w->store);
+    xw_close(&w->x);
 }
 
 static json_object *res_json(const xds_resources_t *r, xds_type_t t, const char *name)
