@@ -965,6 +965,13 @@ static int build_cluster(build_t *b, const pb_cluster_t *pc, px_cluster_t *c, co
     }
     c->connect_timeout_ms = pc->connect_timeout ? duration_ms(pc->connect_timeout) : 5000;
     cluster_service(b, pc->metadata, c);
+    c->panic_pct = 50;
+    if (pc->common_lb_config && pc->common_lb_config->healthy_panic_threshold) {
+        double v = pc->common_lb_config->healthy_panic_threshold->value;
+        if (!(v >= 0 && v <= 100))
+            return failf(b, "common_lb_config.healthy_panic_threshold", "must be between 0 and 100");
+        c->panic_pct = v;
+    }
     if (build_transport(b, "transport_socket", pc->transport_socket, false, &c->tls) < 0)
         return -1;
     if (build_upstream_protocol(b, pc, c) < 0)
@@ -1977,8 +1984,11 @@ long px_lb_pick_avail(px_lb_t *lb, const px_cluster_t *c, uint64_t hash, px_lb_a
         health[l] = h > 100 ? 100 : (uint32_t)h;
         sum += health[l];
     }
-    if (sum == 0) /* nothing available: panic, the first priority as if healthy */
-        return px_lb_pick(lb, c, hash);
+    size_t ok_all = 0;
+    for (size_t i = 0; avail && i < c->nendpoints; i++)
+        ok_all += avail(arg, c, i);
+    if (sum == 0 || (avail && (double)ok_all * 100.0 < c->panic_pct * (double)c->nendpoints))
+        return px_lb_pick(lb, c, hash); /* panic: the first priority as if all were healthy */
     uint32_t left = 100;
     for (size_t l = 0; l < nl; l++) {
         load[l] = health[l] < left ? health[l] : left;

@@ -267,6 +267,7 @@ typedef struct px_cluster {
     uint32_t od_enforce_5xx, od_enforce_gw;           /* percent of ejections enforced */
     uint64_t od_interval_ms, od_base_ejection_ms, od_max_ejection_ms;
     uint32_t od_max_ejection_pct;
+    double panic_pct; /* common_lb_config.healthy_panic_threshold (Envoy's default 50) */
     const struct px_tls_cfg *tls; /* upstream TLS (transport_socket); NULL: plaintext */
     /* the first service of Istio's cluster metadata (inbound clusters), for
      * the destination_service labels; NULL when absent */
@@ -457,8 +458,9 @@ typedef bool (*px_lb_avail_fn)(void *arg, const px_cluster_t *c, size_t ei);
  * first priority takes what its health allows, the next the rest, and so
  * on; when the sum stays under 100 % the shares are scaled up. Within the
  * chosen priority the cluster's policy picks, passing over unavailable
- * endpoints; when none is available anywhere the plain pick stands (Envoy's
- * panic mode). -1 only when the cluster has no endpoint. */
+ * endpoints. When fewer than panic_pct % of the endpoints are available, or
+ * none is, the plain pick stands (Envoy's panic mode). -1 only when the
+ * cluster has no endpoint. */
 long px_lb_pick_avail(px_lb_t *lb, const px_cluster_t *c, uint64_t hash, px_lb_avail_fn avail, void *arg);
 /* 64-bit hash (FNV-1a) of bytes, for ring hashing. */
 uint64_t px_hash64(const void *p, size_t n);

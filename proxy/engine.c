@@ -1626,6 +1626,32 @@ static int shadow_request(const dconn_t *d, buf_t *out)
     return buf_add(out, d->attempt_req.data + d->attempt_head_len, d->attempt_req.len - d->attempt_head_len);
 }
 
+/* What the load balancer may pick: hosts outlier detection has not ejected,
+ * and not the one a retry must avoid. */
+typedef struct pick_ctx {
+    worker_t *w;
+    cb_state_t *cb;
+    long avoid; /* -1: none */
+} pick_ctx_t;
+
+static bool ep_available(void *arg, const px_cluster_t *c, size_t ei)
+{
+    pick_ctx_t *p = arg;
+    if ((long)ei == p->avoid)
+        return false;
+    return !(c->outlier && p->cb && od_ejected(p->w, p->cb, c->endpoints[ei].address));
+}
+
+/* The endpoint for a request or connection of c (-1: none), across
+ * priorities and past ejected hosts (px_lb_pick_avail). */
+static long pick_endpoint(worker_t *w, lb_state_t *ls, const px_cluster_t *c, uint64_t hash, long avoid)
+{
+    if (ls == NULL)
+        return -1;
+    pick_ctx_t p = {.w = w, .cb = ls->cb, .avoid = avoid};
+    return px_lb_pick_avail(&ls->lb, c, hash, ep_available, &p);
+}
+
 /* Fires a mirrored copy of the current request at the mirror's cluster;
  * nothing that happens to it reaches the original request. */
 static void send_shadow(dconn_t *d, const px_mirror_t *mi)
@@ -1633,7 +1659,7 @@ static void send_shadow(dconn_t *d, const px_mirror_t *mi)
     worker_t *w = d->w;
     const px_cluster_t *c = find_cluster(d->snap, mi->cluster);
     lb_state_t *ls = c ? lb_for(w, c) : NULL;
-    long ei = ls ? px_lb_pick(&ls->lb, c, c->lb == PX_LB_RING_HASH ? request_hash(d) : 0) : -1;
+    long ei = pick_endpoint(w, ls, c, c && c->lb == PX_LB_RING_HASH ? request_hash(d) : 0, -1);
     if (ei < 0) {
         CINC(w->st.shadow_failed);
         return;
@@ -1674,14 +1700,10 @@ static void start_attempt(dconn_t *d)
         d->cb_rq = true;
     }
     uint64_t hash = c->lb == PX_LB_RING_HASH ? request_hash(d) : 0;
-    long ei = c->lb == PX_LB_ORIGINAL_DST && d->local.ss_family ? 0 : ls ? px_lb_pick(&ls->lb, c, hash) : -1;
-    if (ei >= 0 && d->attempts > 0 && rt->retry.other_host && c->nendpoints > 1)
-        for (uint32_t k = 1; k < rt->retry.host_attempts && ei == d->last_ep; k++)
-            ei = px_lb_pick(&ls->lb, c, hash + k);
-    /* ejected hosts are passed over (all ejected: the pick stands) */
-    if (ei >= 0 && c->outlier && d->cb && c->nendpoints)
-        for (size_t k = 1; k <= c->nendpoints && od_ejected(w, d->cb, c->endpoints[ei].address); k++)
-            ei = px_lb_pick(&ls->lb, c, hash + 7919 * k);
+    /* a retry that must go elsewhere avoids the last host; ejected hosts are
+     * passed over, lower priorities take over as higher ones lose hosts */
+    long avoid = d->attempts > 0 && rt->retry.other_host && c->nendpoints > 1 ? d->last_ep : -1;
+    long ei = c->lb == PX_LB_ORIGINAL_DST && d->local.ss_family ? 0 : pick_endpoint(w, ls, c, hash, avoid);
     if (ei < 0) {
         d->req_body_done = d->req_body_done || d->attempts > 0;
         local_reply(d, 503, "UH", "no healthy upstream", NULL, !d->req_body_done);
@@ -3522,7 +3544,7 @@ static void start_tcp(dconn_t *d)
     snprintf(d->method, sizeof(d->method), "-");
     lb_state_t *ls = c ? lb_for(w, c) : NULL;
     long ei = c && c->lb == PX_LB_ORIGINAL_DST && d->local.ss_family ? 0
-              : ls ? px_lb_pick(&ls->lb, c, px_hash64(d->peer, strlen(d->peer))) : -1;
+              : pick_endpoint(w, ls, c, px_hash64(d->peer, strlen(d->peer)), -1);
     uconn_t *u = ei >= 0 ? uconn_connect(w, d->snap, c, ep_of(d, c, ei), c->connect_timeout_ms) : NULL;
     if (u == NULL) {
         d->flags = ei < 0 ? "UH" : "UF";

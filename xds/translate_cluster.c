@@ -341,14 +341,15 @@ void tx_apply_outlier(tx_t *t, pb_cluster_t *c, const cfg_OutlierDetection *od)
             o->consecutive_local_origin_failure = tx_u32(t, od->consecutiveLocalOriginFailures);
     }
     c->outlier_detection = o;
-    if (CFG_HAS(od, OutlierDetection, minHealthPercent)) {
-        if (c->common_lb_config == NULL)
-            c->common_lb_config = TX_NEW(t, Envoy__Config__Cluster__V3__Cluster__CommonLbConfig,
-                                         ENVOY__CONFIG__CLUSTER__V3__CLUSTER__COMMON_LB_CONFIG__INIT);
-        Envoy__Type__V3__Percent *p = TX_NEW(t, Envoy__Type__V3__Percent, ENVOY__TYPE__V3__PERCENT__INIT);
-        p->value = od->minHealthPercent;
-        c->common_lb_config->healthy_panic_threshold = p;
-    }
+    /* minHealthPercent is the panic threshold, 0 (never panic) unless set,
+     * as Istio writes it: Envoy's own default of 50 % would send traffic
+     * back to ejected hosts of small services */
+    if (c->common_lb_config == NULL)
+        c->common_lb_config = TX_NEW(t, Envoy__Config__Cluster__V3__Cluster__CommonLbConfig,
+                                     ENVOY__CONFIG__CLUSTER__V3__CLUSTER__COMMON_LB_CONFIG__INIT);
+    Envoy__Type__V3__Percent *p = TX_NEW(t, Envoy__Type__V3__Percent, ENVOY__TYPE__V3__PERCENT__INIT);
+    p->value = CFG_HAS(od, OutlierDetection, minHealthPercent) ? od->minHealthPercent : 0;
+    c->common_lb_config->healthy_panic_threshold = p;
 }
 
 /* ---- endpoints ---- */

@@ -369,7 +369,8 @@ static void test_load_balancer_distribution(void **state)
  * endpoints), 1 (one), 2 (one). */
 static const char *const priorities_json =
     "{\"resources\": [\n"
-    "{" T_CLUSTER ", \"name\": \"fo\", \"lb_policy\": \"ROUND_ROBIN\", \"load_assignment\": {\"endpoints\": [\n"
+    "{" T_CLUSTER ", \"name\": \"fo\", \"lb_policy\": \"ROUND_ROBIN\",\n"
+    " \"common_lb_config\": {\"healthy_panic_threshold\": {\"value\": 0}}, \"load_assignment\": {\"endpoints\": [\n"
     "  {\"priority\": 2, \"lb_endpoints\": [{\"endpoint\": {\"address\": {\"socket_address\": "
     "{\"address\": \"10.2.0.1\", \"port_value\": 80}}}}]},\n"
     "  {\"priority\": 0, \"lb_endpoints\": [{\"endpoint\": {\"address\": {\"socket_address\": "
@@ -441,6 +442,16 @@ static void test_priority_failover(void **state)
     down[3] = true;
     failover_counts(c, &lb, n);
     assert_int_equal(n[0] + n[1], 10000);
+    /* with Envoy's default panic threshold (50 %), one available endpoint of
+     * four is panic: priority 0 as if healthy */
+    ((px_cluster_t *)c)->panic_pct = 50;
+    memset(down, 0, sizeof(down));
+    down[0] = down[1] = down[2] = true;
+    failover_counts(c, &lb, n);
+    assert_int_equal(n[0] + n[1], 10000);
+    down[2] = false; /* two of four: not yet */
+    failover_counts(c, &lb, n);
+    assert_int_equal(n[2], 10000);
     /* px_lb_pick alone stays within priority 0 */
     memset(down, 0, sizeof(down));
     for (int i = 0; i < 100; i++)
