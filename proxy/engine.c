@@ -594,6 +594,8 @@ static void label(buf_t *b, const char *name, const char *v, bool comma)
 /* The labels of Istio's standard metrics for the current request or TCP
  * connection. The destination comes from the cluster name
  * ("outbound|PORT|SUBSET|HOST" or "inbound|PORT||HOST"). */
+static const px_cluster_t *find_cluster(const px_snapshot_t *s, const char *name);
+
 static px_metric_t *metric_for(dconn_t *d, bool tcp)
 {
     worker_t *w = d->w;
@@ -603,7 +605,13 @@ static px_metric_t *metric_for(dconn_t *d, bool tcp)
                     (d->cluster && strncmp(d->cluster->name, "inbound|", 8) == 0));
     const char *cname = d->cluster ? d->cluster->name : (tcp && d->chain ? d->chain->tcp_cluster : NULL);
     char svc[256] = "unknown", svc_name[128] = "unknown", svc_ns[128] = "unknown";
-    if (cname) {
+    const px_cluster_t *mc = d->cluster ? d->cluster : cname ? find_cluster(d->snap, cname) : NULL;
+    if (mc && mc->svc_host) {
+        /* Istio's cluster metadata (inbound clusters): the service itself */
+        snprintf(svc, sizeof(svc), "%s", mc->svc_host);
+        snprintf(svc_name, sizeof(svc_name), "%s", mc->svc_name ? mc->svc_name : mc->svc_host);
+        snprintf(svc_ns, sizeof(svc_ns), "%s", mc->svc_ns ? mc->svc_ns : "unknown");
+    } else if (cname) {
         const char *p = cname;
         int bars = 0;
         const char *host = cname;
@@ -2006,6 +2014,16 @@ static void start_request(dconn_t *d)
     const px_route_t *rt = px_route_match(rc, &rr, &vh);
     d->route = rt;
     d->vhost = vh;
+    if (vh && vh->require_tls && d->tls == NULL) {
+        /* require_tls: a plaintext request is sent to the same URL over https */
+        char hdr[2200];
+        snprintf(hdr, sizeof(hdr), "location: https://%.*s%.*s\r\n", (int)(host_len < 512 ? host_len : 512),
+                 host ? host : "", (int)(d->path_len < 1600 ? d->path_len : 1600), d->path);
+        if (!d->req_body_done)
+            d->keep_alive = false;
+        local_reply(d, 301, "-", NULL, hdr, false);
+        return;
+    }
     if (rt == NULL) {
         local_reply(d, 404, "NR", NULL, NULL, !d->req_body_done);
         return;

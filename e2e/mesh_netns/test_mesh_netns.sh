@@ -369,6 +369,8 @@ fi
 in_ns "$NS_B" curl -s -m 3 http://127.0.0.1:15090/stats/prometheus >"$WORK/metrics-httpbin.txt"
 if grep 'istio_requests_total{reporter="destination"' "$WORK/metrics-httpbin.txt" |
     grep 'source_principal="spiffe://cluster.local/ns/default/sa/sleep"' |
+    grep 'destination_service="httpbin.default.svc.cluster.local"' |
+    grep 'destination_service_namespace="default"' |
     grep -q 'connection_security_policy="mutual_tls"'; then
     ok mesh_netns_metrics
 else

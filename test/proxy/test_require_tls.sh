@@ -1,0 +1,54 @@
+#!/bin/sh
+# A virtual host with require_tls: plaintext requests get a 301 to the same
+# URL over https, other virtual hosts on the listener are served as usual.
+# meshproxy from a static config on 127.0.0.64; ok/not ok lines.
+set -u
+BUILD=${MESH_BUILD:-build}
+T=$(mktemp -d /tmp/require-tls.XXXXXX)
+pids=""
+cleanup() {
+    for p in $pids; do kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    rm -rf "$T"
+}
+trap cleanup EXIT
+fails=0
+check() { # name, condition...
+    n=$1
+    shift
+    if "$@"; then echo "ok $n"; else echo "not ok $n"; fails=$((fails + 1)); fi
+}
+cat >"$T/config.json" <<'JSON'
+{"resources": [
+ {"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", "name": "in",
+  "address": {"socket_address": {"address": "127.0.0.64", "port_value": 8080}},
+  "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+    "stat_prefix": "in", "rds": {"route_config_name": "r"}}}]}]},
+ {"@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration", "name": "r",
+  "virtual_hosts": [
+   {"name": "secure", "domains": ["secure.example.com", "secure.example.com:*"], "require_tls": "ALL",
+    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "web"}}]},
+   {"name": "plain", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "web"}}]}]},
+ {"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "web", "type": "STATIC",
+  "load_assignment": {"cluster_name": "web", "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
+   {"socket_address": {"address": "127.0.0.65", "port_value": 8080}}}}]}]}}
+]}
+JSON
+"$BUILD/backend" --listen 127.0.0.65:8080 --name web >"$T/backend.log" 2>&1 &
+pids="$pids $!"
+"$BUILD/meshproxy" sidecar --config-file "$T/config.json" --bind 127.0.0.64 --admin-port 0 --no-access-log \
+    >"$T/proxy.log" 2>&1 &
+pids="$pids $!"
+i=0
+until curl -sf -o /dev/null -m 1 http://127.0.0.64:15021/healthz/ready; do
+    i=$((i + 1))
+    [ $i -lt 100 ] || break
+    sleep 0.1
+done
+curl -s -m 3 -D "$T/h1" -o /dev/null -H 'Host: secure.example.com:8080' 'http://127.0.0.64:8080/a/b?c=d'
+check require_tls_redirects grep -q '^HTTP/1.1 301' "$T/h1"
+check require_tls_location grep -qi '^location: https://secure.example.com:8080/a/b?c=d' "$T/h1"
+code=$(curl -s -m 3 -o /dev/null -w '%{http_code}' -H 'Host: other.example.com' http://127.0.0.64:8080/)
+check require_tls_other_hosts_served test "$code" = 200
+[ $fails -eq 0 ]
