@@ -864,6 +864,11 @@ static int build_upstream_protocol(build_t *b, const pb_cluster_t *pc, px_cluste
         }
         if (h2 && h2->max_concurrent_streams)
             c->h2_max_streams = h2->max_concurrent_streams->value;
+        const Envoy__Config__Core__V3__HttpProtocolOptions *common = o->common_http_protocol_options;
+        if (common && common->max_requests_per_connection)
+            c->max_requests_per_conn = common->max_requests_per_connection->value;
+        if (common && common->idle_timeout)
+            c->idle_timeout_ms = duration_ms(common->idle_timeout);
         protobuf_c_message_free_unpacked(&o->base, NULL);
     }
     px_tls_cfg_t *t = (px_tls_cfg_t *)c->tls;
@@ -965,6 +970,14 @@ static int build_cluster(build_t *b, const pb_cluster_t *pc, px_cluster_t *c, co
     }
     c->connect_timeout_ms = pc->connect_timeout ? duration_ms(pc->connect_timeout) : 5000;
     cluster_service(b, pc->metadata, c);
+    c->idle_timeout_ms = 3600 * 1000; /* Envoy's default for upstream connections */
+    if (pc->upstream_connection_options && pc->upstream_connection_options->tcp_keepalive) {
+        const Envoy__Config__Core__V3__TcpKeepalive *k = pc->upstream_connection_options->tcp_keepalive;
+        c->keepalive = true;
+        c->ka_probes = k->keepalive_probes ? k->keepalive_probes->value : 0;
+        c->ka_time_s = k->keepalive_time ? k->keepalive_time->value : 0;
+        c->ka_interval_s = k->keepalive_interval ? k->keepalive_interval->value : 0;
+    }
     c->panic_pct = 50;
     if (pc->common_lb_config && pc->common_lb_config->healthy_panic_threshold) {
         double v = pc->common_lb_config->healthy_panic_threshold->value;

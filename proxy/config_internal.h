@@ -268,6 +268,12 @@ typedef struct px_cluster {
     uint64_t od_interval_ms, od_base_ejection_ms, od_max_ejection_ms;
     uint32_t od_max_ejection_pct;
     double panic_pct; /* common_lb_config.healthy_panic_threshold (Envoy's default 50) */
+    /* connection pool (HttpProtocolOptions.common_http_protocol_options,
+     * upstream_connection_options): 0 = unset */
+    uint32_t max_requests_per_conn;
+    uint64_t idle_timeout_ms; /* an idle pooled connection is closed after this (Envoy: 1 h) */
+    bool keepalive;           /* SO_KEEPALIVE on upstream connections */
+    uint32_t ka_probes, ka_time_s, ka_interval_s;
     const struct px_tls_cfg *tls; /* upstream TLS (transport_socket); NULL: plaintext */
     /* the first service of Istio's cluster metadata (inbound clusters), for
      * the destination_service labels; NULL when absent */

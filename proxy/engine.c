@@ -226,7 +226,7 @@ struct uconn {
     worker_t *w;
     int fd;
     loop_io_t *io;
-    loop_timer_t *timer; /* connect timeout */
+    loop_timer_t *timer; /* connect timeout; idle timeout while pooled */
     char *address;
     char *pool_key; /* address, plus the TLS config for TLS connections */
     ustate_t state;
@@ -242,6 +242,8 @@ struct uconn {
     cb_state_t *cb;   /* the cluster whose max_connections it counts in */
     lb_state_t *ls;   /* and this worker's share of it */
     bool shadow;      /* a mirrored request: no downstream, response discarded */
+    uint32_t nreq, max_req; /* requests sent on it; the cluster's max_requests_per_connection */
+    uint64_t idle_ms;       /* the cluster's idle_timeout (0: none) */
 
     /* HTTP/2: a connection (h2 set) multiplexes streams; each stream is a
      * uconn of its own (hp set, fd -1) the request path drives like an
@@ -1014,12 +1016,15 @@ static void pool_put(uconn_t *u)
     uconn_t *head = hmap_get(&u->w->idle, u->pool_key);
     for (uconn_t *p = head; p; p = p->next_idle)
         n++;
-    if (n >= POOL_MAX_IDLE || u->w->draining || u->in.len || u->peer_closed) {
+    if (n >= POOL_MAX_IDLE || u->w->draining || u->in.len || u->peer_closed ||
+        (u->max_req && u->nreq >= u->max_req)) {
         uconn_close(u);
         return;
     }
     u->d = NULL;
     u->state = U_IDLE;
+    if (u->idle_ms)
+        loop_timer_start(u->timer, u->idle_ms, 0);
     u->next_idle = head;
     hmap_put(&u->w->idle, u->pool_key, u);
     u->out.len = 0;
@@ -1034,6 +1039,7 @@ static uconn_t *pool_get(worker_t *w, const char *address)
     if (u == NULL)
         return NULL;
     pool_remove(u);
+    loop_timer_stop(u->timer);
     u->state = U_ACTIVE;
     u->reused = true;
     return u;
@@ -1060,6 +1066,17 @@ static uconn_t *uconn_connect(worker_t *w, px_snapshot_t *snap, const px_cluster
         return NULL;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (c && c->keepalive) {
+        /* connectionPool.tcp.tcpKeepalive; unset values stay the kernel's */
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+        int v;
+        if ((v = (int)c->ka_probes) > 0)
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, sizeof(v));
+        if ((v = (int)c->ka_time_s) > 0)
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, sizeof(v));
+        if ((v = (int)c->ka_interval_s) > 0)
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, sizeof(v));
+    }
     if (c && c->bind && c->bind_sa.ss_family == ep->sa.ss_family) {
         /* the port is picked at connect time, per destination */
         setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
@@ -1079,6 +1096,8 @@ static uconn_t *uconn_connect(worker_t *w, px_snapshot_t *snap, const px_cluster
     }
     u->w = w;
     u->fd = fd;
+    u->max_req = c ? c->max_requests_per_conn : 0;
+    u->idle_ms = c ? c->idle_timeout_ms : 0;
     u->address = strdup(ep->address);
     char key[512];
     pool_key(c, ep->address, key, sizeof(key));
@@ -1170,7 +1189,7 @@ static void connect_timeout(loop_timer_t *t, void *arg)
         uconn_close(u);
     } else if (u->state == U_CONNECTING && u->d)
         upstream_failed(u->d, "connection timeout");
-    else if (u->state == U_CONNECTING)
+    else if (u->state == U_CONNECTING || u->state == U_IDLE) /* or idle too long in the pool */
         uconn_close(u);
 }
 
@@ -1797,6 +1816,7 @@ static void attempt_send(dconn_t *d, bool later)
     }
     CINC(w->st.urq_total);
     u->d = d;
+    u->nreq++;
     d->u = u;
     char ac[64] = "";
     if (d->vhost && d->vhost->attempt_count)

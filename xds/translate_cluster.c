@@ -250,6 +250,21 @@ static void apply_pool(tx_t *t, pb_cluster_t *c, const cfg_ConnectionPoolSetting
     c->circuit_breakers = cb;
     if (tcp && tcp->connectTimeout > 0)
         c->connect_timeout = tx_duration(t, tcp->connectTimeout);
+    if (tcp && tcp->tcpKeepalive) {
+        /* SO_KEEPALIVE on upstream connections; unset values are the kernel's */
+        const cfg_ConnectionPoolSettingsTCPSettingsTcpKeepalive *ka = tcp->tcpKeepalive;
+        Envoy__Config__Core__V3__TcpKeepalive *k =
+            TX_NEW(t, Envoy__Config__Core__V3__TcpKeepalive, ENVOY__CONFIG__CORE__V3__TCP_KEEPALIVE__INIT);
+        if (ka->probes > 0)
+            k->keepalive_probes = tx_u32(t, ka->probes);
+        if (ka->time > 0)
+            k->keepalive_time = tx_u32(t, (uint32_t)((ka->time + 999999999) / 1000000000));
+        if (ka->interval > 0)
+            k->keepalive_interval = tx_u32(t, (uint32_t)((ka->interval + 999999999) / 1000000000));
+        c->upstream_connection_options = TX_NEW(t, Envoy__Config__Cluster__V3__UpstreamConnectionOptions,
+                                                ENVOY__CONFIG__CLUSTER__V3__UPSTREAM_CONNECTION_OPTIONS__INIT);
+        c->upstream_connection_options->tcp_keepalive = k;
+    }
 
     /* HTTP options go in the upstream HttpProtocolOptions extension */
     bool h2 = proto == REG_PROTO_HTTP2 || proto == REG_PROTO_GRPC ||

@@ -453,8 +453,8 @@ static void test_destination_rule_policies(void **state)
                    "  trafficPolicy:\n"
                    "    loadBalancer: {simple: LEAST_CONN}\n"
                    "    connectionPool:\n"
-                   "      tcp: {maxConnections: 100, connectTimeout: 3s}\n"
-                   "      http: {http1MaxPendingRequests: 10, maxRetries: 4}\n"
+                   "      tcp: {maxConnections: 100, connectTimeout: 3s, tcpKeepalive: {probes: 3, time: 90s, interval: 10s}}\n"
+                   "      http: {http1MaxPendingRequests: 10, maxRetries: 4, maxRequestsPerConnection: 5, idleTimeout: 20s}\n"
                    "    outlierDetection: {consecutive5xxErrors: 7, interval: 5s, baseEjectionTime: 30s}\n"
                    "    tls: {mode: DISABLE}\n"
                    "  subsets:\n"
@@ -475,6 +475,12 @@ static void test_destination_rule_policies(void **state)
     assert_int_equal(json_object_get_int(jget(c, "circuitBreakers.thresholds.0.maxRetries")), 4);
     assert_int_equal(json_object_get_int(jget(c, "outlierDetection.consecutive5xx")), 7);
     assert_string_equal(jstr(c, "outlierDetection.interval"), "5s");
+    /* Istio's panic threshold: minHealthPercent, 0 when unset */
+    assert_non_null(jget(c, "commonLbConfig.healthyPanicThreshold"));
+    assert_int_equal(json_object_get_int(jget(c, "commonLbConfig.healthyPanicThreshold.value")), 0);
+    assert_int_equal(json_object_get_int(jget(c, "upstreamConnectionOptions.tcpKeepalive.keepaliveProbes")), 3);
+    assert_int_equal(json_object_get_int(jget(c, "upstreamConnectionOptions.tcpKeepalive.keepaliveTime")), 90);
+    assert_int_equal(json_object_get_int(jget(c, "upstreamConnectionOptions.tcpKeepalive.keepaliveInterval")), 10);
     assert_null(jget(c, "transportSocket")); /* DISABLE wins over auto mTLS */
     json_object *v2 = res_json(r, XDS_CLUSTER, "outbound|9080|v2|reviews.default.svc.cluster.local");
     /* the subset's policies replace the top level's, field by field */
