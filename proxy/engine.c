@@ -158,6 +158,7 @@ typedef struct od_host {
     char *address;
     atomic_uint c5xx, cgw;           /* consecutive 5xx / gateway failures */
     _Atomic uint64_t ejected_until;  /* loop clock ms; 0: not ejected */
+    _Atomic uint64_t healthy_since;  /* loop clock ms of the last return; 0: never ejected */
     atomic_uint times;               /* how many times it was ejected */
 } od_host_t;
 
@@ -1456,6 +1457,7 @@ static bool od_ejected(worker_t *w, cb_state_t *cb, const char *address)
     if (atomic_compare_exchange_strong(&h->ejected_until, &until, 0)) {
         atomic_store(&h->c5xx, 0);
         atomic_store(&h->cgw, 0);
+        atomic_store(&h->healthy_since, until);
     }
     return false;
 }
@@ -1502,11 +1504,23 @@ static void od_report(worker_t *w, const px_cluster_t *c, cb_state_t *cb, const 
         CINC(w->st.od_overflow);
         return;
     }
-    unsigned times = atomic_fetch_add(&h->times, 1) + 1;
+    /* Envoy's multiplier: one more per ejection, one less per interval the
+     * host has stayed in since it last returned */
+    uint64_t since = atomic_load(&h->healthy_since);
+    unsigned times = atomic_load(&h->times);
+    if (since && c->od_interval_ms && now > since) {
+        uint64_t back = (now - since) / c->od_interval_ms;
+        times = back >= times ? 0 : times - (unsigned)back;
+    }
+    times++;
+    atomic_store(&h->times, times);
     uint64_t ms = c->od_base_ejection_ms * times;
     if (ms > c->od_max_ejection_ms)
         ms = c->od_max_ejection_ms;
-    atomic_store(&h->ejected_until, now + (ms ? ms : 1));
+    uint64_t until = now + (ms ? ms : 1);
+    if (c->od_interval_ms) /* hosts return at the interval's sweeps */
+        until = (until + c->od_interval_ms - 1) / c->od_interval_ms * c->od_interval_ms;
+    atomic_store(&h->ejected_until, until);
     atomic_store(&h->c5xx, 0);
     atomic_store(&h->cgw, 0);
     CINC(w->st.od_ejections);

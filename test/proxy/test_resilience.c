@@ -841,6 +841,24 @@ static void test_outlier_ejection_and_return(void **state)
         assert_int_equal(r.status, 200);
     }
     assert_in_range(atomic_load(&f->a->reqs), 6, 10);
+    /* failing again after being back for several intervals (0.1 s each):
+     * the multiplier has worn off, so the second ejection is 1 s again, not 2 */
+    int before = atomic_load(&f->a->reqs);
+    atomic_store(&f->a->fail_left, 1000000);
+    for (int i = 0; i < 8; i++) {
+        resp_t r;
+        assert_int_equal(request(f->p.port, "/od", NULL, &r), 0);
+    }
+    assert_int_equal(atomic_load(&f->a->reqs), before + 3);
+    assert_int_equal(admin_stat(f->p.admin_port, "outlier_detection.ejections_enforced_total"), 2);
+    atomic_store(&f->a->fail_left, 0);
+    usleep(1300000);
+    for (int i = 0; i < 10; i++) {
+        resp_t r;
+        assert_int_equal(request(f->p.port, "/od", NULL, &r), 0);
+        assert_int_equal(r.status, 200);
+    }
+    assert_true(atomic_load(&f->a->reqs) > before + 3);
 }
 
 int main(void)
