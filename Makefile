@@ -18,7 +18,7 @@ PKGS     := yaml-0.1 json-c libpcre2-8 libcurl openssl libnghttp2 libprotobuf-c 
 # Debian packages: to build and test, and (bench) the peers measured against.
 DEPS_DEB := build-essential pkg-config clang libyaml-dev libjson-c-dev libpcre2-dev libcmocka-dev \
             libssl-dev libcurl4-openssl-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler \
-            libmicrohttpd-dev curl openssl iptables iproute2 python3
+            libmicrohttpd-dev curl openssl iptables iproute2 python3 nghttp2-client
 DEPS_BENCH := wrk nginx-light haproxy h2o nghttp2-client
 
 WARN     := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes -Wno-missing-field-initializers

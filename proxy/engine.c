@@ -281,6 +281,7 @@ struct dconn {
     const px_listener_t *listener;
     const px_chain_t *chain;
     struct sockaddr_storage local, remote; /* destination (original when captured) and source */
+    bool captured; /* local came from SO_ORIGINAL_DST: ORIGINAL_DST clusters may use it */
     px_tls_conn_t *tls;
     px_snapshot_t *tls_snap; /* the snapshot holding the TLS config d->tls reads */
     unsigned tls_want;
@@ -1744,7 +1745,7 @@ static void start_attempt(dconn_t *d)
     /* a retry that must go elsewhere avoids the last host; ejected hosts are
      * passed over, lower priorities take over as higher ones lose hosts */
     long avoid = d->attempts > 0 && rt->retry.other_host && c->nendpoints > 1 ? d->last_ep : -1;
-    long ei = c->lb == PX_LB_ORIGINAL_DST && d->local.ss_family ? 0 : pick_endpoint(w, ls, c, hash, avoid);
+    long ei = c->lb == PX_LB_ORIGINAL_DST && d->captured ? 0 : pick_endpoint(w, ls, c, hash, avoid);
     if (ei < 0) {
         d->req_body_done = d->req_body_done || d->attempts > 0;
         local_reply(d, 503, "UH", "no healthy upstream", NULL, !d->req_body_done);
@@ -3436,6 +3437,7 @@ static void *h2d_on_request(void *ud, px_h2_stream_t *s, const char *head, size_
     memcpy(c->peer_uri, p->peer_uri, sizeof(c->peer_uri));
     memcpy(c->peer, p->peer, sizeof(c->peer));
     memcpy(c->odst_addr, p->odst_addr, sizeof(c->odst_addr));
+    c->captured = p->captured;
     c->upstream_ms = -1;
     c->state = D_HEAD;
     c->timer = loop_timer_new(w->loop, dconn_timeout, c);
@@ -3595,7 +3597,7 @@ static void start_tcp(dconn_t *d)
     clock_gettime(CLOCK_REALTIME, &d->start_wall);
     snprintf(d->method, sizeof(d->method), "-");
     lb_state_t *ls = c ? lb_for(w, c) : NULL;
-    long ei = c && c->lb == PX_LB_ORIGINAL_DST && d->local.ss_family ? 0
+    long ei = c && c->lb == PX_LB_ORIGINAL_DST && d->captured ? 0
               : pick_endpoint(w, ls, c, px_hash64(d->peer, strlen(d->peer)), -1);
     uconn_t *u = ei >= 0 ? uconn_connect(w, d->snap, c, ep_of(d, c, ei), c->connect_timeout_ms) : NULL;
     if (u == NULL) {
@@ -3836,6 +3838,9 @@ static void accept_cb(loop_io_t *io, int fd, unsigned ev, void *arg)
         if (d) {
             memcpy(&d->remote, &ss, sizeof(ss));
             bool orig = (l->original_dst || l->use_original_dst) && original_dst(cfd, &d->local);
+            /* without a captured destination an ORIGINAL_DST cluster would
+             * send the request back to this very listener: it gets none */
+            d->captured = orig;
             socklen_t ll = sizeof(d->local);
             if (!orig && getsockname(cfd, (struct sockaddr *)&d->local, &ll) < 0)
                 memset(&d->local, 0, sizeof(d->local));
