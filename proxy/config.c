@@ -1026,6 +1026,14 @@ static int build_cluster(build_t *b, const pb_cluster_t *pc, px_cluster_t *c, co
             c->max_requests = th->max_requests->value;
         if (th->max_retries)
             c->max_retries = th->max_retries->value;
+        if (th->retry_budget) {
+            c->retry_budget = true;
+            c->budget_pct = th->retry_budget->budget_percent ? th->retry_budget->budget_percent->value : 20;
+            c->min_retries =
+                th->retry_budget->min_retry_concurrency ? th->retry_budget->min_retry_concurrency->value : 3;
+            if (!(c->budget_pct >= 0 && c->budget_pct <= 100))
+                return failf(b, "circuit_breakers.thresholds.retry_budget.budget_percent", "must be between 0 and 100");
+        }
     }
     int type = pc->cluster_discovery_type_case ==
                        ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE

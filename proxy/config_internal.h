@@ -261,6 +261,11 @@ typedef struct px_cluster {
     /* circuit breakers (thresholds of priority DEFAULT; Envoy's defaults
      * 1024 / 1024 / 1024 / 3), enforced over all workers */
     uint32_t max_connections, max_pending, max_requests, max_retries;
+    /* retry_budget (replaces max_retries when set): concurrent retries up to
+     * budget_pct % of the requests in flight and pending, at least min_retries */
+    bool retry_budget;
+    double budget_pct;
+    uint32_t min_retries;
     /* outlier detection (consecutive 5xx / gateway failures; Envoy's defaults) */
     bool outlier;
     uint32_t od_consecutive_5xx, od_consecutive_gw;   /* thresholds */

@@ -1912,7 +1912,15 @@ static bool maybe_retry(dconn_t *d, bool cond)
         return false;
     }
     if (d->cb && !d->cb_retry) {
-        if (atomic_load(&d->cb->retries) >= d->cluster->max_retries) {
+        const px_cluster_t *c = d->cluster;
+        uint64_t limit = c->max_retries;
+        if (c->retry_budget) {
+            uint64_t active = (uint64_t)atomic_load(&d->cb->rq) + atomic_load(&d->cb->pending);
+            limit = (uint64_t)((double)active * c->budget_pct / 100.0);
+            if (limit < c->min_retries)
+                limit = c->min_retries;
+        }
+        if (atomic_load(&d->cb->retries) >= limit) {
             CINC(d->w->st.retry_overflow);
             return false;
         }

@@ -243,8 +243,19 @@ static void apply_pool(tx_t *t, pb_cluster_t *c, const cfg_ConnectionPoolSetting
         th->max_pending_requests->value = (uint32_t)http->http1MaxPendingRequests;
     if (http && http->http2MaxRequests > 0)
         th->max_requests->value = (uint32_t)http->http2MaxRequests;
-    if (http && http->maxRetries > 0)
+    if (http && http->maxRetries > 0) {
         th->max_retries->value = (uint32_t)http->maxRetries;
+    } else {
+        /* no explicit limit: a retry budget (20 % of the requests in flight,
+         * at least 3), so that retries cannot multiply an outage */
+        Envoy__Config__Cluster__V3__CircuitBreakers__Thresholds__RetryBudget *rb =
+            TX_NEW(t, Envoy__Config__Cluster__V3__CircuitBreakers__Thresholds__RetryBudget,
+                   ENVOY__CONFIG__CLUSTER__V3__CIRCUIT_BREAKERS__THRESHOLDS__RETRY_BUDGET__INIT);
+        rb->budget_percent = TX_NEW(t, Envoy__Type__V3__Percent, ENVOY__TYPE__V3__PERCENT__INIT);
+        rb->budget_percent->value = 20;
+        rb->min_retry_concurrency = tx_u32(t, 3);
+        th->retry_budget = rb;
+    }
     pb_cb_t *cb = TX_NEW(t, pb_cb_t, ENVOY__CONFIG__CLUSTER__V3__CIRCUIT_BREAKERS__INIT);
     TX_PUSH(t, cb->thresholds, cb->n_thresholds, th);
     c->circuit_breakers = cb;

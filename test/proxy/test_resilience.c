@@ -388,6 +388,10 @@ static char *make_config(int port, int pa, int pb, int dead, int ps)
              "\"base_ejection_time\": \"1s\", \"max_ejection_percent\": 100}, "
              "\"load_assignment\": {\"cluster_name\": \"od\", \"endpoints\": [{\"lb_endpoints\": ["
              EP("%d") ", " EP("%d") "]}]}},\n"
+             "{\"@type\": \"type.googleapis.com/envoy.config.cluster.v3.Cluster\", \"name\": \"rb\", "
+             "\"connect_timeout\": \"1s\", \"circuit_breakers\": {\"thresholds\": [{\"retry_budget\": "
+             "{\"budget_percent\": {\"value\": 0}, \"min_retry_concurrency\": 1}}]}, "
+             "\"load_assignment\": {\"cluster_name\": \"rb\", \"endpoints\": [{\"lb_endpoints\": [" EP("%d") "]}]}},\n"
              "{\"@type\": \"type.googleapis.com/envoy.config.cluster.v3.Cluster\", \"name\": \"shadow\", "
              "\"connect_timeout\": \"1s\", \"load_assignment\": {\"cluster_name\": \"shadow\", \"endpoints\": "
              "[{\"lb_endpoints\": [" EP("%d") "]}]}},\n"
@@ -403,6 +407,8 @@ static char *make_config(int port, int pa, int pb, int dead, int ps)
              "\"request_mirror_policies\": [{\"cluster\": \"shadow\", \"runtime_fraction\": "
              "{\"default_value\": {\"numerator\": 100}}}]}},\n"
              " {\"match\": {\"prefix\": \"/od\"}, \"route\": {\"cluster\": \"od\"}},\n"
+             " {\"match\": {\"prefix\": \"/rbudget\"}, \"route\": {\"cluster\": \"rb\", \"timeout\": \"10s\", "
+             RETRY("\"retry_on\": \"5xx\", \"num_retries\": 1") "}},\n"
              " {\"match\": {\"prefix\": \"/cb\"}, \"route\": {\"cluster\": \"cb\", \"timeout\": \"10s\"}},\n"
              " {\"match\": {\"prefix\": \"/retry\"}, \"route\": {\"cluster\": \"a\", \"timeout\": \"5s\", "
              RETRY("\"retry_on\": \"connect-failure,refused-stream,retriable-status-codes\", "
@@ -430,7 +436,7 @@ static char *make_config(int port, int pa, int pb, int dead, int ps)
              " {\"match\": {\"prefix\": \"/\"}, \"route\": {\"cluster\": \"a\"}}\n"
              "]}]}\n"
              "]}\n",
-             port, pa, dead, pb, pa, pa, pb, ps, dead);
+             port, pa, dead, pb, pa, pa, pb, pa, ps, dead);
     return out;
 }
 
@@ -813,6 +819,40 @@ static void test_mirror(void **state)
     assert_int_equal(failed, 3);
 }
 
+static void *rb_client_main(void *arg)
+{
+    cb_client_t *c = arg;
+    c->rc = request(c->port, "/rbudget/slowtry", NULL, &c->r);
+    return NULL;
+}
+
+/* A retry budget of 0 % with at least one retry in flight: six requests
+ * that fail together get one retry between them; the rest are answered with
+ * their first 503, counted as retry overflows. */
+static void test_retry_budget(void **state)
+{
+    fixture_t *f = *state;
+    enum { N = 6 };
+    atomic_store(&f->a->fail_left, 1000000);
+    cb_client_t cl[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        cl[i].port = f->p.port;
+        assert_int_equal(pthread_create(&th[i], NULL, rb_client_main, &cl[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(cl[i].rc, 0);
+        assert_int_equal(cl[i].r.status, 503);
+    }
+    atomic_store(&f->a->fail_left, 0);
+    long retried = admin_stat(f->p.admin_port, "upstream_rq_retry");
+    long over = admin_stat(f->p.admin_port, "upstream_rq_retry_overflow");
+    assert_int_equal(retried + over, N);
+    assert_in_range(retried, 1, 2); /* a client late enough may find the budget free */
+    assert_int_equal(atomic_load(&f->a->reqs), N + retried);
+}
+
 static void test_outlier_ejection_and_return(void **state)
 {
     fixture_t *f = *state;
@@ -872,6 +912,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fault_delay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fault_delay_does_not_block_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_until_success, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_connect_failure_to_live_endpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_per_try_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_circuit_breaker_overflow, setup, teardown),

@@ -473,6 +473,7 @@ static void test_destination_rule_policies(void **state)
     assert_int_equal(json_object_get_int(jget(c, "circuitBreakers.thresholds.0.maxConnections")), 100);
     assert_int_equal(json_object_get_int(jget(c, "circuitBreakers.thresholds.0.maxPendingRequests")), 10);
     assert_int_equal(json_object_get_int(jget(c, "circuitBreakers.thresholds.0.maxRetries")), 4);
+    assert_null(jget(c, "circuitBreakers.thresholds.0.retryBudget")); /* an explicit maxRetries */
     assert_int_equal(json_object_get_int(jget(c, "outlierDetection.consecutive5xx")), 7);
     assert_string_equal(jstr(c, "outlierDetection.interval"), "5s");
     /* Istio's panic threshold: minHealthPercent, 0 when unset */
@@ -482,6 +483,11 @@ static void test_destination_rule_policies(void **state)
     assert_int_equal(json_object_get_int(jget(c, "upstreamConnectionOptions.tcpKeepalive.keepaliveTime")), 90);
     assert_int_equal(json_object_get_int(jget(c, "upstreamConnectionOptions.tcpKeepalive.keepaliveInterval")), 10);
     assert_null(jget(c, "transportSocket")); /* DISABLE wins over auto mTLS */
+    /* without maxRetries: a retry budget of 20 %, at least 3 */
+    json_object *d = res_json(r, XDS_CLUSTER, "outbound|9080||details.default.svc.cluster.local");
+    assert_int_equal(json_object_get_int(jget(d, "circuitBreakers.thresholds.0.retryBudget.budgetPercent.value")), 20);
+    assert_int_equal(json_object_get_int(jget(d, "circuitBreakers.thresholds.0.retryBudget.minRetryConcurrency")), 3);
+    json_object_put(d);
     json_object *v2 = res_json(r, XDS_CLUSTER, "outbound|9080|v2|reviews.default.svc.cluster.local");
     /* the subset's policies replace the top level's, field by field */
     assert_string_equal(jstr(v2, "lbPolicy"), "RING_HASH");
