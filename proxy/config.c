@@ -557,6 +557,8 @@ static void build_retry(build_t *b, const Envoy__Config__Route__V3__RetryPolicy 
         if (p->retry_host_predicate[i]->name &&
             strcmp(p->retry_host_predicate[i]->name, "envoy.retry_host_predicates.previous_hosts") == 0)
             r->other_host = true;
+    r->other_priority = p->retry_priority && p->retry_priority->name &&
+                        strcmp(p->retry_priority->name, "envoy.retry_priorities.previous_priorities") == 0;
     r->host_attempts = p->host_selection_retry_max_attempts > 0 ? (uint32_t)p->host_selection_retry_max_attempts : 1;
     if (r->host_attempts > 16)
         r->host_attempts = 16;
@@ -1987,7 +1989,8 @@ long px_lb_pick(px_lb_t *lb, const px_cluster_t *c, uint64_t hash)
 #define PX_OVERPROVISION 140 /* Envoy's overprovisioning factor, in percent */
 #define PX_MAX_LEVELS 16     /* priorities beyond are treated as the last one */
 
-long px_lb_pick_avail(px_lb_t *lb, const px_cluster_t *c, uint64_t hash, px_lb_avail_fn avail, void *arg)
+long px_lb_pick_avail(px_lb_t *lb, const px_cluster_t *c, uint64_t hash, px_lb_avail_fn avail, void *arg,
+                      long avoid)
 {
     if (c->nendpoints == 0 || c->nlevels == 0)
         return -1;
@@ -2023,13 +2026,22 @@ long px_lb_pick_avail(px_lb_t *lb, const px_cluster_t *c, uint64_t hash, px_lb_a
         l++;
     }
     const px_level_t *lv = &c->levels[l];
+#define PX_USABLE(e) ((avail == NULL || avail(arg, c, (size_t)(e))) && (e) != avoid)
     long ei = pick_in(lb, c, lv, hash);
-    for (size_t k = 1; ei >= 0 && avail && !avail(arg, c, (size_t)ei) && k <= lv->n; k++)
+    for (size_t k = 1; ei >= 0 && !PX_USABLE(ei) && k <= lv->n; k++)
         ei = pick_in(lb, c, lv, c->lb == PX_LB_RING_HASH ? hash + 7919 * k : hash);
-    if (ei >= 0 && avail && !avail(arg, c, (size_t)ei)) /* the level's available ones, in order */
-        for (size_t i = lv->first; i < lv->first + lv->n; i++)
-            if (avail(arg, c, i))
+    if (ei >= 0 && !PX_USABLE(ei)) { /* the level's usable ones, in order; else what is available */
+        long fallback = -1;
+        for (size_t i = lv->first; i < lv->first + lv->n; i++) {
+            if (PX_USABLE((long)i))
                 return (long)i;
+            if (fallback < 0 && (avail == NULL || avail(arg, c, i)))
+                fallback = (long)i;
+        }
+        if (fallback >= 0)
+            return fallback;
+    }
+#undef PX_USABLE
     return ei;
 }
 

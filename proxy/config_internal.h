@@ -144,6 +144,7 @@ typedef struct px_retry {
     uint32_t *codes;
     size_t ncodes;
     bool other_host; /* previous_hosts predicate: retry on another endpoint when possible */
+    bool other_priority; /* previous_priorities: a retry avoids the priorities already tried */
     uint32_t host_attempts;
 } px_retry_t;
 
@@ -460,8 +461,8 @@ void px_lb_free(px_lb_t *lb);
  * healthy endpoint (503, flag UH). `hash` is used by RING_HASH. Picks among
  * the first priority only. */
 long px_lb_pick(px_lb_t *lb, const px_cluster_t *c, uint64_t hash);
-/* Whether endpoint ei may take a request now (not ejected, not the host a
- * retry must avoid); arg is the caller's. */
+/* Whether endpoint ei may take a request now (not ejected, not in a priority
+ * a retry goes past); arg is the caller's. */
 typedef bool (*px_lb_avail_fn)(void *arg, const px_cluster_t *c, size_t ei);
 /* The endpoint for the next request across priorities, as Envoy spreads
  * load: each priority is as healthy as its share of available endpoints,
@@ -469,10 +470,13 @@ typedef bool (*px_lb_avail_fn)(void *arg, const px_cluster_t *c, size_t ei);
  * first priority takes what its health allows, the next the rest, and so
  * on; when the sum stays under 100 % the shares are scaled up. Within the
  * chosen priority the cluster's policy picks, passing over unavailable
- * endpoints. When fewer than panic_pct % of the endpoints are available, or
+ * endpoints and, while another is available there, `avoid` (the host a
+ * retry should not reuse; -1: none), which leaves the priorities' load as it
+ * is. When fewer than panic_pct % of the endpoints are available, or
  * none is, the plain pick stands (Envoy's panic mode). -1 only when the
  * cluster has no endpoint. */
-long px_lb_pick_avail(px_lb_t *lb, const px_cluster_t *c, uint64_t hash, px_lb_avail_fn avail, void *arg);
+long px_lb_pick_avail(px_lb_t *lb, const px_cluster_t *c, uint64_t hash, px_lb_avail_fn avail, void *arg,
+                      long avoid);
 /* 64-bit hash (FNV-1a) of bytes, for ring hashing. */
 uint64_t px_hash64(const void *p, size_t n);
 

@@ -339,6 +339,7 @@ struct dconn {
     uint32_t attempts;
     bool backoff;    /* waiting for the next attempt */
     long last_ep;
+    uint32_t tried_prio; /* retry_priority previous_priorities: priorities tried (bit per priority) */
     loop_timer_t *try_timer;
     /* circuit breaking: the cluster's counters this request holds */
     cb_state_t *cb;
@@ -518,6 +519,7 @@ static void request_reset(dconn_t *d)
     free(d->xff);
     d->path_log = d->authority = d->request_id = d->user_agent = d->xff = NULL;
     d->start_ms = 0;
+    d->tried_prio = 0;
     d->route = NULL;
     d->absolute = false;
     d->vhost = NULL;
@@ -1673,25 +1675,44 @@ static int shadow_request(const dconn_t *d, buf_t *out)
 typedef struct pick_ctx {
     worker_t *w;
     cb_state_t *cb;
-    long avoid; /* -1: none */
+    uint32_t avoid_prio; /* priorities (bit per priority) a retry goes past */
 } pick_ctx_t;
+
+static uint32_t prio_bit(const px_endpoint_t *e)
+{
+    return 1u << (e->priority < 31 ? e->priority : 31);
+}
+
+static bool ep_healthy(pick_ctx_t *p, const px_cluster_t *c, size_t ei)
+{
+    return !(c->outlier && p->cb && od_ejected(p->w, p->cb, c->endpoints[ei].address));
+}
 
 static bool ep_available(void *arg, const px_cluster_t *c, size_t ei)
 {
     pick_ctx_t *p = arg;
-    if ((long)ei == p->avoid)
+    if (p->avoid_prio & prio_bit(&c->endpoints[ei]))
         return false;
-    return !(c->outlier && p->cb && od_ejected(p->w, p->cb, c->endpoints[ei].address));
+    return ep_healthy(p, c, ei);
 }
 
 /* The endpoint for a request or connection of c (-1: none), across
- * priorities and past ejected hosts (px_lb_pick_avail). */
-static long pick_endpoint(worker_t *w, lb_state_t *ls, const px_cluster_t *c, uint64_t hash, long avoid)
+ * priorities and past ejected hosts (px_lb_pick_avail). Priorities in
+ * avoid_prio are passed over while another has a healthy endpoint. */
+static long pick_endpoint(worker_t *w, lb_state_t *ls, const px_cluster_t *c, uint64_t hash, long avoid,
+                          uint32_t avoid_prio)
 {
     if (ls == NULL)
         return -1;
-    pick_ctx_t p = {.w = w, .cb = ls->cb, .avoid = avoid};
-    return px_lb_pick_avail(&ls->lb, c, hash, ep_available, &p);
+    pick_ctx_t p = {.w = w, .cb = ls->cb, .avoid_prio = avoid_prio};
+    if (avoid_prio) {
+        bool other = false;
+        for (size_t i = 0; i < c->nendpoints && !other; i++)
+            other = !(avoid_prio & prio_bit(&c->endpoints[i])) && ep_healthy(&p, c, i);
+        if (!other) /* every healthy priority was tried: start over, as Envoy does */
+            p.avoid_prio = 0;
+    }
+    return px_lb_pick_avail(&ls->lb, c, hash, ep_available, &p, avoid);
 }
 
 /* Fires a mirrored copy of the current request at the mirror's cluster;
@@ -1701,7 +1722,7 @@ static void send_shadow(dconn_t *d, const px_mirror_t *mi)
     worker_t *w = d->w;
     const px_cluster_t *c = find_cluster(d->snap, mi->cluster);
     lb_state_t *ls = c ? lb_for(w, c) : NULL;
-    long ei = pick_endpoint(w, ls, c, c && c->lb == PX_LB_RING_HASH ? request_hash(d) : 0, -1);
+    long ei = pick_endpoint(w, ls, c, c && c->lb == PX_LB_RING_HASH ? request_hash(d) : 0, -1, 0);
     if (ei < 0) {
         CINC(w->st.shadow_failed);
         return;
@@ -1745,7 +1766,8 @@ static void start_attempt(dconn_t *d)
     /* a retry that must go elsewhere avoids the last host; ejected hosts are
      * passed over, lower priorities take over as higher ones lose hosts */
     long avoid = d->attempts > 0 && rt->retry.other_host && c->nendpoints > 1 ? d->last_ep : -1;
-    long ei = c->lb == PX_LB_ORIGINAL_DST && d->captured ? 0 : pick_endpoint(w, ls, c, hash, avoid);
+    uint32_t avoid_prio = d->attempts > 0 && rt->retry.other_priority ? d->tried_prio : 0;
+    long ei = c->lb == PX_LB_ORIGINAL_DST && d->captured ? 0 : pick_endpoint(w, ls, c, hash, avoid, avoid_prio);
     if (ei < 0) {
         d->req_body_done = d->req_body_done || d->attempts > 0;
         local_reply(d, 503, "UH", "no healthy upstream", NULL, !d->req_body_done);
@@ -1754,6 +1776,11 @@ static void start_attempt(dconn_t *d)
     d->attempts++;
     d->last_ep = ei;
     const px_endpoint_t *ep = ep_of(d, c, ei);
+    if (c->lb != PX_LB_ORIGINAL_DST) {
+        if (avoid_prio == 0)
+            d->tried_prio = 0; /* a fresh round of priorities */
+        d->tried_prio |= prio_bit(ep);
+    }
     d->endpoint = ep;
     snprintf(d->upstream_host, sizeof(d->upstream_host), "%s", ep->address);
     if (d->ep && d->ep->n)
@@ -3606,7 +3633,7 @@ static void start_tcp(dconn_t *d)
     snprintf(d->method, sizeof(d->method), "-");
     lb_state_t *ls = c ? lb_for(w, c) : NULL;
     long ei = c && c->lb == PX_LB_ORIGINAL_DST && d->captured ? 0
-              : pick_endpoint(w, ls, c, px_hash64(d->peer, strlen(d->peer)), -1);
+              : pick_endpoint(w, ls, c, px_hash64(d->peer, strlen(d->peer)), -1, 0);
     uconn_t *u = ei >= 0 ? uconn_connect(w, d->snap, c, ep_of(d, c, ei), c->connect_timeout_ms) : NULL;
     if (u == NULL) {
         d->flags = ei < 0 ? "UH" : "UF";

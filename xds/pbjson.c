@@ -26,6 +26,7 @@
 #include "envoy/extensions/filters/network/rbac/v3/rbac.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
+#include "envoy/extensions/retry/priority/previous_priorities/v3/previous_priorities_config.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
@@ -61,6 +62,7 @@ static const ProtobufCMessageDescriptor *const known[] = {
     &envoy__extensions__filters__listener__http_inspector__v3__http_inspector__descriptor,
     &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor,
     &envoy__extensions__retry__host__previous_hosts__v3__previous_hosts_predicate__descriptor,
+    &envoy__extensions__retry__priority__previous_priorities__v3__previous_priorities_config__descriptor,
     &envoy__service__discovery__v3__discovery_request__descriptor,
     &envoy__service__discovery__v3__discovery_response__descriptor,
     &google__protobuf__struct__descriptor,

@@ -25,6 +25,7 @@
 #include "envoy/extensions/filters/network/rbac/v3/rbac.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
+#include "envoy/extensions/retry/priority/previous_priorities/v3/previous_priorities_config.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "google/protobuf/any.pb-c.h"

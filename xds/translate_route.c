@@ -81,6 +81,19 @@ static pb_retry_t *convert_retry(tx_t *t, const cfg_HTTPRetry *in, bool hash_lb)
         r->per_try_timeout = tx_duration(t, in->perTryTimeout);
     if (CFG_HAS(in, HTTPRetry, retryIgnorePreviousHosts) && !in->retryIgnorePreviousHosts)
         r->n_retry_host_predicate = 0;
+    if (in->retryRemoteLocalities) {
+        /* retries go to the next locality (priority) rather than the same */
+        Envoy__Config__Route__V3__RetryPolicy__RetryPriority *p =
+            TX_NEW(t, Envoy__Config__Route__V3__RetryPolicy__RetryPriority,
+                   ENVOY__CONFIG__ROUTE__V3__RETRY_POLICY__RETRY_PRIORITY__INIT);
+        p->name = tx_str(t, "envoy.retry_priorities.previous_priorities");
+        p->config_type_case = ENVOY__CONFIG__ROUTE__V3__RETRY_POLICY__RETRY_PRIORITY__CONFIG_TYPE_TYPED_CONFIG;
+        Envoy__Extensions__Retry__Priority__PreviousPriorities__V3__PreviousPrioritiesConfig pp =
+            ENVOY__EXTENSIONS__RETRY__PRIORITY__PREVIOUS_PRIORITIES__V3__PREVIOUS_PRIORITIES_CONFIG__INIT;
+        pp.update_frequency = 2;
+        p->typed_config = tx_any(t, &pp);
+        r->retry_priority = p;
+    }
     if (in->backoff > 0) {
         Envoy__Config__Route__V3__RetryPolicy__RetryBackOff *b =
             TX_NEW(t, Envoy__Config__Route__V3__RetryPolicy__RetryBackOff,

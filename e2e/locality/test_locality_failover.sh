@@ -4,12 +4,15 @@
 # has one pod in its zone, one in region1/zone-b and one in region2. With
 # outlier detection and a failover rule, all traffic stays in zone-a; when
 # that pod dies it moves to zone-b, then to region2, and back to zone-a once
-# it returns and its ejection has expired.
+# it returns and its ejection has expired. Then retryRemoteLocalities: with
+# both zone-a pods of "api" answering 503, a retry goes to zone-b (200);
+# without it ("api-local") the retry stays in zone-a (503).
 #
 #   meshd    127.0.0.70 (xDS 25710, debug 25780), config in a temp dir
 #   client   127.0.0.71 (meshproxy sidecar, outbound listener :8080)
 #   web-a    127.0.0.72:8080  region1/zone-a     web-b 127.0.0.73:8080  region1/zone-b
 #   web-c    127.0.0.74:8080  region2/zone-c
+#   api-a1, api-a2  127.0.0.75/76:8080 (503)  region1/zone-a    api-b 127.0.0.77:8080  region1/zone-b
 # Prints ok/not ok lines; stops every process it started.
 set -u
 BUILD=${BUILD:-${MESH_BUILD:-build}}
@@ -88,11 +91,65 @@ YAML
     pod web-b 127.0.0.73 region1.zone-b
     pod web-c 127.0.0.74 region2.zone-c
     pod client-0 127.0.0.71 region1.zone-a client
+    pod api-a1 127.0.0.75 region1.zone-a api
+    pod api-a2 127.0.0.76 region1.zone-a api
+    pod api-b 127.0.0.77 region1.zone-b api
+    for svc in api api-local; do
+        cat <<YAML
+---
+apiVersion: v1
+kind: Service
+metadata: {name: $svc, namespace: demo}
+spec:
+  selector: {app: api}
+  ports: [{name: http, port: 8080, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: $svc-1, namespace: demo, labels: {kubernetes.io/service-name: $svc}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- {addresses: [127.0.0.75], conditions: {ready: true}, targetRef: {kind: Pod, name: api-a1, namespace: demo}}
+- {addresses: [127.0.0.76], conditions: {ready: true}, targetRef: {kind: Pod, name: api-a2, namespace: demo}}
+- {addresses: [127.0.0.77], conditions: {ready: true}, targetRef: {kind: Pod, name: api-b, namespace: demo}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: $svc, namespace: demo}
+spec:
+  host: $svc.demo.svc.cluster.local
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1000}
+YAML
+    done
+    cat <<'YAML'
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: demo}
+spec:
+  hosts: [api.demo.svc.cluster.local]
+  http: [{route: [{destination: {host: api.demo.svc.cluster.local}}],
+          retries: {attempts: 1, retryOn: 5xx, retryRemoteLocalities: true}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api-local, namespace: demo}
+spec:
+  hosts: [api-local.demo.svc.cluster.local]
+  http: [{route: [{destination: {host: api-local.demo.svc.cluster.local}}],
+          retries: {attempts: 1, retryOn: 5xx}}]
+YAML
 } >"$T/config/mesh.yaml"
 
 start web-a "$BUILD/backend" --listen 127.0.0.72:8080 --name zone-a
 start web-b "$BUILD/backend" --listen 127.0.0.73:8080 --name zone-b
 start web-c "$BUILD/backend" --listen 127.0.0.74:8080 --name region2
+DIR=$(cd "$(dirname "$0")" && pwd)
+start api-a1 python3 "$DIR/fail_backend.py" 127.0.0.75 8080 api-a1
+start api-a2 python3 "$DIR/fail_backend.py" 127.0.0.76 8080 api-a2
+start api-b "$BUILD/backend" --listen 127.0.0.77:8080 --name api-b
 start meshd "$BUILD/meshd" --config-dir "$T/config" --grpc-addr 127.0.0.70:25710 --debug-addr 127.0.0.70:25780 \
     --monitoring-addr off --secure-grpc-addr off --webhook-addr off
 wait_url() {
@@ -143,4 +200,19 @@ start web-a2 "$BUILD/backend" --listen 127.0.0.72:8080 --name zone-a
 sleep 3
 set -- $(send 20)
 [ "$1" = 20 ] && ok locality_returns_to_zone_a || notok locality_returns_to_zone_a "zone-a $1, zone-b $2, region2 $3, failed $4"
+# retryRemoteLocalities: the retry after zone-a's 503 goes to zone-b
+wait_url http://127.0.0.75:8080/x 2>/dev/null; wait_url http://127.0.0.76:8080/x 2>/dev/null
+codes() { # host, n -> "200s 503s"
+    o=0 e=0 i=0
+    while [ $i -lt "$2" ]; do
+        c=$(curl -s -m 3 -o /dev/null -w '%{http_code}' -H "Host: $1" http://127.0.0.71:8080/)
+        case "$c" in 200) o=$((o + 1)) ;; *) e=$((e + 1)) ;; esac
+        i=$((i + 1))
+    done
+    echo "$o $e"
+}
+set -- $(codes api.demo.svc.cluster.local 10)
+[ "$1" = 10 ] && ok locality_retry_remote_localities || notok locality_retry_remote_localities "$1 x 200, $2 failed"
+set -- $(codes api-local.demo.svc.cluster.local 10)
+[ "$2" = 10 ] && ok locality_retry_stays_local_by_default || notok locality_retry_stays_local_by_default "$1 x 200, $2 failed"
 [ $fails -eq 0 ]

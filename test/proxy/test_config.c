@@ -392,7 +392,7 @@ static void failover_counts(const px_cluster_t *c, px_lb_t *lb, int *count)
 {
     memset(count, 0, 4 * sizeof(int));
     for (int i = 0; i < 10000; i++) {
-        long e = px_lb_pick_avail(lb, c, 0, avail_cb, NULL);
+        long e = px_lb_pick_avail(lb, c, 0, avail_cb, NULL, -1);
         assert_true(e >= 0 && e < 4);
         count[e]++;
     }
@@ -452,6 +452,17 @@ static void test_priority_failover(void **state)
     down[2] = false; /* two of four: not yet */
     failover_counts(c, &lb, n);
     assert_int_equal(n[2], 10000);
+    /* a retry avoiding one host gets the other of priority 0, and the
+     * priorities' load stays as it is */
+    memset(down, 0, sizeof(down));
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(px_lb_pick_avail(&lb, c, 0, avail_cb, NULL, 0), 1);
+    down[1] = true; /* the only other one is out: the avoided host stands */
+    for (int i = 0; i < 100; i++) {
+        long e = px_lb_pick_avail(&lb, c, 0, avail_cb, NULL, 0);
+        assert_true(e == 0 || e == 2); /* 70 % priority 0 (itself), 30 % priority 1 */
+    }
+    memset(down, 0, sizeof(down));
     /* px_lb_pick alone stays within priority 0 */
     memset(down, 0, sizeof(down));
     for (int i = 0; i < 100; i++)

@@ -377,6 +377,31 @@ static void test_locality_failover(void **state)
     xds_resources_unref(r);
     xds_proxy_free(p);
 
+    /* retryRemoteLocalities asks Envoy's previous_priorities retry priority */
+    xw_text(&w, "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+                "metadata: {name: reviews, namespace: default}\n"
+                "spec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews}}]\n"
+                "    retries: {attempts: 2, retryOn: 5xx, retryRemoteLocalities: true}\n");
+    xw_commit(&w);
+    p = pod_proxy(&w, "default", "productpage-v1-0");
+    r = xw_translate(&w, p);
+    json_object *rc = res_json(r, XDS_ROUTE, "9080");
+    json_object *vhs = jget(rc, "virtualHosts");
+    bool found = false;
+    for (size_t i = 0; vhs && i < json_object_array_length(vhs); i++) {
+        json_object *vh = json_object_array_get_idx(vhs, i);
+        if (strncmp(jstr(vh, "name"), "reviews.default.svc.cluster.local", 33) != 0)
+            continue;
+        assert_string_equal(jstr(vh, "routes.0.route.retryPolicy.retryPriority.name"),
+                            "envoy.retry_priorities.previous_priorities");
+        found = true;
+    }
+    assert_true(found);
+    json_object_put(rc);
+    xds_resources_unref(r);
+    xds_proxy_free(p);
+    cfg_store_delete(w.store, CFG_VirtualService, "default", "reviews");
+
     /* without outlier detection there is no failover: one priority */
     cfg_store_delete(w.store, CFG_DestinationRule, "default", "reviews");
     xw_text(&w, "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
