@@ -476,7 +476,44 @@ static const char *flags_of(const dconn_t *d, char *buf, size_t n)
     return buf;
 }
 
-/* Writes one access log line in Envoy's default format. */
+/* Appends "key":"value" (JSON-escaped, null for NULL) to line at *pos. */
+static void json_field(char *line, size_t cap, size_t *pos, const char *key, const char *v)
+{
+    size_t p = *pos;
+    int n = snprintf(p < cap ? line + p : NULL, p < cap ? cap - p : 0, "%s\"%s\":", p > 1 ? "," : "", key);
+    p += n > 0 ? (size_t)n : 0;
+    if (v == NULL) {
+        n = snprintf(p < cap ? line + p : NULL, p < cap ? cap - p : 0, "null");
+        *pos = p + (n > 0 ? (size_t)n : 0);
+        return;
+    }
+    if (p < cap)
+        line[p] = '"';
+    p++;
+    for (const unsigned char *s = (const unsigned char *)v; *s && p + 7 < cap; s++) {
+        if (*s == '"' || *s == '\\') {
+            line[p++] = '\\';
+            line[p++] = (char)*s;
+        } else if (*s < 0x20 || *s == 0x7f) {
+            p += (size_t)snprintf(line + p, cap - p, "\\u%04x", *s);
+        } else {
+            line[p++] = (char)*s;
+        }
+    }
+    if (p < cap)
+        line[p] = '"';
+    *pos = p + 1;
+}
+
+static void json_num(char *line, size_t cap, size_t *pos, const char *key, long long v)
+{
+    size_t p = *pos;
+    int n = snprintf(p < cap ? line + p : NULL, p < cap ? cap - p : 0, "%s\"%s\":%lld", p > 1 ? "," : "", key, v);
+    *pos = p + (n > 0 ? (size_t)n : 0);
+}
+
+/* Writes one access log line in Envoy's default format, or as a JSON object
+ * with the keys of Istio's JSON encoding. */
 static void access_log(dconn_t *d)
 {
     int fd = d->w->srv->opt.access_log_fd;
@@ -489,16 +526,48 @@ static void access_log(dconn_t *d)
     gmtime_r(&d->start_wall.tv_sec, &tm);
     size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(ts + n, sizeof(ts) - n, ".%03ldZ", d->start_wall.tv_nsec / 1000000);
+    const char *proto = d->chain && d->chain->kind == PX_LISTENER_TCP ? "-"
+                        : d->parent                                  ? "HTTP/2"
+                        : d->req.minor_version                       ? "HTTP/1.1"
+                                                                     : "HTTP/1.0";
+    uint64_t dur = loop_now(d->w->loop) - d->start_ms;
+    if (d->w->srv->opt.access_log_json) {
+        size_t p = 1;
+        line[0] = '{';
+        json_field(line, sizeof(line), &p, "start_time", ts);
+        json_field(line, sizeof(line), &p, "method", strcmp(d->method, "-") ? d->method : NULL);
+        json_field(line, sizeof(line), &p, "path", d->path_log);
+        json_field(line, sizeof(line), &p, "protocol", strcmp(proto, "-") ? proto : NULL);
+        json_num(line, sizeof(line), &p, "response_code", d->resp_code);
+        json_field(line, sizeof(line), &p, "response_flags", flags_of(d, fl, sizeof(fl)));
+        json_num(line, sizeof(line), &p, "bytes_received", (long long)d->bytes_in);
+        json_num(line, sizeof(line), &p, "bytes_sent", (long long)d->bytes_out);
+        json_num(line, sizeof(line), &p, "duration", (long long)dur);
+        if (d->upstream_ms >= 0)
+            json_num(line, sizeof(line), &p, "upstream_service_time", (long long)d->upstream_ms);
+        else
+            json_field(line, sizeof(line), &p, "upstream_service_time", NULL);
+        json_field(line, sizeof(line), &p, "x_forwarded_for", d->xff);
+        json_field(line, sizeof(line), &p, "user_agent", d->user_agent);
+        json_field(line, sizeof(line), &p, "request_id", d->request_id);
+        json_field(line, sizeof(line), &p, "authority", d->authority);
+        json_field(line, sizeof(line), &p, "upstream_host", d->upstream_host[0] ? d->upstream_host : NULL);
+        json_field(line, sizeof(line), &p, "upstream_cluster", d->cluster ? d->cluster->name : NULL);
+        json_field(line, sizeof(line), &p, "downstream_remote_address", d->peer[0] ? d->peer : NULL);
+        json_field(line, sizeof(line), &p, "downstream_local_address", d->odst_addr[0] ? d->odst_addr : NULL);
+        if (p + 2 >= sizeof(line)) /* too long: keep it one JSON object */
+            p = (size_t)snprintf(line, sizeof(line), "{\"start_time\":\"%s\",\"truncated\":true", ts);
+        line[p++] = '}';
+        line[p++] = '\n';
+        ssize_t wr = write(fd, line, p);
+        (void)wr;
+        return;
+    }
     int len = snprintf(line, sizeof(line),
                        "[%s] \"%s %s %s\" %d %s %llu %llu %llu %s \"%s\" \"%s\" \"%s\" \"%s\" \"%s\"\n",
-                       ts, d->method, d->path_log ? d->path_log : "-",
-                       d->chain && d->chain->kind == PX_LISTENER_TCP ? "-"
-                       : d->parent                                  ? "HTTP/2"
-                       : d->req.minor_version                       ? "HTTP/1.1"
-                                                                    : "HTTP/1.0",
+                       ts, d->method, d->path_log ? d->path_log : "-", proto,
                        d->resp_code, flags_of(d, fl, sizeof(fl)), (unsigned long long)d->bytes_in,
-                       (unsigned long long)d->bytes_out,
-                       (unsigned long long)(loop_now(d->w->loop) - d->start_ms), ust,
+                       (unsigned long long)d->bytes_out, (unsigned long long)dur, ust,
                        d->xff ? d->xff : "-", d->user_agent ? d->user_agent : "-",
                        d->request_id ? d->request_id : "-", d->authority ? d->authority : "-",
                        d->upstream_host[0] ? d->upstream_host : "-");

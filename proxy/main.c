@@ -5,7 +5,7 @@
  *   meshproxy sidecar|router (--config-file FILE | --xds-addr HOST:PORT)
  *             [--node-ip IP] [--pod NAME] [--namespace NS] [--labels k=v,...]
  *             [--service-account SA] [--cluster-id ID] [--concurrency N]
- *             [--drain-time SECONDS] [--bind IP] [--no-access-log]
+ *             [--drain-time SECONDS] [--bind IP] [--no-access-log] [--access-log-format text|json]
  *             [--stats-port P] [--ready-port P] [--admin-port P] [--status-port P]
  *             [--app-metrics-url URL] [--log-level LEVEL]
  *             [--domain NS.svc.cluster.local] [--proxyLogLevel=LEVEL]
@@ -60,7 +60,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: meshproxy sidecar|router (--config-file FILE | --xds-addr HOST:PORT)\n"
                "                 [--node-ip IP] [--pod NAME] [--namespace NS] [--labels k=v,...]\n"
                "                 [--service-account SA] [--cluster-id ID] [--concurrency N]\n"
-               "                 [--drain-time SECONDS] [--bind IP] [--no-access-log] [--log-level LEVEL]\n"
+               "                 [--drain-time SECONDS] [--bind IP] [--no-access-log] [--access-log-format text|json]\n"
+               "                 [--log-level LEVEL]\n"
                "                 [--stats-port P] [--ready-port P] [--admin-port P] [--status-port P]\n"
                "                 [--app-metrics-url http://127.0.0.1:PORT/PATH]\n"
                "                 [--domain DOMAIN] [--proxyLogLevel=LEVEL] [--proxyComponentLogLevel=C:LEVEL,...]\n"
@@ -333,6 +334,16 @@ static int set_no_access_log(void *ctx, const char *flag, const char *v)
     return 0;
 }
 
+static int set_access_log_format(void *ctx, const char *flag, const char *v)
+{
+    if (strcmp(v, "text") != 0 && strcmp(v, "json") != 0) {
+        fprintf(stderr, "meshproxy: %s: \"%s\" is not text or json\n", flag, v);
+        return -1;
+    }
+    ((agent_t *)ctx)->opt.access_log_json = strcmp(v, "json") == 0;
+    return 0;
+}
+
 static int set_log_level(void *ctx, const char *flag, const char *v)
 {
     (void)ctx;
@@ -476,6 +487,7 @@ static const flag_def_t agent_flags[] = {
     {"--drain-time", true, set_drain_time},
     {"--bind", true, set_bind},
     {"--no-access-log", false, set_no_access_log},
+    {"--access-log-format", true, set_access_log_format},
     {"--log-level", true, set_log_level},
     {"--stats-port", true, set_stats_port},
     {"--ready-port", true, set_ready_port},

@@ -46,6 +46,7 @@ typedef struct px_options {
     uint64_t drain_ms;        /* on stop: how long in-flight requests may finish */
     uint64_t idle_timeout_ms; /* downstream connection idle timeout (0: 1 hour) */
     int access_log_fd;        /* where access log lines go; -1: none */
+    bool access_log_json;     /* one JSON object per line (Istio's accessLogEncoding JSON) */
     const char *bind_override; /* if set, every listener binds this IP instead (tests) */
     bool router;               /* gateway: reporter "source" on every listener */
     const char *workload;      /* this proxy's workload and namespace (metric labels) */
