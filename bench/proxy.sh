@@ -78,6 +78,9 @@ addr_of() {
     haproxy) echo 127.0.0.74:$((BASE + 1)) ;;
     h2o) echo 127.0.0.75:$((BASE + 1)) ;;
     mesh1k) echo 127.0.0.76:$((BASE + 1)) ;;
+    meshres) echo 127.0.0.77:$((BASE + 1)) ;;
+    meshmirror) echo 127.0.0.78:$((BASE + 1)) ;;
+    shadow) echo 127.0.0.79:$BASE ;;
     backend) echo "$BE" ;;
     esac
 }
@@ -167,6 +170,17 @@ write_meshproxy_config() { # FILE ADDR NCLUSTERS
 write_configs() {
     write_meshproxy_config "$TMP/meshproxy.json" "$(addr_of meshproxy)" 0
     write_meshproxy_config "$TMP/mesh1k.json" "$(addr_of mesh1k)" 1000
+    # the same with retries and outlier detection on (never triggered), and
+    # with a 1 % mirror to a second backend
+    write_meshproxy_config "$TMP/meshres.json" "$(addr_of meshres)" 0
+    sed -i 's|"route": {"cluster": "be"}|"route": {"cluster": "be", "retry_policy": {"retry_on": "5xx,connect-failure,reset", "num_retries": 2}}|;
+            s|"name": "be", "type": "STATIC", "connect_timeout": "1s", |&"outlier_detection": {"consecutive_5xx": 5, "interval": "1s", "base_ejection_time": "30s"}, |' \
+        "$TMP/meshres.json"
+    write_meshproxy_config "$TMP/meshmirror.json" "$(addr_of meshmirror)" 0
+    sh_ip=$(a=$(addr_of shadow); echo "${a%:*}")
+    sed -i "s|\"route\": {\"cluster\": \"be\"}|\"route\": {\"cluster\": \"be\", \"request_mirror_policies\": [{\"cluster\": \"shadow\", \"runtime_fraction\": {\"default_value\": {\"numerator\": 1}}}]}|;
+            s|^\]}\$|,{\"@type\": \"type.googleapis.com/envoy.config.cluster.v3.Cluster\", \"name\": \"shadow\", \"type\": \"STATIC\", \"load_assignment\": {\"cluster_name\": \"shadow\", \"endpoints\": [{\"lb_endpoints\": [{\"endpoint\": {\"address\": {\"socket_address\": {\"address\": \"$sh_ip\", \"port_value\": $BASE}}}}]}]}}\n]}|" \
+        "$TMP/meshmirror.json"
     mkdir -p "$TMP/nginx"
     cat >"$TMP/nginx.conf" <<EOF
 daemon off;
@@ -233,7 +247,10 @@ start() { # NAME -> sets PID
     backend)
         $LOAD_CPU "$BUILD/backend" --listen "$BE" --name x --body-size 1024 >"$TMP/backend.log" 2>&1 &
         ;;
-    meshproxy | mesh1k)
+    shadow)
+        $LOAD_CPU "$BUILD/backend" --listen "$(addr_of shadow)" --name shadow --body-size 1024 >"$TMP/shadow.log" 2>&1 &
+        ;;
+    meshproxy | mesh1k | meshres | meshmirror)
         $PROXY_CPU "$BUILD/meshproxy" router --config-file "$TMP/$1.json" --concurrency 1 --no-access-log \
             --stats-port 0 --ready-port 0 --admin-port 0 --log-level warn >"$TMP/$1.log" 2>&1 &
         ;;
@@ -502,6 +519,51 @@ for p in backend $started; do
 done
 echo "proxy_meshproxy_1k_clusters_rss_kb=$mesh1k_rss"
 
+# The cost of resilience features: meshproxy with retries and outlier
+# detection configured (not triggered), and with a 1 % mirror, against plain
+# meshproxy, alternating in the same run. Target: under 5 % for the former.
+echo
+echo "resilience features on, not triggered (wrk -t1 -c$CONNS -d${SECS}s, best of $RUNS)"
+res_ok=1
+for p in shadow meshres meshmirror; do
+    start "$p" || res_ok=0
+done
+if [ $res_ok = 1 ] && [ -n "${pid_meshproxy:-}" ]; then
+    r=1
+    while [ $r -le "$RUNS" ]; do
+        for p in meshproxy meshres meshmirror; do
+            if run_wrk "$p"; then
+                eval "rrps_${p}_$r=$rps rp99_${p}_$r=$p99"
+            else
+                failed=1
+            fi
+        done
+        r=$((r + 1))
+    done
+    printf '%-12s %10s %8s %9s\n' config "req/s" "vs plain" "p99 ms"
+    for p in meshproxy meshres meshmirror; do
+        b=0
+        bp=-
+        r=1
+        while [ $r -le "$RUNS" ]; do
+            v=$(eval echo "\${rrps_${p}_$r:-0}")
+            if [ "$v" -gt "$b" ]; then
+                b=$v
+                bp=$(eval echo "\${rp99_${p}_$r:--}")
+            fi
+            r=$((r + 1))
+        done
+        eval "rbest_$p=$b"
+        printf '%-12s %10s %8s %9s\n' "$p" "$b" \
+            "$(awk -v a="$b" -v b="$rbest_meshproxy" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }')" "$bp"
+        echo "proxy_resilience_${p}_rps=$b proxy_resilience_${p}_p99_ms=$bp"
+    done
+    echo "(meshres: retry_policy 5xx,connect-failure,reset x2 + outlier_detection consecutive_5xx 5; meshmirror: 1 % of requests copied to a second backend)"
+else
+    echo "!! the resilience configs did not start"
+    failed=1
+fi
+
 # The targets.
 echo
 kc=$(eval echo "\${kcpu_meshproxy_${bestrun_meshproxy:-1}:-}")
@@ -510,6 +572,9 @@ if [ -n "$mesh_rps" ] && [ "$mesh_rps" -gt 0 ]; then
     echo "target throughput >= best peer ($best_peer $best_rps/s): meshproxy $mesh_rps/s: $(verdict "$(awk -v a="$mesh_rps" -v b="$best_rps" 'BEGIN { print (a >= b) }')")"
     echo "target < 0.05 vCPU per 1,000 req/s: meshproxy $kc: $(verdict "$(awk -v a="$kc" 'BEGIN { print (a < 0.05) }')")"
     echo "target < 5 MB resident idle: meshproxy $(mb "$idle_meshproxy") MB: $(verdict "$(awk -v a="$idle_meshproxy" 'BEGIN { print (a < 5 * 1024) }')")"
+fi
+if [ -n "${rbest_meshres:-}" ] && [ "${rbest_meshproxy:-0}" -gt 0 ]; then
+    echo "target retries + outlier detection cost < 5 %: $(awk -v a="$rbest_meshres" -v b="$rbest_meshproxy" 'BEGIN { printf "%.1f %%", (1 - a / b) * 100 }'): $(verdict "$(awk -v a="$rbest_meshres" -v b="$rbest_meshproxy" 'BEGIN { print (a >= 0.95 * b) }')")"
 fi
 if [ -n "$mesh1k_rss" ]; then
     echo "target < 20 MB resident with 1,000 clusters: meshproxy $(mb "$mesh1k_rss") MB: $(verdict "$(awk -v a="$mesh1k_rss" 'BEGIN { print (a < 20 * 1024) }')")"

@@ -18,13 +18,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
-
 #include "../common/log.h"
 #include "../common/loop.h"
 #include "admin_internal.h"
 #include "config_internal.h"
 #include "http1_internal.h"
+#include "httpget.h"
 
 enum { EP_STATS, EP_READY, EP_ADMIN, EP_STATUS, EP_N };
 
@@ -156,42 +155,31 @@ static void render_prometheus(struct px_admin *a, sbuf_t *b)
     px_metrics_free(m, n);
 }
 
-static size_t app_write(char *p, size_t size, size_t n, void *ud)
-{
-    sbuf_t *b = ud;
-    size_t len = size * n;
-    if (b->len + len > APP_SCRAPE_MAX)
-        return 0; /* curl stops: the response is too large */
-    sb_printf(b, "%.*s", (int)len, p);
-    return len;
-}
-
 /* Appends the application's metrics (the status port's merge). A scrape that
- * fails leaves the proxy's own metrics and is logged; nothing partial is
- * kept. Blocks the admin thread only, for at most APP_SCRAPE_TIMEOUT_MS. */
+ * fails leaves the proxy's own metrics and is logged. Blocks the admin
+ * thread only, for at most APP_SCRAPE_TIMEOUT_MS. */
 static void merge_app_metrics(struct px_admin *a, sbuf_t *b)
 {
-    CURL *c = curl_easy_init();
-    if (c == NULL)
+    char err[512];
+    int status = 0;
+    char *body = NULL;
+    size_t len = 0;
+    if (px_http_get(a->opt.app_metrics_url, APP_SCRAPE_TIMEOUT_MS, APP_SCRAPE_MAX, &status, &body, &len, err,
+                    sizeof(err)) < 0) {
+        log_warn("status port: application metrics from %s", err);
         return;
+    }
+    if (status != 200) {
+        log_warn("status port: application metrics from %s: HTTP %d", a->opt.app_metrics_url, status);
+        free(body);
+        return;
+    }
     if (b->len && b->p[b->len - 1] != '\n')
         sb_printf(b, "\n");
-    size_t mark = b->len;
-    curl_easy_setopt(c, CURLOPT_URL, a->opt.app_metrics_url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, app_write);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)APP_SCRAPE_TIMEOUT_MS);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
-    curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
-    CURLcode rc = curl_easy_perform(c);
-    if (rc != CURLE_OK) {
-        log_warn("status port: application metrics from %s: %s", a->opt.app_metrics_url, curl_easy_strerror(rc));
-        b->len = mark;
-    } else if (b->len > mark && b->p[b->len - 1] != '\n') {
+    sb_printf(b, "%.*s", (int)len, body);
+    if (len && body[len - 1] != '\n')
         sb_printf(b, "\n");
-    }
-    curl_easy_cleanup(c);
+    free(body);
 }
 
 static bool is_ready(struct px_admin *a)

@@ -244,6 +244,8 @@ struct uconn {
     lb_state_t *ls;   /* and this worker's share of it */
     bool shadow;      /* a mirrored request: no downstream, response discarded */
     uint32_t nreq, max_req; /* requests sent on it; the cluster's max_requests_per_connection */
+    bool shadow_head;       /* shadow: the response head was read; shadow_left body bytes remain */
+    uint64_t shadow_left;
     uint64_t idle_ms;       /* the cluster's idle_timeout (0: none) */
 
     /* HTTP/2: a connection (h2 set) multiplexes streams; each stream is a
@@ -2692,6 +2694,48 @@ static int u_connected(uconn_t *u, char *why, size_t n)
     return 1;
 }
 
+/* Follows a shadow's response through bytes read (discarded): true once it
+ * is complete. Heads are gathered in u->in (up to a full head); bodies with
+ * a length are counted; chunked or close-delimited ones end with the
+ * connection or the shadow's deadline. */
+static bool shadow_response_done(uconn_t *u, const char *p, size_t n)
+{
+    if (u->shadow_head) {
+        u->shadow_left -= n < u->shadow_left ? n : u->shadow_left;
+        return u->shadow_left == 0;
+    }
+    if (u->in.len + n > PX_H1_MAX_HEAD + 16384 || buf_add(&u->in, p, n) < 0)
+        return true; /* a head this large is not worth waiting for */
+    px_h1_msg_t *m = malloc(sizeof(*m));
+    if (m == NULL)
+        return true;
+    const char *why;
+    int r = px_h1_parse_response(u->in.data, u->in.len, false, false, m, &why);
+    bool done = false;
+    if (r == -1) {
+        done = true;
+    } else if (r >= 0) {
+        if (m->status_code >= 100 && m->status_code < 200 && m->status_code != 101) {
+            buf_consume(&u->in, (size_t)r); /* an interim answer: the real one follows */
+            free(m);
+            return u->in.len ? shadow_response_done(u, "", 0) : false;
+        }
+        u->shadow_head = true;
+        uint64_t have = u->in.len - (size_t)r;
+        if (m->body == PX_H1_BODY_NONE)
+            done = true;
+        else if (m->body == PX_H1_BODY_LENGTH && have >= m->content_length)
+            done = true;
+        else if (m->body == PX_H1_BODY_LENGTH)
+            u->shadow_left = m->content_length - have;
+        else
+            u->shadow_left = UINT64_MAX; /* until the connection ends */
+        u->in.len = 0;
+    }
+    free(m);
+    return done;
+}
+
 static void shadow_on_io(uconn_t *u, int fd, unsigned ev)
 {
     if (u->state == U_CONNECTING) {
@@ -2727,6 +2771,12 @@ static void shadow_on_io(uconn_t *u, int fd, unsigned ev)
         char sink[16384];
         for (;;) {
             ssize_t n = conn_recv(fd, u->tls, sink, sizeof(sink), &u->tls_want);
+            if (n > 0 && shadow_response_done(u, sink, (size_t)n)) {
+                /* the whole response is in: done, whether or not the
+                 * upstream honours "connection: close" */
+                uconn_close(u);
+                return;
+            }
             if (n > 0)
                 continue;
             if (n < 0 && errno == EINTR)

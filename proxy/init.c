@@ -4,7 +4,6 @@
  * until the proxy is ready). See init_internal.h.
  */
 #include <arpa/inet.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -23,6 +22,7 @@
 #include <unistd.h>
 
 #include "../common/log.h"
+#include "httpget.h"
 #include "init_internal.h"
 
 /* ---- flags ------------------------------------------------------------- */
@@ -1036,13 +1036,6 @@ int px_init_run(const px_init_opts_t *o, FILE *out, char *err, size_t errlen)
 
 /* ---- wait -------------------------------------------------------------- */
 
-static size_t discard_body(char *ptr, size_t size, size_t nmemb, void *arg)
-{
-    (void)ptr;
-    (void)arg;
-    return size * nmemb;
-}
-
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -1056,38 +1049,20 @@ int px_wait_run(const px_wait_opts_t *o, char *err, size_t errlen)
     long period = o->period_ms > 0 ? o->period_ms : 500;
     long reqto = o->request_timeout_ms > 0 ? o->request_timeout_ms : 1000;
     int64_t deadline = now_ms() + (int64_t)(o->timeout_s >= 0 ? o->timeout_s : 60) * 1000;
-    char last[CURL_ERROR_SIZE + 64] = "no attempt";
-    int rc = -1;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
-        return mesh_errf(err, errlen, "%s: cannot initialise libcurl", url);
-    CURL *c = curl_easy_init();
-    if (c == NULL) {
-        mesh_errf(err, errlen, "%s: cannot initialise libcurl", url);
-        goto out;
-    }
-    char cerr[CURL_ERROR_SIZE];
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard_body);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    char last[600] = "no attempt";
     for (int attempt = 1;; attempt++) {
         int64_t left = deadline - now_ms();
-        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, left > 0 && left < reqto ? (long)left : reqto);
-        cerr[0] = '\0';
-        CURLcode cc = curl_easy_perform(c);
-        if (cc == CURLE_OK) {
-            long code = 0;
-            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+        int code = 0;
+        char why[512];
+        if (px_http_get(url, (int)(left > 0 && left < reqto ? left : reqto), 65536, &code, NULL, NULL, why,
+                        sizeof(why)) == 0) {
             if (code == 200) {
                 log_info("%s: ready after %d attempt%s", url, attempt, attempt == 1 ? "" : "s");
-                rc = 0;
-                goto out;
+                return 0;
             }
-            snprintf(last, sizeof(last), "HTTP %ld", code);
+            snprintf(last, sizeof(last), "HTTP %d", code);
         } else {
-            snprintf(last, sizeof(last), "%s", cerr[0] ? cerr : curl_easy_strerror(cc));
+            snprintf(last, sizeof(last), "%s", why);
         }
         log_debug("%s: attempt %d: %s", url, attempt, last);
         left = deadline - now_ms();
@@ -1098,11 +1073,6 @@ int px_wait_run(const px_wait_opts_t *o, char *err, size_t errlen)
         while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
             ;
     }
-    mesh_errf(err, errlen, "%s: not ready after %ld s (last answer: %s)", url,
-         o->timeout_s >= 0 ? o->timeout_s : 60, last);
-out:
-    if (c)
-        curl_easy_cleanup(c);
-    curl_global_cleanup();
-    return rc;
+    return mesh_errf(err, errlen, "%s: not ready after %ld s (last answer: %s)", url,
+                     o->timeout_s >= 0 ? o->timeout_s : 60, last);
 }

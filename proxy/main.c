@@ -34,7 +34,6 @@
  */
 #include <errno.h>
 #include <strings.h>
-#include <curl/curl.h>
 #include <json-c/json.h>
 #include <signal.h>
 #include <stdio.h>
@@ -613,8 +612,8 @@ static int set_wait_timeout(void *ctx, const char *flag, const char *v)
 
 static int set_wait_url(void *ctx, const char *flag, const char *v)
 {
-    if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) {
-        fprintf(stderr, "meshproxy: %s: \"%s\" is not an http:// or https:// URL\n", flag, v);
+    if (strncmp(v, "http://", 7) != 0) {
+        fprintf(stderr, "meshproxy: %s: \"%s\" is not an http:// URL\n", flag, v);
         return -1;
     }
     ((px_wait_opts_t *)ctx)->url = v;
@@ -811,7 +810,6 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
-    curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: the status port scrapes the app */
     signal(SIGPIPE, SIG_IGN);
 
     opt.router = xo.router;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -192,7 +193,9 @@ px_secrets_t *px_secrets_new(void)
         free(s);
         return NULL;
     }
-    if (RAND_bytes(s->ticket_keys, sizeof s->ticket_keys) != 1) {
+    /* the kernel's CSPRNG, not RAND_bytes: OpenSSL is only brought up (a few
+     * MB of its code paged in) once a TLS context is actually needed */
+    if (getrandom(s->ticket_keys, sizeof s->ticket_keys, 0) != (ssize_t)sizeof s->ticket_keys) {
         pthread_mutex_destroy(&s->mu);
         free(s);
         return NULL;
