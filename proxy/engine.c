@@ -2474,6 +2474,12 @@ static void response_done(dconn_t *d)
         return;
     }
     d->state = D_HEAD;
+    /* write the response now: when it all goes, the connection's interest
+     * stays on reading (no EPOLLOUT on and off around every response) */
+    if (d->out.len && d_flush(d) < 0) {
+        dconn_close(d);
+        return;
+    }
     if (d->out.len == 0)
         dconn_process(d);
     else
