@@ -613,28 +613,21 @@ int px_h2_write(px_h2_stream_t *s, const char *p, size_t n)
     if (hb_add(&s->obuf, p, n) < 0)
         goto fail;
     while (s->out == OUT_HEAD) {
-        px_h1_msg_t *m = malloc(sizeof(*m));
+        static _Thread_local px_h1_msg_t msg; /* large: not on the stack, not per head */
+        px_h1_msg_t *m = &msg;
         const char *err;
-        if (m == NULL)
-            goto fail;
         int r = s->h->client
                     ? px_h1_parse_request(hb_ptr(&s->obuf), s->obuf.len, m, &err)
                     : px_h1_parse_response(hb_ptr(&s->obuf), s->obuf.len, s->req_head, false, m, &err);
-        if (r == -2) {
-            free(m);
+        if (r == -2)
             return 0;
-        }
-        if (r < 0 || (!s->h->client && m->status_code == 101)) {
-            free(m);
+        if (r < 0 || (!s->h->client && m->status_code == 101))
             goto fail;
-        }
         if (!s->h->client && m->status_code < 200) {
-            free(m); /* interim responses stay on this hop */
-            hb_consume(&s->obuf, (size_t)r);
+            hb_consume(&s->obuf, (size_t)r); /* interim responses stay on this hop */
             continue;
         }
         int sr = out_head(s, m);
-        free(m);
         if (sr < 0)
             goto fail;
         hb_consume(&s->obuf, (size_t)r);
