@@ -3313,7 +3313,7 @@ static void h2d_check_cb(void *arg)
     p->h2_check_queued = false;
     if (p->closed)
         return;
-    if ((p->h2_dead || !px_h2_alive(p->h2)) && p->out.len == 0) {
+    if ((p->h2_dead || !px_h2_alive(p->h2) || (p->h2_goaway && p->nkids == 0)) && p->out.len == 0) {
         dconn_close(p);
         return;
     }
@@ -3411,6 +3411,11 @@ static void *h2d_on_request(void *ud, px_h2_stream_t *s, const char *head, size_
     p->kids = c;
     p->nkids++;
     dconn_process(c);
+    if (c->listener_gone && !p->h2_goaway) {
+        /* the listener left the config: no new streams, close when done */
+        p->h2_goaway = true;
+        px_h2_goaway(p->h2);
+    }
     return c;
 }
 

@@ -520,7 +520,11 @@ static void client_open(client_t *c, int port, size_t n)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, c_data);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, c_close);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, c_frame);
-    assert_int_equal(nghttp2_session_client_new(&c->s, cb, c), 0);
+    nghttp2_option *opt;
+    nghttp2_option_new(&opt);
+    nghttp2_option_set_max_send_header_block_length(opt, 1 << 20); /* to send oversized heads */
+    assert_int_equal(nghttp2_session_client_new2(&c->s, cb, c, opt), 0);
+    nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
     assert_int_equal(nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, iv, 1), 0);
@@ -1011,6 +1015,49 @@ static void test_drain_sends_goaway(void **state)
     client_close(&c);
 }
 
+/* Streams that break the rules are reset one by one: a header block over
+ * the 60 KiB limit, a body shorter than its content-length; a stream
+ * beside them is served. */
+static void test_bad_streams_reset_alone(void **state)
+{
+    fixture_t *f = *state;
+    client_t c;
+    client_open(&c, f->p.port, 3);
+    /* 40 fields of 2000 bytes */
+    static char big[2000];
+    memset(big, 'v', sizeof(big));
+    nghttp2_nv nv[44] = {NV(":method", "GET"), NV(":scheme", "http"), NV(":authority", "svc.local"),
+                         NV(":path", "/a/huge")};
+    char names[40][8];
+    for (int i = 0; i < 40; i++) {
+        snprintf(names[i], sizeof(names[i]), "x-h%d", i);
+        nv[4 + i] = (nghttp2_nv){(uint8_t *)names[i], (uint8_t *)big, strlen(names[i]), sizeof(big),
+                                 NGHTTP2_NV_FLAG_NONE};
+    }
+    cstream_t *huge = &c.st[c.n++];
+    huge->id = nghttp2_submit_request(c.s, NULL, nv, 44, NULL, NULL);
+    assert_true(huge->id > 0);
+    /* content-length 10, 5 bytes sent */
+    cstream_t *shortb = &c.st[c.n++];
+    nghttp2_nv nv2[5] = {NV(":method", "POST"), NV(":scheme", "http"), NV(":authority", "svc.local"),
+                         NV(":path", "/a/short"), NV("content-length", "10")};
+    shortb->req = "12345";
+    shortb->req_len = 5;
+    nghttp2_data_provider dp = {.source.ptr = shortb, .read_callback = c_body};
+    shortb->id = nghttp2_submit_request(c.s, NULL, nv2, 5, &dp, NULL);
+    assert_true(shortb->id > 0);
+    cstream_t *ok = client_req(&c, "svc.local", "/b/beside", NULL, NULL, 0);
+    assert_true(client_run(&c, 5000));
+    assert_int_equal(huge->status, 0);
+    assert_int_not_equal(huge->error, 0);
+    assert_int_equal(shortb->status, 0);
+    assert_int_not_equal(shortb->error, 0);
+    assert_int_equal(ok->status, 200);
+    assert_non_null(strstr(ok->body, "path=/b/beside"));
+    assert_false(c.closed);
+    client_close(&c);
+}
+
 /* A mirror on an HTTP/2 cluster gets its "-shadow" copy as a stream. */
 static void test_mirror_to_h2_cluster(void **state)
 {
@@ -1125,6 +1172,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rbac_and_timeout_on_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain_sends_goaway, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mirror_to_h2_cluster, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_streams_reset_alone, setup, teardown),
         cmocka_unit_test(test_config_http2_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
