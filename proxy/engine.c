@@ -394,6 +394,8 @@ static void h2u_flush(uconn_t *c);
 static void h2u_on_io(uconn_t *c, int fd, unsigned ev);
 static void h2u_close_streams(uconn_t *c);
 static void h2u_unpool(uconn_t *c);
+static uconn_t *h2u_open(worker_t *w, px_snapshot_t *snap, const px_cluster_t *cl, cb_state_t *cb, lb_state_t *ls,
+                         const px_endpoint_t *ep, const char *key);
 
 /* ---- helpers ---- */
 
@@ -1796,6 +1798,21 @@ static void send_shadow(dconn_t *d, const px_mirror_t *mi)
     long ei = pick_endpoint(w, ls, c, c && c->lb == PX_LB_RING_HASH ? request_hash(d) : 0, -1, 0);
     if (ei < 0) {
         CINC(w->st.shadow_failed);
+        return;
+    }
+    if (c->http2 || (c->http2_downstream && d->parent)) {
+        /* a stream on the cluster's HTTP/2 connection; its answer is dropped */
+        char key[512];
+        pool_key(c, c->endpoints[ei].address, key, sizeof(key));
+        uconn_t *su = h2u_open(w, d->snap, c, ls->cb, ls, &c->endpoints[ei], key);
+        if (su == NULL || shadow_request(d, &su->out) < 0) {
+            if (su)
+                uconn_close(su);
+            CINC(w->st.shadow_failed);
+            return;
+        }
+        u_flush(su);
+        CINC(w->st.shadow_sent);
         return;
     }
     uconn_t *u = uconn_connect(w, d->snap, c, &c->endpoints[ei], c->connect_timeout_ms);
@@ -3234,8 +3251,11 @@ static void h2u_on_data(void *ud, void *sud, const char *p, size_t n)
     (void)ud;
     uconn_t *u = sud;
     dconn_t *d = u->d;
-    if (d == NULL)
+    if (d == NULL) {
+        if (u->h2s)
+            px_h2_ack(u->h2s); /* a mirrored request: the answer is dropped */
         return;
+    }
     if (buf_add(&u->in, p, n) < 0) {
         upstream_failed(d, "internal error");
         return;
@@ -3366,19 +3386,22 @@ static void h2u_flush(uconn_t *c)
     }
 }
 
-/* An HTTP/2 connection to the endpoint with room for a stream, or a new one. */
-static uconn_t *h2u_conn(dconn_t *d, const px_endpoint_t *ep, const char *key)
+/* An HTTP/2 connection to the endpoint with room for a stream (the peer's
+ * SETTINGS and the cluster's max_concurrent_streams), or a new one; cb/ls:
+ * the circuit breaker its connection counts in. */
+static uconn_t *h2u_conn(worker_t *w, px_snapshot_t *snap, const px_cluster_t *cl, cb_state_t *cb, lb_state_t *ls,
+                         const px_endpoint_t *ep, const char *key)
 {
-    worker_t *w = d->w;
     char k2[520];
     snprintf(k2, sizeof(k2), "h2|%s", key);
     for (uconn_t *c = hmap_get(&w->h2pool, k2); c; c = c->h2_next)
-        if (!c->h2_dead && c->fd >= 0 && px_h2_can_open(c->h2)) {
+        if (!c->h2_dead && c->fd >= 0 && px_h2_can_open(c->h2) &&
+            (cl->h2_max_streams == 0 || c->nstreams < cl->h2_max_streams)) {
             if (c->state == U_ACTIVE)
                 CINC(w->st.ucx_reused);
             return c;
         }
-    uconn_t *c = uconn_connect(w, d->snap, d->cluster, ep, d->cluster->connect_timeout_ms);
+    uconn_t *c = uconn_connect(w, snap, cl, ep, cl->connect_timeout_ms);
     if (c == NULL)
         return NULL;
     px_h2_opts_t o = {0};
@@ -3392,13 +3415,13 @@ static uconn_t *h2u_conn(dconn_t *d, const px_endpoint_t *ep, const char *key)
         uconn_close(c);
         return NULL;
     }
-    c->h2_https = d->cluster->tls != NULL;
-    if (d->cb) {
-        c->cb = d->cb;
-        c->ls = d->ls;
-        if (d->ls)
-            d->ls->nconns++;
-        atomic_fetch_add(&d->cb->cx, 1);
+    c->h2_https = cl->tls != NULL;
+    if (cb) {
+        c->cb = cb;
+        c->ls = ls;
+        if (ls)
+            ls->nconns++;
+        atomic_fetch_add(&cb->cx, 1);
     }
     c->h2_next = hmap_get(&w->h2pool, k2);
     c->h2_pooled = true;
@@ -3406,16 +3429,18 @@ static uconn_t *h2u_conn(dconn_t *d, const px_endpoint_t *ep, const char *key)
     return c;
 }
 
-/* A new stream for the current attempt of d (a uconn of its own). */
-static uconn_t *h2u_stream(dconn_t *d, const px_endpoint_t *ep, const char *key)
+/* A new stream on an HTTP/2 connection to ep (a uconn of its own, no
+ * downstream yet). */
+static uconn_t *h2u_open(worker_t *w, px_snapshot_t *snap, const px_cluster_t *cl, cb_state_t *cb, lb_state_t *ls,
+                         const px_endpoint_t *ep, const char *key)
 {
-    uconn_t *c = h2u_conn(d, ep, key);
+    uconn_t *c = h2u_conn(w, snap, cl, cb, ls, ep, key);
     if (c == NULL)
         return NULL;
     uconn_t *u = calloc(1, sizeof(*u));
     if (u == NULL)
         return NULL;
-    u->w = d->w;
+    u->w = w;
     u->fd = -1;
     u->hp = c;
     u->state = U_ACTIVE;
@@ -3434,6 +3459,12 @@ static uconn_t *h2u_stream(dconn_t *d, const px_endpoint_t *ep, const char *key)
     c->skids = u;
     c->nstreams++;
     return u;
+}
+
+/* A new stream for the current attempt of d. */
+static uconn_t *h2u_stream(dconn_t *d, const px_endpoint_t *ep, const char *key)
+{
+    return h2u_open(d->w, d->snap, d->cluster, d->cb, d->ls, ep, key);
 }
 
 static void h2u_on_io(uconn_t *c, int fd, unsigned ev)
@@ -3517,7 +3548,7 @@ static void h2d_check_cb(void *arg)
     p->h2_check_queued = false;
     if (p->closed)
         return;
-    if ((p->h2_dead || !px_h2_alive(p->h2)) && p->out.len == 0) {
+    if ((p->h2_dead || !px_h2_alive(p->h2) || (p->h2_goaway && p->nkids == 0)) && p->out.len == 0) {
         dconn_close(p);
         return;
     }
@@ -3616,6 +3647,11 @@ static void *h2d_on_request(void *ud, px_h2_stream_t *s, const char *head, size_
     p->kids = c;
     p->nkids++;
     dconn_process(c);
+    if (c->listener_gone && !p->h2_goaway) {
+        /* the listener left the config: no new streams, close when done */
+        p->h2_goaway = true;
+        px_h2_goaway(p->h2);
+    }
     return c;
 }
 

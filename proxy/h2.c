@@ -84,7 +84,7 @@ struct px_h2_stream {
     void *user;
     bool detached;
     /* inbound: the peer's message */
-    hbuf_t fields;     /* "name: value\r\n" of the current header block */
+    hbuf_t fields; /* "name: value\r\n" of the current header block */
     char *method, *path, *authority, *status;
     bool in_chunked;   /* the body goes to the engine chunked */
     bool in_head_done; /* the head was handed over */
@@ -93,20 +93,20 @@ struct px_h2_stream {
     bool trailers;     /* the current block is trailers */
     size_t unacked;    /* DATA bytes delivered but not yet acknowledged */
     /* outbound: our message */
-    int out;            /* OUT_* */
-    hbuf_t obuf;        /* HTTP/1.1 bytes not parsed yet (head, chunk framing) */
-    hbuf_t body;        /* body bytes for the data provider */
-    uint64_t out_left;  /* OUT_LENGTH */
+    int out;           /* OUT_* */
+    hbuf_t obuf;       /* HTTP/1.1 bytes not parsed yet (head, chunk framing) */
+    hbuf_t body;       /* body bytes for the data provider */
+    uint64_t out_left; /* OUT_LENGTH */
     px_h1_chunked_t chunk;
-    bool out_end;       /* the body is complete */
-    bool submitted;     /* HEADERS went to nghttp2 */
-    bool deferred;      /* the data provider is waiting for bytes */
-    bool req_head;      /* server: the request was HEAD */
-    bool https;         /* client: :scheme */
-    bool rst_after;     /* server: reset (NO_ERROR) once our END_STREAM is out */
-    nghttp2_nv *tnv;    /* trailers to send after the body */
+    bool out_end;    /* the body is complete */
+    bool submitted;  /* HEADERS went to nghttp2 */
+    bool deferred;   /* the data provider is waiting for bytes */
+    bool req_head;   /* server: the request was HEAD */
+    bool https;      /* client: :scheme */
+    bool rst_after;  /* server: reset (NO_ERROR) once our END_STREAM is out */
+    nghttp2_nv *tnv; /* trailers to send after the body */
     size_t ntnv;
-    char *tstore;       /* their text */
+    char *tstore; /* their text */
 };
 
 struct px_h2 {
@@ -232,8 +232,8 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
         if (nlen == 2 && memcmp(name, "te", 2) == 0)
             return 0;
     }
-    if (hb_add(&s->fields, name, nlen) < 0 || hb_str(&s->fields, ": ") < 0 || hb_add(&s->fields, value, vlen) < 0 ||
-        hb_str(&s->fields, "\r\n") < 0)
+    if (hb_add(&s->fields, name, nlen) < 0 || hb_str(&s->fields, ": ") < 0 ||
+        hb_add(&s->fields, value, vlen) < 0 || hb_str(&s->fields, "\r\n") < 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     return 0;
 }
@@ -247,7 +247,8 @@ static void in_finish(px_h2_stream_t *s, bool with_trailers)
     if (!s->in_chunked)
         return;
     hbuf_t t = {0};
-    if (hb_str(&t, "0\r\n") == 0 && (!with_trailers || hb_add(&t, hb_ptr(&s->fields), s->fields.len) == 0) &&
+    if (hb_str(&t, "0\r\n") == 0 &&
+        (!with_trailers || hb_add(&t, hb_ptr(&s->fields), s->fields.len) == 0) &&
         hb_str(&t, "\r\n") == 0)
         deliver(s, t.data, t.len);
     hb_free(&t);
@@ -267,7 +268,8 @@ static int in_head(px_h2_t *h, px_h2_stream_t *s, bool end_stream)
         if (hb_str(&t, s->method) < 0 || hb_str(&t, " ") < 0 || hb_str(&t, s->path) < 0 ||
             hb_str(&t, " HTTP/1.1\r\n") < 0)
             goto out;
-        if (s->authority && (hb_str(&t, "host: ") < 0 || hb_str(&t, s->authority) < 0 || hb_str(&t, "\r\n") < 0))
+        if (s->authority &&
+            (hb_str(&t, "host: ") < 0 || hb_str(&t, s->authority) < 0 || hb_str(&t, "\r\n") < 0))
             goto out;
     } else {
         if (s->status == NULL)
@@ -346,7 +348,8 @@ static int on_frame_recv(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
     return 0;
 }
 
-static int on_data_chunk(nghttp2_session *ss, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *ud)
+static int on_data_chunk(nghttp2_session *ss, uint8_t flags, int32_t id, const uint8_t *data,
+                         size_t len, void *ud)
 {
     (void)flags;
     (void)ud;
@@ -390,7 +393,8 @@ static int on_stream_close(nghttp2_session *ss, int32_t id, uint32_t error_code,
 static int on_frame_send(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
 {
     (void)ud;
-    if ((f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+    if ((f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) ||
+        !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
     px_h2_stream_t *s = nghttp2_session_get_stream_user_data(ss, f->hd.stream_id);
     if (s && s->rst_after && !s->in_end)
@@ -400,8 +404,8 @@ static int on_frame_send(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
 
 /* ---- outbound ---- */
 
-static ssize_t data_read(nghttp2_session *ss, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
-                         nghttp2_data_source *src, void *ud)
+static ssize_t data_read(nghttp2_session *ss, int32_t id, uint8_t *buf, size_t length,
+                         uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
     (void)ud;
     px_h2_stream_t *s = src->ptr;
@@ -429,8 +433,9 @@ static ssize_t data_read(nghttp2_session *ss, int32_t id, uint8_t *buf, size_t l
 
 static bool skip_field(const char *n, size_t l)
 {
-    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
-                                      "upgrade", "host", "http2-settings"};
+    static const char *const hop[] = {"connection",        "keep-alive", "proxy-connection",
+                                      "transfer-encoding", "upgrade",    "host",
+                                      "http2-settings"};
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
         if (px_h1_ieq(n, l, hop[i]))
             return true;
@@ -438,7 +443,8 @@ static bool skip_field(const char *n, size_t l)
 }
 
 /* Builds name/value pairs from HTTP/1.1 fields, names lower-cased in store. */
-static int fields_nv(const px_h1_msg_t *m, nghttp2_nv *nv, size_t *nnv, char *store, size_t *used, bool client)
+static int fields_nv(const px_h1_msg_t *m, nghttp2_nv *nv, size_t *nnv, char *store, size_t *used,
+                     bool client)
 {
     for (size_t i = 0; i < m->nheaders; i++) {
         const px_h1_header_t *f = &m->headers[i];
@@ -446,7 +452,8 @@ static int fields_nv(const px_h1_msg_t *m, nghttp2_nv *nv, size_t *nnv, char *st
             /* only "te: trailers" crosses to HTTP/2, and only towards a server */
             if (!client || !px_h1_ieq(f->value, f->value_len, "trailers"))
                 continue;
-        } else if (skip_field(f->name, f->name_len) || px_h1_is_hop_by_hop(m, f->name, f->name_len)) {
+        } else if (skip_field(f->name, f->name_len) ||
+                   px_h1_is_hop_by_hop(m, f->name, f->name_len)) {
             continue;
         }
         char *nm = store + *used;
@@ -492,8 +499,8 @@ static int set_trailers(px_h2_stream_t *s, const char *p, size_t n)
             while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
                 ve--;
             if (!skip_field(c, (size_t)(colon - c)))
-                s->tnv[s->ntnv++] = (nghttp2_nv){(uint8_t *)c, (uint8_t *)v, (size_t)(colon - c), (size_t)(ve - v),
-                                                 NGHTTP2_NV_FLAG_NONE};
+                s->tnv[s->ntnv++] = (nghttp2_nv){(uint8_t *)c, (uint8_t *)v, (size_t)(colon - c),
+                                                 (size_t)(ve - v), NGHTTP2_NV_FLAG_NONE};
         }
         c = eol + 1;
     }
@@ -518,19 +525,25 @@ static int out_head(px_h2_stream_t *s, const px_h1_msg_t *m)
     char status[8];
     const char *scheme = s->https ? "https" : "http";
     if (h->client) {
-        nv[nnv++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)m->method, 7, m->method_len, NGHTTP2_NV_FLAG_NONE};
-        nv[nnv++] = (nghttp2_nv){(uint8_t *)":scheme", (uint8_t *)scheme, 7, strlen(scheme), NGHTTP2_NV_FLAG_NONE};
+        nv[nnv++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)m->method, 7, m->method_len,
+                                 NGHTTP2_NV_FLAG_NONE};
+        nv[nnv++] = (nghttp2_nv){(uint8_t *)":scheme", (uint8_t *)scheme, 7, strlen(scheme),
+                                 NGHTTP2_NV_FLAG_NONE};
         nv[nnv++] = (nghttp2_nv){(uint8_t *)":authority", (uint8_t *)(m->host ? m->host : ""), 10,
                                  m->host ? m->host_len : 0, NGHTTP2_NV_FLAG_NONE};
-        nv[nnv++] = (nghttp2_nv){(uint8_t *)":path", (uint8_t *)m->target, 5, m->target_len, NGHTTP2_NV_FLAG_NONE};
+        nv[nnv++] = (nghttp2_nv){(uint8_t *)":path", (uint8_t *)m->target, 5, m->target_len,
+                                 NGHTTP2_NV_FLAG_NONE};
     } else {
         snprintf(status, sizeof(status), "%d", m->status_code);
-        nv[nnv++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, strlen(status), NGHTTP2_NV_FLAG_NONE};
+        nv[nnv++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, strlen(status),
+                                 NGHTTP2_NV_FLAG_NONE};
     }
     fields_nv(m, nv, &nnv, store, &used, h->client);
     const px_h1_header_t *ct = h->client ? px_h1_find(m, "content-type") : NULL;
-    if (ct && ct->value_len >= 16 && strncasecmp(ct->value, "application/grpc", 16) == 0 && !px_h1_find(m, "te"))
-        nv[nnv++] = (nghttp2_nv){(uint8_t *)"te", (uint8_t *)"trailers", 2, 8, NGHTTP2_NV_FLAG_NONE};
+    if (ct && ct->value_len >= 16 && strncasecmp(ct->value, "application/grpc", 16) == 0 &&
+        !px_h1_find(m, "te"))
+        nv[nnv++] =
+            (nghttp2_nv){(uint8_t *)"te", (uint8_t *)"trailers", 2, 8, NGHTTP2_NV_FLAG_NONE};
     bool body = m->body != PX_H1_BODY_NONE;
     nghttp2_data_provider dp = {.source.ptr = s, .read_callback = data_read};
     int32_t r;
@@ -613,28 +626,21 @@ int px_h2_write(px_h2_stream_t *s, const char *p, size_t n)
     if (hb_add(&s->obuf, p, n) < 0)
         goto fail;
     while (s->out == OUT_HEAD) {
-        px_h1_msg_t *m = malloc(sizeof(*m));
+        static _Thread_local px_h1_msg_t msg; /* large: not on the stack, not per head */
+        px_h1_msg_t *m = &msg;
         const char *err;
-        if (m == NULL)
-            goto fail;
-        int r = s->h->client
-                    ? px_h1_parse_request(hb_ptr(&s->obuf), s->obuf.len, m, &err)
-                    : px_h1_parse_response(hb_ptr(&s->obuf), s->obuf.len, s->req_head, false, m, &err);
-        if (r == -2) {
-            free(m);
+        int r = s->h->client ? px_h1_parse_request(hb_ptr(&s->obuf), s->obuf.len, m, &err)
+                             : px_h1_parse_response(hb_ptr(&s->obuf), s->obuf.len, s->req_head,
+                                                    false, m, &err);
+        if (r == -2)
             return 0;
-        }
-        if (r < 0 || (!s->h->client && m->status_code == 101)) {
-            free(m);
+        if (r < 0 || (!s->h->client && m->status_code == 101))
             goto fail;
-        }
         if (!s->h->client && m->status_code < 200) {
-            free(m); /* interim responses stay on this hop */
-            hb_consume(&s->obuf, (size_t)r);
+            hb_consume(&s->obuf, (size_t)r); /* interim responses stay on this hop */
             continue;
         }
         int sr = out_head(s, m);
-        free(m);
         if (sr < 0)
             goto fail;
         hb_consume(&s->obuf, (size_t)r);
@@ -727,7 +733,8 @@ px_h2_t *px_h2_new(bool client, const px_h2_cbs_t *cbs, void *ud, const px_h2_op
     nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_max_send_header_block_length(opt, 2 * PX_H1_MAX_HEAD);
-    int r = client ? nghttp2_session_client_new2(&h->s, cb, h, opt) : nghttp2_session_server_new2(&h->s, cb, h, opt);
+    int r = client ? nghttp2_session_client_new2(&h->s, cb, h, opt)
+                   : nghttp2_session_server_new2(&h->s, cb, h, opt);
     if (r != 0)
         goto fail;
     uint32_t win = o && o->window ? o->window : H2_WINDOW;
@@ -738,10 +745,12 @@ px_h2_t *px_h2_new(bool client, const px_h2_cbs_t *cbs, void *ud, const px_h2_op
     if (client)
         iv[niv++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_ENABLE_PUSH, 0};
     else
-        iv[niv++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
-                                             o && o->max_concurrent_streams ? o->max_concurrent_streams : 100};
+        iv[niv++] = (nghttp2_settings_entry){
+            NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+            o && o->max_concurrent_streams ? o->max_concurrent_streams : 100};
     if (nghttp2_submit_settings(h->s, NGHTTP2_FLAG_NONE, iv, niv) != 0 ||
-        nghttp2_session_set_local_window_size(h->s, NGHTTP2_FLAG_NONE, 0, (int32_t)H2_CONN_WINDOW) != 0)
+        nghttp2_session_set_local_window_size(h->s, NGHTTP2_FLAG_NONE, 0,
+                                              (int32_t)H2_CONN_WINDOW) != 0)
         goto fail;
     nghttp2_session_callbacks_del(cb);
     nghttp2_option_del(opt);
@@ -804,8 +813,8 @@ bool px_h2_alive(const px_h2_t *h)
 
 void px_h2_goaway(px_h2_t *h)
 {
-    nghttp2_submit_goaway(h->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->s), NGHTTP2_NO_ERROR,
-                          NULL, 0);
+    nghttp2_submit_goaway(h->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->s),
+                          NGHTTP2_NO_ERROR, NULL, 0);
 }
 
 size_t px_h2_streams(const px_h2_t *h)
@@ -816,7 +825,8 @@ size_t px_h2_streams(const px_h2_t *h)
 bool px_h2_can_open(const px_h2_t *h)
 {
     return !h->failed && nghttp2_session_want_read(h->s) &&
-           nghttp2_session_get_remote_settings(h->s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) > h->nstreams &&
+           nghttp2_session_get_remote_settings(h->s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) >
+               h->nstreams &&
            nghttp2_session_get_next_stream_id(h->s) < (1u << 30);
 }
 

@@ -33,7 +33,9 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "../../proxy/config_internal.h"
 #include "../../proxy/http1_internal.h"
+#include "../../proxy/tls_internal.h"
 
 /* ---- HTTP/1.1 backends ---- */
 
@@ -265,7 +267,9 @@ static bool port_open(int port)
 static const char node_backend[] =
     "const http2 = require('http2');\n"
     "const s = http2.createServer();\n"
+    "const seen = [];\n"
     "s.on('stream', (st, h) => {\n"
+    "  seen.push(h[':authority']);\n"
     "  let n = 0;\n"
     "  st.on('data', (c) => { n += c.length; });\n"
     "  st.on('end', () => {\n"
@@ -275,6 +279,9 @@ static const char node_backend[] =
     "      st.respond({':status': 200, 'content-type': 'application/grpc'}, {waitForTrailers: true});\n"
     "      st.on('wantTrailers', () => st.sendTrailers({'grpc-status': '0', 'grpc-message': 'fine'}));\n"
     "      st.end(body);\n"
+    "    } else if (h[':path'] === '/h2/seen') {\n"
+    "      st.respond({':status': 200});\n"
+    "      st.end(seen.join(','));\n"
     "    } else if (h[':path'].startsWith('/h2/bigresp')) {\n"
     "      st.respond({':status': 200, 'content-type': 'text/plain'});\n"
     "      st.end(body + 'y'.repeat(1048576 - body.length));\n"
@@ -513,7 +520,11 @@ static void client_open(client_t *c, int port, size_t n)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, c_data);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, c_close);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, c_frame);
-    assert_int_equal(nghttp2_session_client_new(&c->s, cb, c), 0);
+    nghttp2_option *opt;
+    nghttp2_option_new(&opt);
+    nghttp2_option_set_max_send_header_block_length(opt, 1 << 20); /* to send oversized heads */
+    assert_int_equal(nghttp2_session_client_new2(&c->s, cb, c, opt), 0);
+    nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
     assert_int_equal(nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, iv, 1), 0);
@@ -655,6 +666,8 @@ static char *make_config(int port, int pa, int pb, int ph2)
              FAULT("\"abort\": {\"grpc_status\": 14, \"percentage\": {\"numerator\": 100}}") "},\n"
              "  {\"match\": {\"prefix\": \"/retry\"}, \"route\": {\"cluster\": \"a\", \"retry_policy\": "
              "{\"retry_on\": \"5xx\", \"num_retries\": 2, \"retry_back_off\": {\"base_interval\": \"0.01s\"}}}},\n"
+             "  {\"match\": {\"prefix\": \"/mirror\"}, \"route\": {\"cluster\": \"a\", "
+             "\"request_mirror_policies\": [{\"cluster\": \"h2\"}]}},\n"
              "  {\"match\": {\"prefix\": \"/timeout\"}, \"route\": {\"cluster\": \"a\", \"timeout\": \"0.1s\"}},\n"
              "  {\"match\": {\"prefix\": \"/nocluster\"}, \"route\": {\"cluster\": \"missing\"}}\n"
              " ]}]}}}]}]},\n"
@@ -1002,6 +1015,122 @@ static void test_drain_sends_goaway(void **state)
     client_close(&c);
 }
 
+/* Streams that break the rules are reset one by one: a header block over
+ * the 60 KiB limit, a body shorter than its content-length; a stream
+ * beside them is served. */
+static void test_bad_streams_reset_alone(void **state)
+{
+    fixture_t *f = *state;
+    client_t c;
+    client_open(&c, f->p.port, 3);
+    /* 40 fields of 2000 bytes */
+    static char big[2000];
+    memset(big, 'v', sizeof(big));
+    nghttp2_nv nv[44] = {NV(":method", "GET"), NV(":scheme", "http"), NV(":authority", "svc.local"),
+                         NV(":path", "/a/huge")};
+    char names[40][8];
+    for (int i = 0; i < 40; i++) {
+        snprintf(names[i], sizeof(names[i]), "x-h%d", i);
+        nv[4 + i] = (nghttp2_nv){(uint8_t *)names[i], (uint8_t *)big, strlen(names[i]), sizeof(big),
+                                 NGHTTP2_NV_FLAG_NONE};
+    }
+    cstream_t *huge = &c.st[c.n++];
+    huge->id = nghttp2_submit_request(c.s, NULL, nv, 44, NULL, NULL);
+    assert_true(huge->id > 0);
+    /* content-length 10, 5 bytes sent */
+    cstream_t *shortb = &c.st[c.n++];
+    nghttp2_nv nv2[5] = {NV(":method", "POST"), NV(":scheme", "http"), NV(":authority", "svc.local"),
+                         NV(":path", "/a/short"), NV("content-length", "10")};
+    shortb->req = "12345";
+    shortb->req_len = 5;
+    nghttp2_data_provider dp = {.source.ptr = shortb, .read_callback = c_body};
+    shortb->id = nghttp2_submit_request(c.s, NULL, nv2, 5, &dp, NULL);
+    assert_true(shortb->id > 0);
+    cstream_t *ok = client_req(&c, "svc.local", "/b/beside", NULL, NULL, 0);
+    assert_true(client_run(&c, 5000));
+    assert_int_equal(huge->status, 0);
+    assert_int_not_equal(huge->error, 0);
+    assert_int_equal(shortb->status, 0);
+    assert_int_not_equal(shortb->error, 0);
+    assert_int_equal(ok->status, 200);
+    assert_non_null(strstr(ok->body, "path=/b/beside"));
+    assert_false(c.closed);
+    client_close(&c);
+}
+
+/* A mirror on an HTTP/2 cluster gets its "-shadow" copy as a stream. */
+static void test_mirror_to_h2_cluster(void **state)
+{
+    fixture_t *f = *state;
+    cstream_t r;
+    get1(f->p.port, "shop.local", "/mirror/x", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "backend=A host=shop.local"));
+    free(r.body);
+    bool seen = false;
+    for (int i = 0; i < 50 && !seen; i++) {
+        get1(f->p.port, "svc.local", "/h2/seen", NULL, &r);
+        seen = r.body && strstr(r.body, "shop.local-shadow") != NULL;
+        free(r.body);
+        if (!seen)
+            usleep(20000);
+    }
+    assert_true(seen);
+}
+
+/* The config: HttpProtocolOptions makes a cluster HTTP/2 (explicitly or
+ * as the downstream), its max_concurrent_streams is kept, and an upstream
+ * TLS context offers "h2" only for an HTTP/2 cluster; an HTTP chain's TLS
+ * may select "h2". */
+static void test_config_http2_options(void **state)
+{
+    (void)state;
+    static const char json[] =
+        "{\"resources\": [\n"
+        "{\"@type\": \"type.googleapis.com/envoy.config.cluster.v3.Cluster\", \"name\": \"explicit\", "
+        "\"typed_extension_protocol_options\": {\"envoy.extensions.upstreams.http.v3.HttpProtocolOptions\": "
+        "{\"@type\": \"type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\", "
+        "\"explicit_http_config\": {\"http2_protocol_options\": {\"max_concurrent_streams\": 7}}}}, "
+        "\"transport_socket\": {\"name\": \"tls\", \"typed_config\": {\"@type\": "
+        "\"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\", \"sni\": \"x\", "
+        "\"common_tls_context\": {\"alpn_protocols\": [\"istio\"]}}}},\n"
+        "{\"@type\": \"type.googleapis.com/envoy.config.cluster.v3.Cluster\", \"name\": \"downstream\", "
+        "\"typed_extension_protocol_options\": {\"envoy.extensions.upstreams.http.v3.HttpProtocolOptions\": "
+        "{\"@type\": \"type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\", "
+        "\"use_downstream_protocol_config\": {\"http2_protocol_options\": {}}}}},\n"
+        "{\"@type\": \"type.googleapis.com/envoy.config.cluster.v3.Cluster\", \"name\": \"h1\", "
+        "\"transport_socket\": {\"name\": \"tls\", \"typed_config\": {\"@type\": "
+        "\"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\", \"sni\": \"y\", "
+        "\"common_tls_context\": {\"alpn_protocols\": [\"h2\", \"http/1.1\"]}}}}\n"
+        "]}";
+    px_bundle_t b;
+    memset(&b, 0, sizeof(b));
+    char err[512];
+    assert_int_equal(px_bundle_load_json(&b, json, strlen(json), err, sizeof(err)), 0);
+    px_resources_t r;
+    px_bundle_view(&b, &r);
+    px_snapshot_t *snap = px_snapshot_build(&r, err, sizeof(err));
+    if (snap == NULL)
+        fail_msg("%s", err);
+    const px_cluster_t *e = px_snapshot_cluster(snap, "explicit");
+    const px_cluster_t *d = px_snapshot_cluster(snap, "downstream");
+    const px_cluster_t *h = px_snapshot_cluster(snap, "h1");
+    assert_true(e->http2 && !e->http2_downstream);
+    assert_int_equal(e->h2_max_streams, 7);
+    assert_true(!d->http2 && d->http2_downstream);
+    assert_true(!h->http2 && !h->http2_downstream);
+    /* ALPN: h2 first for the HTTP/2 cluster, dropped for the HTTP/1.1 one */
+    assert_true(e->tls->h2);
+    assert_int_equal(e->tls->nalpn, 2);
+    assert_string_equal(e->tls->alpn[0], "h2");
+    assert_string_equal(e->tls->alpn[1], "istio");
+    assert_false(h->tls->h2);
+    assert_int_equal(h->tls->nalpn, 1);
+    assert_string_equal(h->tls->alpn[0], "http/1.1");
+    px_snapshot_unref(snap);
+    px_bundle_free(&b);
+}
+
 /* request_protocol: "grpc" for gRPC, "http" otherwise (Istio's values). */
 static void test_request_protocol_metric(void **state)
 {
@@ -1042,6 +1171,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_request_protocol_metric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rbac_and_timeout_on_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain_sends_goaway, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mirror_to_h2_cluster, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_streams_reset_alone, setup, teardown),
+        cmocka_unit_test(test_config_http2_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -40,7 +40,9 @@ HTTP=$1 HTTPS=$2 BE=$3 STATS=$4 ADMIN=$5
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/key.pem" -out "$tmp/cert.pem" -days 1 \
     -subj "/CN=h2.test" -addext "subjectAltName=DNS:h2.test" >/dev/null 2>&1
 
-route='"route_config": {"name": "r", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "be"}}]}]}'
+# the plaintext listener sends /viatls to the TLS listener over HTTP/2 (ALPN h2)
+route='"route_config": {"name": "r", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/viatls"}, "route": {"cluster": "tlsself"}}, {"match": {"prefix": "/"}, "route": {"cluster": "be"}}]}]}'
+route_tls='"route_config": {"name": "t", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "be"}}]}]}'
 hcm='"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", "stat_prefix": "in"'
 cat >"$tmp/config.json" <<JSON
 {"resources": [
@@ -49,7 +51,7 @@ cat >"$tmp/config.json" <<JSON
   "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {$hcm, $route}}]}]},
  {"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", "name": "tls",
   "address": {"socket_address": {"address": "127.0.0.1", "port_value": $HTTPS}},
-  "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {$hcm, $route}}],
+  "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {$hcm, $route_tls}}],
    "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
      "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
      "common_tls_context": {"alpn_protocols": ["h2", "http/1.1"],
@@ -57,7 +59,16 @@ cat >"$tmp/config.json" <<JSON
                              "private_key": {"filename": "$tmp/key.pem"}}]}}}}]},
  {"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "be", "connect_timeout": "1s",
   "load_assignment": {"cluster_name": "be", "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
-   {"socket_address": {"address": "127.0.0.1", "port_value": $BE}}}}]}]}}
+   {"socket_address": {"address": "127.0.0.1", "port_value": $BE}}}}]}]}},
+ {"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "tlsself", "connect_timeout": "1s",
+  "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+    "explicit_http_config": {"http2_protocol_options": {}}}},
+  "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", "sni": "h2.test",
+    "common_tls_context": {"validation_context": {"trusted_ca": {"filename": "$tmp/cert.pem"}}}}},
+  "load_assignment": {"cluster_name": "tlsself", "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
+   {"socket_address": {"address": "127.0.0.1", "port_value": $HTTPS}}}}]}]}}
 ]}
 JSON
 
@@ -88,7 +99,12 @@ check h1_over_tls_by_alpn test "$out" = "1.1 200"
 out=$(curl -s -o /dev/null -w '%{http_code}' --http2-prior-knowledge -X POST --data-binary "@$tmp/cert.pem" \
     "http://127.0.0.1:$HTTP/post")
 check h2c_post_with_body test "$out" = "200"
+# an HTTP/2 upstream over TLS (ALPN h2): the proxy's own TLS listener
+out=$(curl -s -o "$tmp/body" -w '%{http_version} %{http_code}' --http1.1 "http://127.0.0.1:$HTTP/viatls/five")
+check h1_to_h2_upstream_over_tls test "$out" = "1.1 200"
+check h2_upstream_tls_body grep -q curl-be "$tmp/body"
 sleep 0.2
+check upstream_leg_is_http2_over_tls grep -q '"GET /viatls/five HTTP/2" 200' "$tmp/access.log"
 check access_log_says_http2 grep -q '"GET /one HTTP/2" 200' "$tmp/access.log"
 check access_log_tls_http2 grep -q '"GET /three HTTP/2" 200' "$tmp/access.log"
 check access_log_http11 grep -q '"GET /two HTTP/1.1" 200' "$tmp/access.log"
