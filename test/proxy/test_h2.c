@@ -1074,7 +1074,7 @@ static void test_bad_streams_reset_alone(void **state)
     memset(big, 'v', sizeof(big));
     nghttp2_nv nv[44] = {NV(":method", "GET"), NV(":scheme", "http"), NV(":authority", "svc.local"),
                          NV(":path", "/a/huge")};
-    char names[40][8];
+    char names[40][16];
     for (int i = 0; i < 40; i++) {
         snprintf(names[i], sizeof(names[i]), "x-h%d", i);
         nv[4 + i] = (nghttp2_nv){(uint8_t *)names[i], (uint8_t *)big, strlen(names[i]), sizeof(big),
