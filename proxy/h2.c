@@ -85,6 +85,7 @@ struct px_h2_stream {
     bool detached;
     /* inbound: the peer's message */
     hbuf_t fields; /* "name: value\r\n" of the current header block */
+    hbuf_t cookies;    /* cookie crumbs, joined with "; " (RFC 9113 8.2.3) */
     char *method, *path, *authority, *status;
     bool in_chunked;   /* the body goes to the engine chunked */
     bool in_head_done; /* the head was handed over */
@@ -130,6 +131,7 @@ static void stream_free(px_h2_stream_t *s)
         s->next->prev = s->prev;
     h->nstreams--;
     hb_free(&s->fields);
+    hb_free(&s->cookies);
     hb_free(&s->obuf);
     hb_free(&s->body);
     free(s->method);
@@ -222,7 +224,7 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
         }
         return 0;
     }
-    if (s->fields.len + nlen + vlen + 4 > PX_H1_MAX_HEAD)
+    if (s->fields.len + s->cookies.len + nlen + vlen + 4 > PX_H1_MAX_HEAD)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
     if (!s->trailers) {
         if (nlen == 4 && memcmp(name, "host", 4) == 0 && s->authority)
@@ -231,6 +233,11 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
             s->has_cl = true;
         if (nlen == 2 && memcmp(name, "te", 2) == 0)
             return 0;
+        if (nlen == 6 && memcmp(name, "cookie", 6) == 0) {
+            if ((s->cookies.len && hb_str(&s->cookies, "; ") < 0) || hb_add(&s->cookies, value, vlen) < 0)
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+            return 0;
+        }
     }
     if (hb_add(&s->fields, name, nlen) < 0 || hb_str(&s->fields, ": ") < 0 ||
         hb_add(&s->fields, value, vlen) < 0 || hb_str(&s->fields, "\r\n") < 0)
@@ -286,6 +293,9 @@ static int in_head(px_h2_t *h, px_h2_stream_t *s, bool end_stream)
             goto out;
     }
     if (hb_add(&t, hb_ptr(&s->fields), s->fields.len) < 0)
+        goto out;
+    if (s->cookies.len && (hb_str(&t, "cookie: ") < 0 || hb_add(&t, hb_ptr(&s->cookies), s->cookies.len) < 0 ||
+                           hb_str(&t, "\r\n") < 0))
         goto out;
     bool nobody = h->client && (s->req_head || atoi(s->status) == 204 || atoi(s->status) == 304);
     if (!end_stream && !s->has_cl && !nobody) {
