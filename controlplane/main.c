@@ -262,17 +262,39 @@ static void log_change(void *ud, const cfg_event_t *ev)
     log_msg(quiet ? LOG_DEBUG : LOG_INFO, "%s %s (version %" PRIu64 ")", name, what[ev->type], ev->version);
 }
 
-static atomic_bool local_ready;
+/* /ready: the configuration sources have synced (informers, or the first
+ * load of the directory) and the xDS servers serve what they held then, so a
+ * proxy that connects once meshd is ready gets the whole configuration, not
+ * the state before the push that follows the sync. Latched once true. */
+typedef struct ready_gate {
+    cfg_store_t *store;
+    informer_t *inf;   /* kube mode */
+    serve_t *srv;      /* once serving */
+    atomic_bool loaded; /* local mode: the first load is in */
+    atomic_bool have_at;
+    _Atomic uint64_t at; /* the store version when the sources synced */
+    atomic_bool ready;
+} ready_gate_t;
 
-static bool local_is_ready(void *ud)
-{
-    (void)ud;
-    return atomic_load(&local_ready);
-}
+static ready_gate_t gate;
 
-static bool kube_is_ready(void *ud)
+static bool gate_ready(void *ud)
 {
-    return informer_synced(ud);
+    ready_gate_t *g = ud;
+    if (atomic_load(&g->ready))
+        return true;
+    if (!(g->inf ? informer_synced(g->inf) : atomic_load(&g->loaded)))
+        return false;
+    if (!atomic_load(&g->have_at)) {
+        cfg_snap_t *s = cfg_store_snapshot(g->store);
+        atomic_store(&g->at, cfg_snap_version(s));
+        cfg_snap_release(s);
+        atomic_store(&g->have_at, true);
+    }
+    if (!serve_xds_at(g->srv, atomic_load(&g->at)))
+        return false;
+    atomic_store(&g->ready, true);
+    return true;
 }
 
 /* Starts the debug server unless disabled; NULL when disabled or when it
@@ -409,7 +431,10 @@ static int run_kube(struct flags *fl)
     }
     if (dbg != NULL) {
         debug_add_configz(dbg, store);
-        debug_add_ready(dbg, kube_is_ready, inf);
+        gate.store = store;
+        gate.srv = srv;
+        gate.inf = inf;
+        debug_add_ready(dbg, gate_ready, &gate);
         debug_add_informerz(dbg, inf);
     }
     struct pollfd pfd = {.fd = sfd, .events = POLLIN};
@@ -489,10 +514,12 @@ static int run_local(struct flags *fl)
             goto out;
         if (dbg != NULL) {
             debug_add_configz(dbg, store);
-            debug_add_ready(dbg, local_is_ready, NULL);
+            gate.store = store;
+            debug_add_ready(dbg, gate_ready, &gate);
         }
         if ((srv = start_serving(fl, store, NULL, dbg, fl->ns)) == NULL)
             goto out;
+        gate.srv = srv;
     }
 
     cfg_load_opts_t opts = {.default_namespace = fl->ns};
@@ -512,7 +539,7 @@ static int run_local(struct flags *fl)
         log_info("config: %s (version %" PRIu64 ")", counts, cfg_snap_version(snap));
     cfg_snap_release(snap);
     snap = NULL;
-    atomic_store(&local_ready, true);
+    atomic_store(&gate.loaded, true);
 
     cfg_store_subscribe(store, log_change, NULL);
     log_info("meshd %s watching %s", MESH_VERSION, fl->config_dir);

@@ -497,3 +497,11 @@ void serve_stop(serve_t *s)
     loop_free(s->loop);
     free(s);
 }
+
+bool serve_xds_at(serve_t *s, uint64_t version)
+{
+    if (s == NULL)
+        return true;
+    return (s->xds == NULL || xds_server_store_version(s->xds) >= version) &&
+           (s->sxds == NULL || xds_server_store_version(s->sxds) >= version);
+}

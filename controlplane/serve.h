@@ -52,6 +52,9 @@ typedef struct serve_ports {
     int grpc, secure_grpc, webhook, monitoring;
 } serve_ports_t;
 void serve_ports(const serve_t *s, serve_ports_t *out);
+/* Whether every xDS server serves a config built from store version
+ * `version` or later (proxies that connect now get that config). */
+bool serve_xds_at(serve_t *s, uint64_t version);
 /* Stops serving and frees everything. NULL is ignored. */
 void serve_stop(serve_t *s);
 

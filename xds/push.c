@@ -613,3 +613,11 @@ bool xs_push_posted(xds_server_t *srv)
     pthread_mutex_unlock(&srv->nmu);
     return p;
 }
+
+uint64_t xds_server_store_version(xds_server_t *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+    uint64_t v = srv->snap ? cfg_snap_version(srv->snap) : 0;
+    pthread_mutex_unlock(&srv->mu);
+    return v;
+}

@@ -90,6 +90,9 @@ void xds_server_add_metrics(xds_server_t *srv, debug_server_t *metrics);
 void xds_server_metrics_text(xds_server_t *srv, char **buf, size_t *len);
 /* Copies the counters. */
 void xds_server_stats(xds_server_t *srv, xds_server_stats_t *st);
+/* The config store version the server's current push generation was built
+ * from (new proxies get that). Any thread. */
+uint64_t xds_server_store_version(xds_server_t *srv);
 /* Pushes now to every proxy (as if a change had just been debounced). Loop
  * thread. */
 void xds_server_push_all(xds_server_t *srv);

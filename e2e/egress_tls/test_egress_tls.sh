@@ -12,27 +12,7 @@
 #
 # Prints ok/not ok lines; stops every process it started.
 set -u
-BUILD=${BUILD:-${MESH_BUILD:-build}}
-T=$(mktemp -d /tmp/egress-tls.XXXXXX)
-pids=""
-cleanup() {
-    for p in $pids; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-fails=0
-ok() { echo "ok $1"; }
-notok() {
-    echo "not ok $1 - $2"
-    fails=$((fails + 1))
-}
-start() { # name, command...
-    n=$1
-    shift
-    "$@" >"$T/$n.log" 2>&1 &
-    pids="$pids $!"
-}
+. "$(dirname "$0")/../../test/lib.sh"
 for c in openssl curl; do
     command -v "$c" >/dev/null 2>&1 || { echo "not ok egress_tls_tools - $c is missing"; exit 1; }
 done
@@ -186,4 +166,4 @@ code=$(get wrongsan.example.com)
 code=$(get api.example.com)
 [ "$code" = 200 ] && ok egress_tls_still_serving || notok egress_tls_still_serving "api.example.com answered $code"
 
-[ $fails -eq 0 ]
+finish

@@ -15,30 +15,7 @@
 #   api-a1, api-a2  127.0.0.75/76:8080 (503)  region1/zone-a    api-b 127.0.0.77:8080  region1/zone-b
 # Prints ok/not ok lines; stops every process it started.
 set -u
-BUILD=${BUILD:-${MESH_BUILD:-build}}
-T=$(mktemp -d /tmp/locality.XXXXXX)
-pids=""
-cleanup() {
-    for p in $pids; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-fails=0
-ok() { echo "ok $1"; }
-notok() {
-    echo "not ok $1 - $2"
-    fails=$((fails + 1))
-}
-start() { # name, command...
-    n=$1
-    shift
-    "$@" >"$T/$n.log" 2>&1 &
-    echo $! >"$T/$n.pid"
-    pids="$pids $!"
-}
-stop() { kill "$(cat "$T/$1.pid")" 2>/dev/null; }
-
+. "$(dirname "$0")/../../test/lib.sh"
 pod() { # name, ip, locality (region.zone)
     cat <<YAML
 ---
@@ -152,14 +129,6 @@ start api-a2 python3 "$DIR/fail_backend.py" 127.0.0.76 8080 api-a2
 start api-b "$BUILD/backend" --listen 127.0.0.77:8080 --name api-b
 start meshd "$BUILD/meshd" --config-dir "$T/config" --grpc-addr 127.0.0.70:25710 --debug-addr 127.0.0.70:25780 \
     --monitoring-addr off --secure-grpc-addr off --webhook-addr off
-wait_url() {
-    i=0
-    until curl -sf -o /dev/null -m 1 "$1"; do
-        i=$((i + 1))
-        [ $i -lt 100 ] || return 1
-        sleep 0.1
-    done
-}
 wait_url http://127.0.0.70:25780/ready || { notok locality_meshd "$(tail -3 "$T/meshd.log")"; exit 1; }
 start client "$BUILD/meshproxy" sidecar --xds-addr 127.0.0.70:25710 --node-ip 127.0.0.71 --bind 127.0.0.71 \
     --pod client-0 --namespace demo --labels app=client --no-access-log
@@ -201,7 +170,13 @@ sleep 3
 set -- $(send 20)
 [ "$1" = 20 ] && ok locality_returns_to_zone_a || notok locality_returns_to_zone_a "zone-a $1, zone-b $2, region2 $3, failed $4"
 # retryRemoteLocalities: the retry after zone-a's 503 goes to zone-b
-wait_url http://127.0.0.75:8080/x 2>/dev/null; wait_url http://127.0.0.76:8080/x 2>/dev/null
+for a in 127.0.0.75 127.0.0.76; do # the failing backends are up (they answer 503)
+    i=0
+    while [ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://$a:8080/")" != 503 ] && [ $i -lt 50 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+done
 codes() { # host, n -> "200s 503s"
     o=0 e=0 i=0
     while [ $i -lt "$2" ]; do
@@ -215,4 +190,4 @@ set -- $(codes api.demo.svc.cluster.local 10)
 [ "$1" = 10 ] && ok locality_retry_remote_localities || notok locality_retry_remote_localities "$1 x 200, $2 failed"
 set -- $(codes api-local.demo.svc.cluster.local 10)
 [ "$2" = 10 ] && ok locality_retry_stays_local_by_default || notok locality_retry_stays_local_by_default "$1 x 200, $2 failed"
-[ $fails -eq 0 ]
+finish
