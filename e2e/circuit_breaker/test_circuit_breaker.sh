@@ -11,23 +11,9 @@
 #   productpage-v1 127.0.0.82:9080 (300 ms per request)
 # Prints ok/not ok lines; stops every process it started.
 set -u
-BUILD=${BUILD:-${MESH_BUILD:-build}}
+. "$(dirname "$0")/../../test/lib.sh"
 TESTDATA=${TESTDATA:-../shared/testdata}
 DIR=$(cd "$(dirname "$0")" && pwd)
-T=$(mktemp -d /tmp/circuit-breaker.XXXXXX)
-pids=""
-cleanup() {
-    for p in $pids; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-fails=0
-ok() { echo "ok $1"; }
-notok() {
-    echo "not ok $1 - $2"
-    fails=$((fails + 1))
-}
 for c in h2load python3 curl; do
     command -v "$c" >/dev/null 2>&1 || { echo "not ok circuit_breaker_tools - $c is missing (make deps)"; exit 1; }
 done
@@ -75,24 +61,12 @@ spec:
   http: [{route: [{destination: {host: productpage, subset: v1}}], retries: {attempts: 0}}]
 YAML
 
-python3 "$DIR/slow_backend.py" 127.0.0.82 9080 >"$T/backend.log" 2>&1 &
-pids="$pids $!"
-"$BUILD/meshd" --config-dir "$T/config" --grpc-addr 127.0.0.80:25810 --debug-addr 127.0.0.80:25880 \
-    --monitoring-addr off --secure-grpc-addr off --webhook-addr off >"$T/meshd.log" 2>&1 &
-pids="$pids $!"
-wait_url() {
-    i=0
-    until curl -sf -o /dev/null -m 1 "$1"; do
-        i=$((i + 1))
-        [ $i -lt 100 ] || return 1
-        sleep 0.1
-    done
-}
+start backend python3 "$DIR/slow_backend.py" 127.0.0.82 9080
+start meshd "$BUILD/meshd" --config-dir "$T/config" --grpc-addr 127.0.0.80:25810 --debug-addr 127.0.0.80:25880 \
+    --monitoring-addr off --secure-grpc-addr off --webhook-addr off
 wait_url http://127.0.0.80:25880/ready || { notok circuit_breaker_meshd "$(tail -3 "$T/meshd.log")"; exit 1; }
-"$BUILD/meshproxy" sidecar --xds-addr 127.0.0.80:25810 --node-ip 127.0.0.81 --bind 127.0.0.81 \
-    --pod client-0 --namespace default --labels app=client --admin-port 25881 --concurrency 1 \
-    >"$T/client.log" 2>&1 &
-pids="$pids $!"
+start client "$BUILD/meshproxy" sidecar --xds-addr 127.0.0.80:25810 --node-ip 127.0.0.81 --bind 127.0.0.81 \
+    --pod client-0 --namespace default --labels app=client --admin-port 25881 --concurrency 1
 wait_url http://127.0.0.81:15021/healthz/ready || { notok circuit_breaker_sidecar "$(tail -3 "$T/client.log")"; exit 1; }
 wait_url http://127.0.0.82:9080/ || { notok circuit_breaker_backend "$(cat "$T/backend.log")"; exit 1; }
 
@@ -142,4 +116,4 @@ if [ "$code" = 503 ] && [ $((n1 - n0)) -eq 1 ]; then
 else
     notok circuit_breaker_passthrough_no_loop "status $code, $((n1 - n0)) downstream requests for one"
 fi
-[ $fails -eq 0 ]
+finish

@@ -4,21 +4,7 @@
 # The access log is written as JSON (--access-log-format json).
 # meshproxy from a static config on 127.0.0.64; ok/not ok lines.
 set -u
-BUILD=${MESH_BUILD:-build}
-T=$(mktemp -d /tmp/require-tls.XXXXXX)
-pids=""
-cleanup() {
-    for p in $pids; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-fails=0
-check() { # name, condition...
-    n=$1
-    shift
-    if "$@"; then echo "ok $n"; else echo "not ok $n"; fails=$((fails + 1)); fi
-}
+. "$(dirname "$0")/../lib.sh"
 cat >"$T/config.json" <<'JSON'
 {"resources": [
  {"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", "name": "in",
@@ -36,28 +22,21 @@ cat >"$T/config.json" <<'JSON'
    {"socket_address": {"address": "127.0.0.65", "port_value": 8080}}}}]}]}}
 ]}
 JSON
-"$BUILD/backend" --listen 127.0.0.65:8080 --name web >"$T/backend.log" 2>&1 &
-pids="$pids $!"
-"$BUILD/meshproxy" sidecar --config-file "$T/config.json" --bind 127.0.0.64 --admin-port 0 \
-    --access-log-format json >"$T/proxy.log" 2>"$T/proxy.err" &
-pids="$pids $!"
-i=0
-until curl -sf -o /dev/null -m 1 http://127.0.0.64:15021/healthz/ready; do
-    i=$((i + 1))
-    [ $i -lt 100 ] || break
-    sleep 0.1
-done
+start backend "$BUILD/backend" --listen 127.0.0.65:8080 --name web
+start proxy "$BUILD/meshproxy" sidecar --config-file "$T/config.json" --bind 127.0.0.64 --admin-port 0 \
+    --access-log-format json
+wait_url http://127.0.0.64:15021/healthz/ready
 curl -s -m 3 -D "$T/h1" -o /dev/null -H 'Host: secure.example.com:8080' 'http://127.0.0.64:8080/a/b?c=d'
-check require_tls_redirects grep -q '^HTTP/1.1 301' "$T/h1"
-check require_tls_location grep -qi '^location: https://secure.example.com:8080/a/b?c=d' "$T/h1"
+check require_tls_redirects "" grep -q '^HTTP/1.1 301' "$T/h1"
+check require_tls_location "" grep -qi '^location: https://secure.example.com:8080/a/b?c=d' "$T/h1"
 code=$(curl -s -m 3 -o /dev/null -w '%{http_code}' -H 'Host: other.example.com' http://127.0.0.64:8080/)
-check require_tls_other_hosts_served test "$code" = 200
+check require_tls_other_hosts_served "" test "$code" = 200
 # the JSON access log: one object per request, strings escaped
 curl -s -m 3 -o /dev/null -A 'agent "quoted" \ back' -H 'Host: other.example.com' http://127.0.0.64:8080/json
 sleep 0.3
-check access_log_json python3 - "$T/proxy.log" <<'PY'
+check access_log_json "" python3 - "$T/proxy.log" <<'PY'
 import json, sys
-lines = [l for l in open(sys.argv[1]) if l.strip()]
+lines = [l for l in open(sys.argv[1]) if l.startswith('{')]
 objs = [json.loads(l) for l in lines]
 assert len(objs) == 3, len(objs)
 last = objs[-1]
@@ -67,4 +46,4 @@ assert last["authority"] == "other.example.com" and last["upstream_cluster"] == 
 assert last["protocol"] == "HTTP/1.1" and last["response_flags"] == "-", last
 assert objs[0]["response_code"] == 301, objs[0]
 PY
-[ $fails -eq 0 ]
+finish

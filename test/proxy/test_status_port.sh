@@ -4,28 +4,13 @@
 # annotations send scrapers there, and readiness. Loopback only (127.0.0.60-63,
 # 127.0.0.1:29100); prints ok/not ok lines; stops every process it started.
 set -u
-BUILD=${MESH_BUILD:-build}
+. "$(dirname "$0")/../lib.sh"
 PROXY="$BUILD/meshproxy"
-T=$(mktemp -d /tmp/status-port.XXXXXX)
-pids=""
-cleanup() {
-    for p in $pids; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-fails=0
-ok() { echo "ok $1"; }
-notok() {
-    echo "not ok $1 - $2"
-    fails=$((fails + 1))
-}
 
 # the application: its own /metrics on 127.0.0.1:29100 (in a pod the app is on localhost)
 mkdir -p "$T/app"
 printf '# TYPE app_orders_total counter\napp_orders_total{shop="a"} 42\n' >"$T/app/metrics"
-python3 -m http.server 29100 --bind 127.0.0.1 --directory "$T/app" >"$T/app.log" 2>&1 &
-pids="$pids $!"
+start app python3 -m http.server 29100 --bind 127.0.0.1 --directory "$T/app"
 
 cat >"$T/config.json" <<'JSON'
 {"resources": [
@@ -34,20 +19,6 @@ cat >"$T/config.json" <<'JSON'
 ]}
 JSON
 
-start_proxy() { # name, env assignments..., then -- flags
-    n=$1
-    shift
-    env "$@" >"$T/$n.log" 2>&1 &
-    pids="$pids $!"
-}
-wait_url() { # url
-    i=0
-    until curl -sf -o /dev/null -m 1 "$1"; do
-        i=$((i + 1))
-        [ $i -lt 100 ] || return 1
-        sleep 0.1
-    done
-}
 
 # In a pod (PROXY_CONFIG set) the status port defaults to 15020; the app's
 # annotations come in ISTIO_PROMETHEUS_ANNOTATIONS.
@@ -55,7 +26,7 @@ i=0
 until curl -sf -o /dev/null -m 1 http://127.0.0.1:29100/metrics; do
     i=$((i + 1)); [ $i -lt 100 ] || break; sleep 0.1
 done
-start_proxy pod PROXY_CONFIG='{"discoveryAddress": "unused:15010"}' \
+start pod env PROXY_CONFIG='{"discoveryAddress": "unused:15010"}' \
     ISTIO_PROMETHEUS_ANNOTATIONS='{"scrape": "true", "port": "29100", "path": "/metrics"}' \
     "$PROXY" sidecar --config-file "$T/config.json" --bind 127.0.0.60 --stats-port 15090 --ready-port 15021 \
     --admin-port 0
@@ -80,7 +51,7 @@ else
 fi
 
 # the app goes away: the merge degrades to the proxy's own metrics, still 200
-kill "$(echo $pids | cut -d' ' -f1)" 2>/dev/null
+stop app
 sleep 0.2
 code=$(curl -s -m 8 -o "$T/merged2" -w '%{http_code}' http://127.0.0.60:15020/stats/prometheus)
 if [ "$code" = 200 ] && ! grep -q app_orders_total "$T/merged2"; then
@@ -92,7 +63,7 @@ grep -q "application metrics from http://127.0.0.1:29100/metrics" "$T/pod.log" &
     notok status_port_logs_scrape_failure "no warning in the log"
 
 # local mode (no PROXY_CONFIG): no status port unless asked for
-start_proxy local "$PROXY" sidecar --config-file "$T/config.json" --bind 127.0.0.62 --stats-port 15090 \
+start local "$PROXY" sidecar --config-file "$T/config.json" --bind 127.0.0.62 --stats-port 15090 \
     --ready-port 15021 --admin-port 0
 wait_url http://127.0.0.62:15021/healthz/ready || notok local_ready "$(tail -3 "$T/local.log")"
 curl -s -o /dev/null -m 1 http://127.0.0.62:15020/healthz/ready && notok status_port_off_locally "15020 answers" ||
@@ -107,4 +78,4 @@ if [ $rc -eq 2 ] && grep -q 'ISTIO_PROMETHEUS_ANNOTATIONS: port: "eighty" is not
 else
     notok bad_annotations_rejected "exit $rc: $(cat "$T/bad.log")"
 fi
-[ $fails -eq 0 ]
+finish

@@ -6,22 +6,7 @@
 # TCP keepalive probes. meshproxy from a static config on 127.0.0.66, a
 # backend on 127.0.0.67:8080; ok/not ok lines; stops what it started.
 set -u
-BUILD=${MESH_BUILD:-build}
-T=$(mktemp -d /tmp/upstream-pool.XXXXXX)
-pids=""
-cleanup() {
-    for p in $pids; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-fails=0
-check() { # name, detail, condition...
-    n=$1
-    d=$2
-    shift 2
-    if "$@"; then echo "ok $n"; else echo "not ok $n - $d"; fails=$((fails + 1)); fi
-}
+. "$(dirname "$0")/../lib.sh"
 cat >"$T/config.json" <<'JSON'
 {"resources": [
  {"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", "name": "in",
@@ -46,19 +31,11 @@ cat >"$T/config.json" <<'JSON'
    {"socket_address": {"address": "127.0.0.67", "port_value": 8081}}}}]}]}}
 ]}
 JSON
-"$BUILD/backend" --listen 127.0.0.67:8080 --name web >"$T/backend.log" 2>&1 &
-pids="$pids $!"
-"$BUILD/backend" --listen 127.0.0.67:8081 --name ka >"$T/backend2.log" 2>&1 &
-pids="$pids $!"
-"$BUILD/meshproxy" sidecar --config-file "$T/config.json" --bind 127.0.0.66 --admin-port 25666 --no-access-log \
-    --concurrency 1 >"$T/proxy.log" 2>&1 &
-pids="$pids $!"
-i=0
-until curl -sf -o /dev/null -m 1 http://127.0.0.66:15021/healthz/ready; do
-    i=$((i + 1))
-    [ $i -lt 100 ] || break
-    sleep 0.1
-done
+start backend "$BUILD/backend" --listen 127.0.0.67:8080 --name web
+start backend2 "$BUILD/backend" --listen 127.0.0.67:8081 --name ka
+start proxy "$BUILD/meshproxy" sidecar --config-file "$T/config.json" --bind 127.0.0.66 --admin-port 25666 --no-access-log \
+    --concurrency 1
+wait_url http://127.0.0.66:15021/healthz/ready
 cx() { curl -s -m 2 http://127.0.0.1:25666/stats | sed -n 's/^upstream_cx_total: //p'; }
 get() { curl -s -m 3 -o /dev/null -w '%{http_code}' "http://127.0.0.66:8080$1"; }
 
@@ -82,4 +59,4 @@ check idle_timeout_closes "after 1.6 s idle the next request used connection $n 
 get /ka >/dev/null
 ss -tnoH state established dst 127.0.0.67:8081 >"$T/ss" 2>&1
 check tcp_keepalive_on "no 77 s keepalive timer on the upstream socket: $(cat "$T/ss")" grep -Eq "timer:\(keepalive,1min1[0-7]" "$T/ss"
-[ $fails -eq 0 ]
+finish
