@@ -655,6 +655,37 @@ static void passthrough_chains(tx_t *t, pb_listener_t *l, const cfg_object_t *co
     }
 }
 
+/* AUTO_PASSTHROUGH servers (east-west gateways): a connection whose SNI is
+ * Istio's outbound_.PORT_.SUBSET_.FQDN goes to that cluster untouched, no
+ * VirtualService needed; one chain per port and subset of every service the
+ * servers' hosts allow. */
+static void auto_passthrough_chains(tx_t *t, pb_listener_t *l, const cfg_Server *const *srvs, size_t nsrv)
+{
+    for (size_t i = 0; i < t->nsvcs; i++) {
+        const reg_service_t *s = t->svcs[i];
+        if (!servers_allow(srvs, nsrv, s->hostname, s->namespace))
+            continue;
+        const cfg_object_t *dro = NULL;
+        const cfg_DestinationRule *dr = tx_dr_for(t, s->hostname, &dro);
+        uint32_t nsub = dr ? dr->subsets.n : 0;
+        for (uint32_t p = 0; p < s->nports; p++) {
+            if (s->ports[p].protocol == REG_PROTO_UDP)
+                continue;
+            for (uint32_t k = 0; k <= nsub; k++) {
+                const char *sub = k == 0 ? "" : dr->subsets.v[k - 1].name;
+                char sni[1024], cl[1024];
+                xds_sni(sni, sizeof(sni), s->ports[p].port, sub, s->hostname);
+                xds_cluster_name(cl, sizeof(cl), XDS_OUTBOUND, s->ports[p].port, sub, s->hostname);
+                pb_chain_t *c = new_chain(t, tx_str(t, sni));
+                TX_PUSH(t, c->filters, c->n_filters, tcp_proxy(t, tx_str(t, cl), tx_str(t, cl)));
+                pb_fcm_t *fm = chain_match(t, c);
+                TX_PUSH(t, fm->server_names, fm->n_server_names, tx_str(t, sni));
+                TX_PUSH(t, l->filter_chains, l->n_filter_chains, c);
+            }
+        }
+    }
+}
+
 /* A TCP server (or a TLS server terminated here, ts its transport socket):
  * the first tcp route of a VirtualService bound to the gateways, for a host
  * the server serves, that matches the port. NULL when none does. */
@@ -723,8 +754,8 @@ static void gateway_listeners(tx_t *t)
         uint32_t lport = gateway_target_port(t, port);
         const char *lname = tx_printf(t, "0.0.0.0_%u", lport);
         pb_listener_t *l = new_listener(t, lname, "0.0.0.0", lport, false);
-        const cfg_Server **plain = NULL, **passthrough = NULL;
-        size_t nplain = 0, npassthrough = 0;
+        const cfg_Server **plain = NULL, **passthrough = NULL, **autos = NULL;
+        size_t nplain = 0, npassthrough = 0, nautos = 0;
         bool tls_inspect = false, tcp_taken = false;
         for (size_t i = 0; i < g.n; i++) {
             const cfg_Gateway *gw = CFG_BODY(g.v[i], Gateway)->spec;
@@ -767,6 +798,12 @@ static void gateway_listeners(tx_t *t)
                     server_names(t, c, srv);
                     c->transport_socket = gateway_tls(t, srv->tls, false);
                     TX_PUSH(t, l->filter_chains, l->n_filter_chains, c);
+                } else if ((pr == REG_PROTO_HTTPS || pr == REG_PROTO_TLS) && srv->tls &&
+                           CFG_HAS(srv->tls, ServerTLSSettings, mode) &&
+                           srv->tls->mode == cfg_ServerTLSmode_AUTO_PASSTHROUGH) {
+                    /* by Istio's SNI straight to the cluster it names */
+                    tls_inspect = true;
+                    TX_PUSH(t, autos, nautos, srv);
                 } else if (pr == REG_PROTO_HTTPS || pr == REG_PROTO_TLS) {
                     /* not terminated: routed by SNI to where the TLS ends */
                     tls_inspect = true;
@@ -786,6 +823,8 @@ static void gateway_listeners(tx_t *t)
         }
         if (npassthrough)
             passthrough_chains(t, l, g.v, g.n, passthrough, npassthrough, port);
+        if (nautos)
+            auto_passthrough_chains(t, l, autos, nautos);
         if (nplain) {
             const char *rname = tx_printf(t, "http.%u", lport);
             tx_emit(t, XDS_ROUTE, rname, tx_gateway_routes(t, rname, port, g.v, g.n, plain, nplain));

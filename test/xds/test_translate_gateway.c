@@ -237,6 +237,42 @@ static void test_passthrough_by_sni(void **state)
     xw_close(&w);
 }
 
+/* AUTO_PASSTHROUGH (east-west gateways): Istio's outbound SNI of each
+ * service port and subset the server's hosts allow, straight to that
+ * cluster, without VirtualServices. */
+static void test_auto_passthrough(void **state)
+{
+    (void)state;
+    xw_t w;
+    xds_resources_t *r = translate(
+        &w, "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: eastwest, namespace: "
+            "istio-system}\n"
+            "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
+            "  - port: {number: 15443, name: tls, protocol: TLS}\n    tls: {mode: AUTO_PASSTHROUGH}\n"
+            "    hosts: [\"default/*.local\"]\n"
+            "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+            "metadata: {name: httpbin, namespace: default}\n"
+            "spec:\n  host: httpbin\n  subsets: [{name: v1, labels: {version: v1}}]\n");
+    json_object *l = res_json(r, XDS_LISTENER, "0.0.0.0_15443");
+    assert_string_equal(jstr(l, "listenerFilters.0.name"), "envoy.filters.listener.tls_inspector");
+    json_object *c = named(l, "filterChains", "outbound_.8000_._.httpbin.default.svc.cluster.local");
+    assert_string_equal(jstr(c, "filterChainMatch.serverNames.0"), "outbound_.8000_._.httpbin.default.svc.cluster.local");
+    assert_string_equal(tcp_cluster(c), "outbound|8000||httpbin.default.svc.cluster.local");
+    assert_null(jget(c, "transportSocket")); /* the mTLS goes through untouched */
+    c = named(l, "filterChains", "outbound_.8000_.v1_.httpbin.default.svc.cluster.local");
+    assert_string_equal(tcp_cluster(c), "outbound|8000|v1|httpbin.default.svc.cluster.local");
+    /* every chain names a cluster the gateway has */
+    json_object *chains = jget(l, "filterChains");
+    for (size_t i = 0; i < json_object_array_length(chains); i++) {
+        const char *cl = tcp_cluster(json_object_array_get_idx(chains, i));
+        assert_non_null(xds_resources_find(r, XDS_CLUSTER, cl));
+        assert_true(strstr(cl, ".default.svc.cluster.local") != NULL); /* only the allowed namespace */
+    }
+    json_object_put(l);
+    xds_resources_unref(r);
+    xw_close(&w);
+}
+
 /* TLS terminated at the gateway, then the VirtualService's tcp route; an
  * opaque TCP server goes straight to its tcp route. */
 static void test_tls_terminated_and_tcp_servers(void **state)
@@ -281,6 +317,7 @@ int main(void)
         cmocka_unit_test(test_https_redirect_without_virtual_service),
         cmocka_unit_test(test_https_redirect_ignored_on_tls_server),
         cmocka_unit_test(test_passthrough_by_sni),
+        cmocka_unit_test(test_auto_passthrough),
         cmocka_unit_test(test_tls_terminated_and_tcp_servers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
