@@ -472,8 +472,11 @@ void tx_authz_build(tx_t *t, tx_authz_t *out)
     cfg_snap_each(t->in->snap, CFG_AuthorizationPolicy, pick_authz, &c);
     if (c.n)
         qsort(c.v, c.n, sizeof(*c.v), obj_cmp);
+    /* CUSTOM delegates to an external authorizer, which meshd does not
+     * configure: the requests it covers are denied, as an unreachable
+     * authorizer (fail closed) would have them */
     static const int slot_of[4] = {[cfg_AuthzAction_AUDIT] = 0, [cfg_AuthzAction_DENY] = 1,
-                                   [cfg_AuthzAction_ALLOW] = 2, [cfg_AuthzAction_CUSTOM] = -1};
+                                   [cfg_AuthzAction_ALLOW] = 2, [cfg_AuthzAction_CUSTOM] = 1};
     static const Envoy__Config__Rbac__V3__RBAC__Action acts[3] = {
         ENVOY__CONFIG__RBAC__V3__RBAC__ACTION__LOG, ENVOY__CONFIG__RBAC__V3__RBAC__ACTION__DENY,
         ENVOY__CONFIG__RBAC__V3__RBAC__ACTION__ALLOW};
@@ -482,11 +485,10 @@ void tx_authz_build(tx_t *t, tx_authz_t *out)
         const cfg_AuthorizationPolicy *ap = CFG_BODY(o, AuthorizationPolicy)->spec;
         int action = CFG_HAS(ap, AuthorizationPolicy, action) ? ap->action : cfg_AuthzAction_ALLOW;
         int slot = slot_of[action];
-        if (slot < 0) {
-            tx_warn(t, "AuthorizationPolicy %s/%s: action CUSTOM needs an external authorizer, which meshd does not configure; policy skipped",
+        if (action == cfg_AuthzAction_CUSTOM)
+            tx_warn(t, "AuthorizationPolicy %s/%s: action CUSTOM needs an external authorizer, which meshd does "
+                       "not configure; the requests it covers are denied",
                     o->namespace, o->name);
-            continue;
-        }
         for (int tcp = 0; tcp < 2; tcp++) {
             pb_rbac_t **r = tcp ? &out->tcp[slot] : &out->http[slot];
             if (*r == NULL) {
@@ -495,7 +497,7 @@ void tx_authz_build(tx_t *t, tx_authz_t *out)
             }
             for (uint32_t k = 0; k < ap->rules.n; k++) {
                 pb_policy_t *p = compile_rule(t, &ap->rules.v[k], o->namespace, tcp,
-                                              action == cfg_AuthzAction_DENY);
+                                              action == cfg_AuthzAction_DENY || action == cfg_AuthzAction_CUSTOM);
                 if (p)
                     add_policy(t, *r, tx_printf(t, "ns[%s]-policy[%s]-rule[%u]", o->namespace, o->name, k), p);
             }

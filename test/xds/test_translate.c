@@ -740,7 +740,16 @@ static void test_authorization_policy(void **state)
                    "spec:\n"
                    "  action: DENY\n"
                    "  rules:\n"
-                   "  - from: [{source: {ipBlocks: [203.0.113.0/24]}}]\n");
+                   "  - from: [{source: {ipBlocks: [203.0.113.0/24]}}]\n"
+                   "---\n"
+                   "apiVersion: security.istio.io/v1\n"
+                   "kind: AuthorizationPolicy\n"
+                   "metadata: {name: ext-authz, namespace: default}\n"
+                   "spec:\n"
+                   "  action: CUSTOM\n"
+                   "  provider: {name: opa}\n"
+                   "  rules:\n"
+                   "  - to: [{operation: {paths: [/admin/*]}}]\n");
     xw_commit(&w);
     xds_proxy_t *p = pod_proxy(&w, "default", "reviews-v1-0");
     xds_resources_t *r = xw_translate(&w, p);
@@ -751,6 +760,11 @@ static void test_authorization_policy(void **state)
     assert_non_null(deny);
     assert_non_null(allow);
     assert_string_equal(jstr(deny, "typedConfig.rules.action"), "DENY");
+    /* CUSTOM without an external authorizer: what it covers is denied (fail closed) */
+    json_object *custom = NULL;
+    assert_true(json_object_object_get_ex(jget(deny, "typedConfig.rules.policies"),
+                                          "ns[default]-policy[ext-authz]-rule[0]", &custom));
+    assert_non_null(strstr(json_object_to_json_string(custom), "\\/admin\\/"));
     assert_null(jget(allow, "typedConfig.rules.action")); /* ALLOW is the default value */
     json_object *pol = jget(allow, "typedConfig.rules.policies");
     json_object *rule = NULL;
