@@ -2,7 +2,7 @@
 # proxy: the data-plane benchmark. meshproxy, nginx, HAProxy and h2o, each a
 # reverse proxy with one worker in front of the same backend (build/backend,
 # 200 + 1 KB body, keep-alive), measured in the same run with wrk (HTTP/1.1),
-# h2load (HTTP/2 cleartext, the peers only: meshproxy speaks HTTP/1.1 today)
+# h2load (HTTP/2 cleartext, prior knowledge)
 # and h2load --h1 --rps (latency added at a fixed 1,000 requests/s).
 #
 #   BUILD=build sh bench/proxy.sh
@@ -84,9 +84,11 @@ addr_of() {
     backend) echo "$BE" ;;
     esac
 }
-# The HTTP/2 cleartext (prior knowledge) address of a peer; none for meshproxy.
+# The HTTP/2 cleartext (prior knowledge) address of a proxy: meshproxy takes
+# h2c on its HTTP/1.1 port.
 h2addr_of() {
     case $1 in
+    meshproxy) addr_of meshproxy ;;
     nginx) echo 127.0.0.73:$((BASE + 2)) ;;
     haproxy) echo 127.0.0.74:$((BASE + 2)) ;;
     h2o) echo 127.0.0.75:$((BASE + 1)) ;;
@@ -433,12 +435,11 @@ for p in backend $started; do
 done
 echo "(vs best: against the best of nginx/HAProxy/h2o, here $best_peer; vCPU/krps: proxy CPU seconds per second per 1,000 requests/s)"
 
-# HTTP/2 cleartext, the peers only.
+# HTTP/2 cleartext (upstream HTTP/1.1 for every proxy).
 echo
-echo "HTTP/2 cleartext, h2load -t1 -c$CONNS -m10 -D $SECS (meshproxy: not available yet, it speaks HTTP/1.1 only)"
+echo "HTTP/2 cleartext, h2load -t1 -c$CONNS -m10 -D $SECS"
 printf '%-10s %10s %9s %9s\n' proxy "req/s" "p50 ms" "p99 ms"
 for p in $started; do
-    [ "$p" = meshproxy ] && continue
     if run_h2 "$p"; then
         printf '%-10s %10s %9s %9s\n' "$p" "$h2rps" "$h2p50" "$h2p99"
         eval "h2rps_$p=$h2rps h2p50_$p=$h2p50 h2p99_$p=$h2p99 h2fail_$p=${h2fail:-0}"
@@ -508,11 +509,7 @@ for p in backend $started; do
     echo "proxy_${p}_vs_meshproxy=$(awk -v a="$(eval echo "\$best_$p")" -v b="$mesh_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b }')"
     echo "proxy_${p}_vcpu_per_krps=$(eval echo "\${kcpu_${p}_$br:-}")"
     echo "proxy_${p}_rss_idle_kb=$(eval echo "\$idle_$p") proxy_${p}_rss_load_kb=$(eval echo "\${load_${p}_$br:-}")"
-    if [ "$p" != meshproxy ]; then
-        echo "proxy_${p}_h2_rps=$(eval echo "\${h2rps_$p:-}") proxy_${p}_h2_p50_ms=$(eval echo "\${h2p50_$p:-}") proxy_${p}_h2_p99_ms=$(eval echo "\${h2p99_$p:-}") proxy_${p}_h2_failed=$(eval echo "\${h2fail_$p:-}")"
-    else
-        echo "proxy_meshproxy_h2_rps=unavailable"
-    fi
+    echo "proxy_${p}_h2_rps=$(eval echo "\${h2rps_$p:-}") proxy_${p}_h2_p50_ms=$(eval echo "\${h2p50_$p:-}") proxy_${p}_h2_p99_ms=$(eval echo "\${h2p99_$p:-}") proxy_${p}_h2_failed=$(eval echo "\${h2fail_$p:-}")"
 done
 for p in backend $started; do
     echo "proxy_${p}_fixed1k_p50_ms=$(eval echo "\${fx50_$p:-}") proxy_${p}_fixed1k_p99_ms=$(eval echo "\${fx99_$p:-}") proxy_${p}_fixed1k_added_p50_ms=$(eval echo "\${fxa50_$p:-}") proxy_${p}_fixed1k_added_p99_ms=$(eval echo "\${fxa99_$p:-}")"
