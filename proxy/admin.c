@@ -188,13 +188,46 @@ static bool is_ready(struct px_admin *a)
 }
 
 /* Builds the response for a path; returns the status. */
-static int handle(struct px_admin *a, int kind, const char *path, size_t plen, sbuf_t *b, const char **ctype)
+/* /logging: GET shows the level; POST ?level=L sets it, with Envoy's names
+ * (trace and debug are debug here, warning is warn, critical is error). */
+static int logging_page(bool post, const char *query, sbuf_t *b)
+{
+    static const char *const names[] = {"debug", "info", "warning", "error", "off"};
+    if (query && strncmp(query, "level=", 6) == 0) {
+        if (!post) {
+            sb_printf(b, "changing the level needs POST\n");
+            return 405;
+        }
+        char v[32];
+        snprintf(v, sizeof(v), "%.*s", (int)strcspn(query + 6, "&"), query + 6);
+        const char *lv = strcmp(v, "trace") == 0      ? "debug"
+                         : strcmp(v, "warning") == 0  ? "warn"
+                         : strcmp(v, "critical") == 0 ? "error"
+                         : strcmp(v, "off") == 0      ? "none"
+                                                      : v;
+        int l = log_level_parse(lv);
+        if (l < 0) {
+            sb_printf(b, "unknown level \"%s\" (trace, debug, info, warning, error, critical, off)\n", v);
+            return 400;
+        }
+        log_set_level((log_level_t)l);
+        log_info("admin: log level set to %s", names[l]);
+    } else if (query && *query) {
+        sb_printf(b, "usage: POST /logging?level=<trace|debug|info|warning|error|critical|off>\n");
+        return 400;
+    }
+    sb_printf(b, "active loggers:\n  meshproxy: %s\n", names[log_get_level()]);
+    return 200;
+}
+
+static int handle(struct px_admin *a, int kind, bool post, const char *path, size_t plen, sbuf_t *b,
+                  const char **ctype)
 {
     char p[256];
     snprintf(p, sizeof(p), "%.*s", (int)plen, path);
     char *q = strchr(p, '?');
     if (q)
-        *q = '\0';
+        *q++ = '\0';
     *ctype = "text/plain";
     if ((kind == EP_STATS || kind == EP_STATUS) && strcmp(p, "/stats/prometheus") == 0) {
         *ctype = "text/plain; version=0.0.4";
@@ -218,6 +251,8 @@ static int handle(struct px_admin *a, int kind, const char *path, size_t plen, s
         render_prometheus(a, b);
         return 200;
     }
+    if (strcmp(p, "/logging") == 0)
+        return logging_page(post, q, b);
     if (strcmp(p, "/stats") == 0) {
         px_counters_t c;
         px_server_counters(a->opt.server, &c);
@@ -408,11 +443,12 @@ static void conn_io(loop_io_t *io, int fd, unsigned ev, void *arg)
         const char *ctype = "text/plain";
         int status = 400;
         if (r > 0)
-            status = handle(c->a, c->kind, m->target, m->target_len, &body, &ctype);
+            status = handle(c->a, c->kind, px_h1_ieq(m->method, m->method_len, "POST"), m->target, m->target_len,
+                            &body, &ctype);
         free(m);
         sbuf_t resp = {0};
         sb_printf(&resp, "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\nconnection: close\r\n\r\n",
-                  status, status == 200 ? "OK" : status == 503 ? "Service Unavailable" : status == 404 ? "Not Found" : "Bad Request",
+                  status, status == 200 ? "OK" : status == 503 ? "Service Unavailable" : status == 404 ? "Not Found" : status == 405 ? "Method Not Allowed" : "Bad Request",
                   ctype, body.len);
         if (body.len)
             sb_printf(&resp, "%.*s", (int)body.len, body.p);

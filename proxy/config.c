@@ -418,8 +418,23 @@ static int build_action(build_t *b, const pb_action_t *ra, px_route_t *rt)
                 rt->hash_name = arena_strdup(b->a, hp->query_parameter->name);
             }
             break;
+        case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HASH_POLICY__POLICY_SPECIFIER_COOKIE:
+            if (hp->cookie && hp->cookie->name && hp->cookie->name[0]) {
+                for (const char *c = hp->cookie->name; *c; c++)
+                    if (*c <= ' ' || *c == ';' || *c == '=' || *c == ',' || *c == 0x7f)
+                        return failf(b, "route.hash_policy.cookie.name", "not a cookie name");
+                if (hp->cookie->path)
+                    for (const char *c = hp->cookie->path; *c; c++)
+                        if (*c < ' ' || *c == ';' || *c == 0x7f)
+                            return failf(b, "route.hash_policy.cookie.path", "not a cookie path");
+                rt->hash = PX_HASH_COOKIE;
+                rt->hash_name = arena_strdup(b->a, hp->cookie->name);
+                rt->cookie_ttl_s = hp->cookie->ttl ? duration_ms(hp->cookie->ttl) / 1000 : 0;
+                rt->cookie_path = hp->cookie->path && hp->cookie->path[0] ? arena_strdup(b->a, hp->cookie->path) : NULL;
+            }
+            break;
         default:
-            break; /* cookie and filter state: no hash from this policy */
+            break; /* filter state: no hash from this policy */
         }
     }
     return 0;

@@ -163,7 +163,7 @@ typedef struct px_mirror {
 /* A FractionalPercent as parts per million (numerator capped at the denominator). */
 uint32_t px_fraction_ppm(uint32_t numerator, int denominator_type);
 
-typedef enum { PX_HASH_NONE, PX_HASH_HEADER, PX_HASH_SOURCE_IP, PX_HASH_QUERY } px_hash_kind_t;
+typedef enum { PX_HASH_NONE, PX_HASH_HEADER, PX_HASH_SOURCE_IP, PX_HASH_QUERY, PX_HASH_COOKIE } px_hash_kind_t;
 
 typedef struct px_route {
     const char *name;
@@ -186,7 +186,11 @@ typedef struct px_route {
     const char *host_rewrite;   /* NULL: none */
     uint64_t timeout_ms;        /* 0: none */
     px_hash_kind_t hash;
-    const char *hash_name; /* header or query parameter name */
+    const char *hash_name; /* header, query parameter or cookie name */
+    /* PX_HASH_COOKIE: a client without the cookie gets one (Set-Cookie) when
+     * cookie_ttl_s > 0, with this path */
+    uint64_t cookie_ttl_s;
+    const char *cookie_path;
 
     /* redirect */
     const char *redirect_host, *redirect_path, *redirect_prefix, *redirect_scheme;

@@ -342,6 +342,7 @@ struct dconn {
     bool backoff;    /* waiting for the next attempt */
     long last_ep;
     uint32_t tried_prio; /* retry_priority previous_priorities: priorities tried (bit per priority) */
+    char *set_cookie; /* cookie hashing: the Set-Cookie line for a client that had none */
     loop_timer_t *try_timer;
     /* circuit breaking: the cluster's counters this request holds */
     cb_state_t *cb;
@@ -593,6 +594,8 @@ static void request_reset(dconn_t *d)
     d->path_log = d->authority = d->request_id = d->user_agent = d->xff = NULL;
     d->start_ms = 0;
     d->tried_prio = 0;
+    free(d->set_cookie);
+    d->set_cookie = NULL;
     d->route = NULL;
     d->absolute = false;
     d->vhost = NULL;
@@ -1648,6 +1651,63 @@ static ep_active_t *active_for(worker_t *w, const char *address)
     return e;
 }
 
+/* The value of cookie `name` in the request's Cookie headers, or NULL. */
+static const char *cookie_value(const px_h1_msg_t *m, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < m->nheaders; i++) {
+        const px_h1_header_t *h = &m->headers[i];
+        if (!px_h1_ieq(h->name, h->name_len, "cookie"))
+            continue;
+        const char *p = h->value, *end = h->value + h->value_len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *e = memchr(p, ';', (size_t)(end - p));
+            if (e == NULL)
+                e = end;
+            if ((size_t)(e - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=') {
+                const char *v = p + nl + 1;
+                size_t vl = (size_t)(e - v);
+                if (vl >= 2 && v[0] == '"' && v[vl - 1] == '"') { /* a quoted value */
+                    v++;
+                    vl -= 2;
+                }
+                *len = vl;
+                return v;
+            }
+            p = e;
+        }
+    }
+    return NULL;
+}
+
+/* The value of query parameter `name` in the request target, or NULL. */
+static const char *query_value(const dconn_t *d, const char *name, size_t *len)
+{
+    const char *q = memchr(d->path, '?', d->path_len);
+    if (q == NULL)
+        return NULL;
+    const char *end = d->path + d->path_len, *p = q + 1;
+    size_t nl = strlen(name);
+    while (p < end) {
+        const char *e = memchr(p, '&', (size_t)(end - p));
+        if (e == NULL)
+            e = end;
+        if ((size_t)(e - p) >= nl && memcmp(p, name, nl) == 0 && (p + nl == e || p[nl] == '=')) {
+            const char *v = p + nl == e ? e : p + nl + 1;
+            *len = (size_t)(e - v);
+            return v;
+        }
+        p = e + 1;
+    }
+    return NULL;
+}
+
+/* The hash a RING_HASH cluster places the request by: the header, cookie,
+ * query parameter or source address the route names; a client without the
+ * cookie gets one generated (and a Set-Cookie) when the route gives it a
+ * lifetime; otherwise random. */
 static uint64_t request_hash(dconn_t *d)
 {
     const px_route_t *rt = d->route;
@@ -1661,6 +1721,24 @@ static uint64_t request_hash(dconn_t *d)
         if (h) {
             v = h->value;
             vl = h->value_len;
+        }
+    } else if (rt->hash == PX_HASH_QUERY) {
+        v = query_value(d, rt->hash_name, &vl);
+    } else if (rt->hash == PX_HASH_COOKIE) {
+        v = cookie_value(&d->req, rt->hash_name, &vl);
+        if (v == NULL && rt->cookie_ttl_s) {
+            char val[17], line[600];
+            if (d->set_cookie == NULL) { /* once per request: retries hash the same */
+                snprintf(val, sizeof(val), "%016llx", (unsigned long long)wrand(d->w));
+                snprintf(line, sizeof(line), "set-cookie: %s=\"%s\"; Max-Age=%llu%s%s; HttpOnly\r\n", rt->hash_name,
+                         val, (unsigned long long)rt->cookie_ttl_s, rt->cookie_path ? "; Path=" : "",
+                         rt->cookie_path ? rt->cookie_path : "");
+                d->set_cookie = strdup(line);
+            }
+            if (d->set_cookie) {
+                v = strchr(d->set_cookie, '"') + 1;
+                vl = 16;
+            }
         }
     }
     return v ? px_hash64(v, vl) : wrand(d->w);
@@ -2457,6 +2535,8 @@ static int write_downstream_head(dconn_t *d, const px_h1_msg_t *r)
     if (buf_add(b, line, (size_t)n) < 0)
         return -1;
     if (d->resp_chunked_out && buf_str(b, "transfer-encoding: chunked\r\n") < 0)
+        return -1;
+    if (d->set_cookie && buf_str(b, d->set_cookie) < 0)
         return -1;
     if (!d->keep_alive && buf_str(b, "connection: close\r\n") < 0)
         return -1;
