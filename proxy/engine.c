@@ -2894,6 +2894,30 @@ static void shadow_on_io(uconn_t *u, int fd, unsigned ev)
     loop_io_modify(u->io, LOOP_READ | (u->out.len || (u->tls_want & PX_TLS_WANT_WRITE) ? LOOP_WRITE : 0));
 }
 
+/* After response bytes were relayed to d: flush, then close, go on to the
+ * next request (a pipelined one may be waiting in d->in) or wait for more.
+ * True when d needs nothing more from the caller. */
+static bool after_relay(dconn_t *d)
+{
+    if (d->closed)
+        return true;
+    if (d_flush(d) < 0) {
+        dconn_close(d);
+        return true;
+    }
+    if (d->state == D_CLOSING && d->out.len == 0) {
+        dconn_close(d);
+        return true;
+    }
+    if (d->state == D_HEAD) {
+        if (d->out.len == 0)
+            dconn_process(d);
+        return true;
+    }
+    d_update_interest(d);
+    return false;
+}
+
 static void uconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
 {
     (void)io;
@@ -3018,23 +3042,8 @@ static void uconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
             }
             relay_response(d, u, eof);
         }
-        if (d->closed)
+        if (after_relay(d))
             return;
-        if (d_flush(d) < 0) {
-            dconn_close(d);
-            return;
-        }
-        if (d->state == D_CLOSING && d->out.len == 0) {
-            dconn_close(d);
-            return;
-        }
-        if (d->state == D_HEAD) {
-            /* a pipelined request may be waiting in d->in */
-            if (d->out.len == 0)
-                dconn_process(d);
-            return;
-        }
-        d_update_interest(d);
     }
     if (d->u == u && !d->closed)
         u_update_interest(u);
@@ -3304,27 +3313,6 @@ static int out_sink(void *arg, const void *p, size_t n)
     return buf_add(arg, p, n);
 }
 
-/* After response bytes were relayed to d: flush, or go on to its next request. */
-static void h2u_after_relay(dconn_t *d)
-{
-    if (d->closed)
-        return;
-    if (d_flush(d) < 0) {
-        dconn_close(d);
-        return;
-    }
-    if (d->state == D_CLOSING && d->out.len == 0) {
-        dconn_close(d);
-        return;
-    }
-    if (d->state == D_HEAD) {
-        if (d->out.len == 0)
-            dconn_process(d);
-        return;
-    }
-    d_update_interest(d);
-}
-
 /* Response bytes (HTTP/1.1 framed) of a stream. */
 static void h2u_on_data(void *ud, void *sud, const char *p, size_t n)
 {
@@ -3341,7 +3329,7 @@ static void h2u_on_data(void *ud, void *sud, const char *p, size_t n)
         return;
     }
     relay_response(d, u, false);
-    h2u_after_relay(d);
+    (void)after_relay(d);
 }
 
 /* The server reset a stream (or closed it before the response ended). */
@@ -3358,7 +3346,7 @@ static void h2u_on_close(void *ud, void *sud, uint32_t error_code)
     }
     u->peer_closed = true;
     relay_response(d, u, true); /* an unfinished response: as if the connection closed */
-    h2u_after_relay(d);
+    (void)after_relay(d);
 }
 
 static void *h2u_on_request(void *ud, px_h2_stream_t *s, const char *head, size_t len)
