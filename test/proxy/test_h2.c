@@ -15,7 +15,6 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -36,232 +35,58 @@
 #include "../../proxy/config_internal.h"
 #include "../../proxy/http1_internal.h"
 #include "../../proxy/tls_internal.h"
+#include "../proxyharness.h"
 
 /* ---- HTTP/1.1 backends ---- */
 
-#define MAX_CONNS 256
 #define BIG (1u << 20) /* 1 MiB: larger than every HTTP/2 window on the way */
-
-typedef struct backend {
-    const char *name;
-    int lfd, port;
-    pthread_t thread;
-    atomic_int reqs;
-    atomic_int fail_left; /* answer 503 to this many more requests */
-    atomic_bool stop;
-    pthread_mutex_t mu;
-    int cfds[MAX_CONNS];
-    pthread_t cth[MAX_CONNS];
-    int ncl;
-} backend_t;
-
-struct bconn {
-    backend_t *b;
-    int fd;
-};
-
-static int read_more(int fd, char *buf, size_t *len, size_t cap)
-{
-    if (*len >= cap)
-        return -1;
-    ssize_t n = recv(fd, buf + *len, cap - *len, 0);
-    if (n <= 0)
-        return -1;
-    *len += (size_t)n;
-    return 0;
-}
-
-static int send_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
 
 /* Answers "backend=NAME host=HOST path=PATH len=BODYLEN ac=ATTEMPT"; 503
  * while fail_left lasts; "/slow" waits 300 ms; "/bigresp" answers 1 MiB.
  * Reads Content-Length and chunked bodies. */
-static void *bconn_main(void *arg)
+static void serve(ph_backend_t *b, int fd)
 {
-    struct bconn *c = arg;
-    backend_t *b = c->b;
-    int fd = c->fd;
-    free(c);
     size_t cap = 4 * BIG;
     char *buf = malloc(cap);
     size_t len = 0;
     px_h1_msg_t *m = malloc(sizeof(*m));
     for (;;) {
-        const char *err;
-        int r;
-        while ((r = px_h1_parse_request(buf, len, m, &err)) == -2)
-            if (read_more(fd, buf, &len, cap) < 0)
-                goto out;
+        int r = ph_h1_read_head(fd, buf, &len, cap, m);
         if (r < 0)
-            goto out;
-        size_t used = (size_t)r, blen = 0;
-        if (m->body == PX_H1_BODY_LENGTH) {
-            while (len < used + m->content_length)
-                if (read_more(fd, buf, &len, cap) < 0)
-                    goto out;
-            used += (size_t)m->content_length;
-            blen = (size_t)m->content_length;
-        } else if (m->body == PX_H1_BODY_CHUNKED) {
-            px_h1_chunked_t ck;
-            px_h1_chunked_init(&ck);
-            size_t pos = used;
-            for (;;) {
-                size_t u, dl;
-                const char *data;
-                int cr = px_h1_chunked_decode(&ck, buf + pos, len - pos, &u, &data, &dl, &err);
-                if (cr == -1)
-                    goto out;
-                pos += u;
-                if (cr == 1) {
-                    blen += dl;
-                    continue;
-                }
-                if (cr == 0)
-                    break;
-                if (read_more(fd, buf, &len, cap) < 0)
-                    goto out;
-            }
-            used = pos;
-        }
-        char host[128] = "-", path[256], ac[16] = "-", head[1024], cookie[128] = "-";
-        const px_h1_header_t *h = px_h1_find(m, "host");
-        if (h)
-            snprintf(host, sizeof(host), "%.*s", (int)(h->value_len < 127 ? h->value_len : 127), h->value);
+            break;
+        size_t used, blen;
+        if (ph_h1_read_body(fd, buf, &len, cap, m, (size_t)r, &used, &blen) < 0)
+            break;
+        char host[128] = "-", path[256], ac[16] = "-", cookie[128] = "-";
+        ph_h1_header(m, "host", host, sizeof(host));
         snprintf(path, sizeof(path), "%.*s", (int)(m->target_len < 255 ? m->target_len : 255), m->target);
-        if ((h = px_h1_find(m, "cookie")))
-            snprintf(cookie, sizeof(cookie), "%.*s", (int)(h->value_len < 127 ? h->value_len : 127), h->value);
-        if ((h = px_h1_find(m, "x-envoy-attempt-count")))
-            snprintf(ac, sizeof(ac), "%.*s", (int)(h->value_len < 15 ? h->value_len : 15), h->value);
+        ph_h1_header(m, "cookie", cookie, sizeof(cookie));
+        ph_h1_header(m, "x-envoy-attempt-count", ac, sizeof(ac));
         if (strstr(path, "/slow"))
             usleep(300000);
-        bool fail = atomic_fetch_sub(&b->fail_left, 1) > 0;
+        const char *status = ph_backend_next_status(b);
         char body[900];
         int bl = snprintf(body, sizeof(body), "backend=%s host=%s path=%s len=%zu ac=%s cookie=%s\n", b->name, host,
                           path, blen, ac, cookie);
         bool big = strstr(path, "/bigresp") != NULL;
         size_t total = big ? BIG : (size_t)bl;
-        int hl = snprintf(head, sizeof(head), "HTTP/1.1 %s\r\ncontent-type: text/plain\r\ncontent-length: %zu\r\n\r\n",
-                          fail ? "503 Service Unavailable" : "200 OK", total);
         atomic_fetch_add(&b->reqs, 1);
-        if (send_all(fd, head, (size_t)hl) < 0 || send_all(fd, body, (size_t)bl) < 0)
-            goto out;
+        if (ph_h1_send_head(fd, status, "content-type: text/plain\r\n", total) < 0 ||
+            ph_send_all(fd, body, (size_t)bl) < 0)
+            break;
         if (big) {
             char *fill = malloc(BIG - (size_t)bl);
             memset(fill, 'z', BIG - (size_t)bl);
-            int sr = send_all(fd, fill, BIG - (size_t)bl);
+            int sr = ph_send_all(fd, fill, BIG - (size_t)bl);
             free(fill);
             if (sr < 0)
-                goto out;
+                break;
         }
         memmove(buf, buf + used, len - used);
         len -= used;
     }
-out:
     free(m);
     free(buf);
-    shutdown(fd, SHUT_RDWR);
-    return NULL;
-}
-
-static void *backend_main(void *arg)
-{
-    backend_t *b = arg;
-    while (!atomic_load(&b->stop)) {
-        int fd = accept(b->lfd, NULL, NULL);
-        if (fd < 0)
-            continue;
-        pthread_mutex_lock(&b->mu);
-        if (b->ncl >= MAX_CONNS || atomic_load(&b->stop)) {
-            pthread_mutex_unlock(&b->mu);
-            close(fd);
-            continue;
-        }
-        struct bconn *c = malloc(sizeof(*c));
-        c->b = b;
-        c->fd = fd;
-        b->cfds[b->ncl] = fd;
-        if (pthread_create(&b->cth[b->ncl], NULL, bconn_main, c) == 0)
-            b->ncl++;
-        else {
-            close(fd);
-            free(c);
-        }
-        pthread_mutex_unlock(&b->mu);
-    }
-    return NULL;
-}
-
-static int listen_any(int *port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof(sa);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 256) < 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
-        close(fd);
-        return -1;
-    }
-    *port = ntohs(sa.sin_port);
-    return fd;
-}
-
-static backend_t *backend_start(const char *name)
-{
-    backend_t *b = calloc(1, sizeof(*b));
-    b->name = name;
-    pthread_mutex_init(&b->mu, NULL);
-    b->lfd = listen_any(&b->port);
-    assert_true(b->lfd >= 0);
-    assert_int_equal(pthread_create(&b->thread, NULL, backend_main, b), 0);
-    return b;
-}
-
-static void backend_stop(backend_t *b)
-{
-    atomic_store(&b->stop, true);
-    shutdown(b->lfd, SHUT_RDWR);
-    pthread_join(b->thread, NULL);
-    close(b->lfd);
-    pthread_mutex_lock(&b->mu);
-    for (int i = 0; i < b->ncl; i++)
-        shutdown(b->cfds[i], SHUT_RDWR);
-    pthread_mutex_unlock(&b->mu);
-    for (int i = 0; i < b->ncl; i++) {
-        pthread_join(b->cth[i], NULL);
-        close(b->cfds[i]);
-    }
-    pthread_mutex_destroy(&b->mu);
-    free(b);
-}
-
-static int free_port(void)
-{
-    int port;
-    int fd = listen_any(&port);
-    close(fd);
-    return port;
-}
-
-static bool port_open(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    close(fd);
-    return ok;
 }
 
 /* ---- the HTTP/2 backend (Node) ---- */
@@ -295,113 +120,32 @@ static const char node_backend[] =
     "});\n"
     "s.listen(+process.argv[2], '127.0.0.1');\n";
 
-/* ---- the proxy process ---- */
+/* ---- the processes ---- */
 
-typedef struct proxy {
-    pid_t pid, node;
-    char dir[64], config[128], log[128], err[128];
-    int port, admin_port, node_port;
-} proxy_t;
-
-static void write_text(const char *path, const char *text)
+/* Starts the Node backend on port (its script in dir); its pid, or 0 (and
+ * nothing left running) when it did not come up, e.g. the port was taken
+ * meanwhile. */
+static pid_t node_start(const char *dir, int port)
 {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-static void reap(pid_t pid);
-static char *slurp(const char *path);
-
-/* Starts the Node backend on p->node_port; false (and nothing left
- * running) when it did not come up, e.g. the port was taken meanwhile. */
-static bool node_start(proxy_t *p)
-{
-    char js[128], port[16];
-    snprintf(js, sizeof(js), "%s/backend.js", p->dir);
-    write_text(js, node_backend);
-    snprintf(port, sizeof(port), "%d", p->node_port);
-    p->node = fork();
-    assert_true(p->node >= 0);
-    if (p->node == 0) {
-        execlp("node", "node", js, port, (char *)NULL);
+    char js[128], arg[16];
+    snprintf(js, sizeof(js), "%s/backend.js", dir);
+    ph_write_file(js, node_backend);
+    snprintf(arg, sizeof(arg), "%d", port);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execlp("node", "node", js, arg, (char *)NULL);
         _exit(127);
     }
-    for (int i = 0; i < 250 && !port_open(p->node_port); i++) {
-        if (waitpid(p->node, NULL, WNOHANG) == p->node)
+    for (int i = 0; i < 250 && !ph_port_open(port); i++) {
+        if (waitpid(pid, NULL, WNOHANG) == pid)
             break;
         usleep(20000);
     }
-    if (port_open(p->node_port) && waitpid(p->node, NULL, WNOHANG) == 0)
-        return true;
-    reap(p->node);
-    p->node = 0;
-    return false;
-}
-
-/* Starts build/meshproxy; false (and nothing left running) when its
- * listener did not come up. */
-static bool proxy_start(proxy_t *p, const char *config_text)
-{
-    write_text(p->config, config_text);
-    const char *build = getenv("MESH_BUILD") ? getenv("MESH_BUILD") : "build";
-    char bin[256], sp[16], rp[16], ap[16];
-    snprintf(bin, sizeof(bin), "%s/meshproxy", build);
-    snprintf(sp, sizeof(sp), "%d", free_port());
-    snprintf(rp, sizeof(rp), "%d", free_port());
-    snprintf(ap, sizeof(ap), "%d", p->admin_port);
-    p->pid = fork();
-    assert_true(p->pid >= 0);
-    if (p->pid == 0) {
-        FILE *o = freopen(p->log, "w", stdout);
-        FILE *e = freopen(p->err, "w", stderr);
-        (void)o;
-        (void)e;
-        setenv("MESHPROXY_SEED", "4242", 1);
-        execl(bin, bin, "sidecar", "--config-file", p->config, "--concurrency", "2", "--drain-time", "1",
-              "--pod", "client-7f9", "--namespace", "shop", "--bind", "127.0.0.1", "--stats-port", sp,
-              "--ready-port", rp, "--admin-port", ap, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 200 && !port_open(p->port); i++) {
-        if (waitpid(p->pid, NULL, WNOHANG) == p->pid)
-            break;
-        usleep(20000);
-    }
-    char *err = slurp(p->err);
-    bool ok = port_open(p->port) && waitpid(p->pid, NULL, WNOHANG) == 0 && !strstr(err, "cannot listen");
-    free(err);
-    if (!ok) {
-        reap(p->pid);
-        p->pid = 0;
-    }
-    return ok;
-}
-
-static void reap(pid_t pid)
-{
-    int status = 0;
-    kill(pid, SIGTERM);
-    for (int i = 0; i < 300; i++) {
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            return;
-        usleep(20000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-}
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return strdup("");
-    char *buf = calloc(1, 1 << 20);
-    size_t n = fread(buf, 1, (1 << 20) - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
+    if (ph_port_open(port) && waitpid(pid, NULL, WNOHANG) == 0)
+        return pid;
+    ph_reap(pid);
+    return 0;
 }
 
 /* ---- the HTTP/2 client ---- */
@@ -441,7 +185,7 @@ static ssize_t c_send(nghttp2_session *s, const uint8_t *data, size_t len, int f
     (void)s;
     (void)flags;
     client_t *c = ud;
-    if (send_all(c->fd, (const char *)data, len) < 0)
+    if (ph_send_all(c->fd, (const char *)data, len) < 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     return (ssize_t)len;
 }
@@ -704,44 +448,40 @@ static char *make_config(int port, int pa, int pb, int ph2)
 }
 
 typedef struct fixture {
-    backend_t *a, *b;
-    proxy_t p;
+    ph_backend_t *a, *b;
+    ph_proxy_t p;
+    pid_t node;
+    int node_port;
 } fixture_t;
 
 static int setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof(*f));
-    f->a = backend_start("A");
-    f->b = backend_start("B");
-    snprintf(f->p.dir, sizeof(f->p.dir), "/tmp/meshproxy-h2-XXXXXX");
-    assert_non_null(mkdtemp(f->p.dir));
-    snprintf(f->p.config, sizeof(f->p.config), "%s/config.json", f->p.dir);
-    snprintf(f->p.log, sizeof(f->p.log), "%s/access.log", f->p.dir);
-    snprintf(f->p.err, sizeof(f->p.err), "%s/stderr.log", f->p.dir);
+    f->a = ph_backend_start("A", serve, NULL);
+    f->b = ph_backend_start("B", serve, NULL);
+    ph_proxy_init(&f->p, "meshproxy-h2");
     /* ports come free from the kernel, but other tests run on this machine
      * too: one taken meanwhile means another try, not a failure */
-    bool up = false;
-    for (int i = 0; i < 5 && !up; i++) {
-        f->p.node_port = free_port();
-        up = node_start(&f->p);
+    for (int i = 0; i < 5 && f->node == 0; i++) {
+        f->node_port = ph_free_port();
+        f->node = node_start(f->p.dir, f->node_port);
     }
-    for (int i = 0; i < 5 && up && f->p.pid == 0; i++) {
-        f->p.port = free_port();
-        f->p.admin_port = free_port();
-        char *cfg = make_config(f->p.port, f->a->port, f->b->port, f->p.node_port);
-        proxy_start(&f->p, cfg);
+    ph_proxy_opts_t o = {.concurrency = 2, .drain_time = 1, .seed = "4242"};
+    bool up = false;
+    for (int i = 0; i < 5 && f->node != 0 && !up; i++) {
+        f->p.port = ph_free_port();
+        f->p.admin_port = ph_free_port();
+        f->p.stats_port = f->p.ready_port = 0; /* fresh ones too */
+        char *cfg = make_config(f->p.port, f->a->port, f->b->port, f->node_port);
+        up = ph_proxy_start(&f->p, cfg, &o);
         free(cfg);
     }
-    if (!up || f->p.pid == 0) {
+    if (!up) {
         /* setup failed: cmocka runs no teardown, so clean up here */
-        if (f->p.node)
-            reap(f->p.node);
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", f->p.dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", f->p.dir);
-        backend_stop(f->a);
-        backend_stop(f->b);
+        ph_reap(f->node);
+        ph_remove_dir(f->p.dir);
+        ph_backend_stop(f->a);
+        ph_backend_stop(f->b);
         free(f);
         return -1;
     }
@@ -752,20 +492,17 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture_t *f = *state;
-    reap(f->p.pid);
-    reap(f->p.node);
+    ph_proxy_stop(&f->p);
+    ph_reap(f->node);
     /* under the sanitizers the proxy reports to its stderr */
-    char *err = slurp(f->p.err);
+    char *err = ph_slurp(f->p.err);
     bool clean = strstr(err, "Sanitizer") == NULL && strstr(err, "runtime error") == NULL;
     if (!clean)
         fprintf(stderr, "%s\n", err);
     free(err);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->p.dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", f->p.dir);
-    backend_stop(f->a);
-    backend_stop(f->b);
+    ph_remove_dir(f->p.dir);
+    ph_backend_stop(f->a);
+    ph_backend_stop(f->b);
     free(f);
     assert_true(clean);
     return 0;
@@ -799,7 +536,7 @@ static void test_many_streams_routing(void **state)
     /* the proxy's SETTINGS: the HCM's max_concurrent_streams */
     assert_int_equal(nghttp2_session_get_remote_settings(c.s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS), 50);
     client_close(&c);
-    char *log = slurp(f->p.log);
+    char *log = ph_slurp(f->p.log);
     assert_non_null(strstr(log, "\"GET /a/0 HTTP/2\" 200"));
     free(log);
 }
@@ -839,7 +576,7 @@ static void test_h2_to_h2_with_trailers(void **state)
     assert_non_null(strstr(h->body, "h2backend path=/h2/plain"));
     client_close(&c);
     /* gRPC is reported as such */
-    char *log = slurp(f->p.log);
+    char *log = ph_slurp(f->p.log);
     assert_non_null(strstr(log, "\"POST /pkg.Svc/Call HTTP/2\" 200"));
     free(log);
 }
@@ -851,18 +588,18 @@ static void test_h1_to_h2_upstream(void **state)
     fixture_t *f = *state;
     int fd = tcp_connect(f->p.port);
     const char *req = "GET /h2/from-h1 HTTP/1.1\r\nHost: h1.client\r\n\r\n";
-    assert_int_equal(send_all(fd, req, strlen(req)), 0);
+    assert_int_equal(ph_send_all(fd, req, strlen(req)), 0);
     char buf[8192];
     size_t len = 0;
     px_h1_msg_t *m = malloc(sizeof(*m));
     const char *err;
     int r;
     while ((r = px_h1_parse_response(buf, len, false, false, m, &err)) == -2)
-        assert_int_equal(read_more(fd, buf, &len, sizeof(buf) - 1), 0);
+        assert_int_equal(ph_read_more(fd, buf, &len, sizeof(buf) - 1), 0);
     assert_true(r > 0);
     assert_int_equal(m->status_code, 200);
     while (!memmem(buf, len, "te=-\n", 5))
-        assert_int_equal(read_more(fd, buf, &len, sizeof(buf) - 1), 0);
+        assert_int_equal(ph_read_more(fd, buf, &len, sizeof(buf) - 1), 0);
     buf[len] = '\0';
     assert_non_null(strstr(buf, "h2backend path=/h2/from-h1 authority=h1.client len=0"));
     free(m);
@@ -935,13 +672,13 @@ static void test_malformed_frames_close_only_that_connection(void **state)
     /* SETTINGS (empty), then DATA on stream 0: a connection error */
     static const unsigned char frames[] = {0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 3, 0, 1, 0, 0, 0, 0,
                                            'x', 'y', 'z'};
-    assert_int_equal(send_all(fd, preface, 24), 0);
-    assert_int_equal(send_all(fd, (const char *)frames, sizeof(frames)), 0);
+    assert_int_equal(ph_send_all(fd, preface, 24), 0);
+    assert_int_equal(ph_send_all(fd, (const char *)frames, sizeof(frames)), 0);
     char buf[4096];
     size_t len = 0;
     struct timeval tv = {.tv_sec = 5};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    while (read_more(fd, buf, &len, sizeof(buf)) == 0)
+    while (ph_read_more(fd, buf, &len, sizeof(buf)) == 0)
         ;
     /* the server's frames end with a GOAWAY (type 7), then EOF */
     bool goaway = false;
@@ -957,10 +694,10 @@ static void test_malformed_frames_close_only_that_connection(void **state)
 
     /* garbage instead of a preface: closed too */
     fd = tcp_connect(f->p.port);
-    assert_int_equal(send_all(fd, "PRI * HTTP/2.0\r\n\r\nXX\r\n\r\ngarbage", 31), 0);
+    assert_int_equal(ph_send_all(fd, "PRI * HTTP/2.0\r\n\r\nXX\r\n\r\ngarbage", 31), 0);
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     len = 0;
-    while (read_more(fd, buf, &len, sizeof(buf)) == 0)
+    while (ph_read_more(fd, buf, &len, sizeof(buf)) == 0)
         ;
     close(fd);
 
@@ -1028,7 +765,7 @@ static void test_rbac_and_timeout_on_streams(void **state)
     assert_int_equal(slow->status, 504);
     assert_int_equal(ok->status, 200);
     client_close(&c);
-    char *log = slurp(f->p.log);
+    char *log = ph_slurp(f->p.log);
     assert_non_null(strstr(log, "\"GET /timeout/slow HTTP/2\" 504 UT"));
     free(log);
 }
@@ -1207,10 +944,10 @@ static void test_request_protocol_metric(void **state)
     free(r.body);
     int fd = tcp_connect(f->p.admin_port);
     const char *req = "GET /stats/prometheus HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    assert_int_equal(send_all(fd, req, strlen(req)), 0);
+    assert_int_equal(ph_send_all(fd, req, strlen(req)), 0);
     size_t cap = 1 << 20, len = 0;
     char *buf = malloc(cap);
-    while (read_more(fd, buf, &len, cap - 1) == 0)
+    while (ph_read_more(fd, buf, &len, cap - 1) == 0)
         ;
     buf[len] = '\0';
     close(fd);

@@ -11,7 +11,6 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -19,6 +18,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,71 +28,39 @@
 #include <unistd.h>
 
 #include "../../proxy/http1_internal.h"
+#include "../proxyharness.h"
 
 /* ---- backends ---- */
 
-#define MAX_CONNS 512
-
-typedef struct backend {
-    const char *name;
-    int lfd;
-    int port;
-    pthread_t thread;
-    atomic_int conns; /* connections accepted */
-    atomic_int reqs;  /* requests answered */
-    atomic_bool stop;
-    pthread_mutex_t mu;
-    int cfds[MAX_CONNS];
-    pthread_t cth[MAX_CONNS];
-    int ncl;
-    bool echo; /* raw echo (TCP), not HTTP */
-} backend_t;
-
-struct bconn {
-    backend_t *b;
-    int fd;
-};
-
-static int read_more(int fd, char *buf, size_t *len, size_t cap)
+/* A raw echo (for TCP proxying), not HTTP. */
+static void serve_echo(ph_backend_t *b, int fd)
 {
-    if (*len >= cap)
-        return -1;
-    ssize_t n = recv(fd, buf + *len, cap - *len, 0);
-    if (n <= 0)
-        return -1;
-    *len += (size_t)n;
-    return 0;
+    (void)b;
+    static __thread char buf[1 << 17];
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n <= 0)
+            break;
+        if (send(fd, buf, (size_t)n, MSG_NOSIGNAL) != n)
+            break;
+    }
+    shutdown(fd, SHUT_WR);
 }
 
-static void *bconn_main(void *arg)
+/* Answers "backend=NAME path=PATH host=HOST xff=XFF rid=yes|no route=X-ROUTE
+ * body=LEN" with "server: test"; a body over 64 KiB is counted and dropped
+ * as it comes; a WebSocket upgrade switches protocols, then echoes; "/slow"
+ * waits 800 ms; "/a/close-late" drops the connection 100 ms after the answer. */
+static void serve_http(ph_backend_t *b, int fd)
 {
-    struct bconn *c = arg;
-    backend_t *b = c->b;
-    int fd = c->fd;
-    free(c);
     static __thread char buf[1 << 17];
     size_t len = 0;
-    if (b->echo) {
-        for (;;) {
-            ssize_t n = recv(fd, buf, sizeof(buf), 0);
-            if (n <= 0)
-                break;
-            if (send(fd, buf, (size_t)n, MSG_NOSIGNAL) != n)
-                break;
-        }
-        shutdown(fd, SHUT_WR);
-        return NULL;
-    }
     px_h1_msg_t *m = malloc(sizeof(*m));
     for (;;) {
-        const char *err;
-        int r;
-        while ((r = px_h1_parse_request(buf, len, m, &err)) == -2)
-            if (read_more(fd, buf, &len, sizeof(buf)) < 0)
-                goto out;
+        int r = ph_h1_read_head(fd, buf, &len, sizeof(buf), m);
         if (r < 0)
-            goto out;
-        size_t head = (size_t)r, body_len = 0, used = head;
+            break;
+        size_t head = (size_t)r, body_len, used;
         char body[4096];
         if (m->body == PX_H1_BODY_LENGTH && len - head < m->content_length && m->content_length > 65536) {
             /* a large body: counted and dropped as it comes (the head's
@@ -109,43 +77,14 @@ static void *bconn_main(void *arg)
             }
             int bl = snprintf(body, sizeof(body), "backend=%s path=%s body=%llu\n", b->name, path,
                               (unsigned long long)m->content_length);
-            char resp[256];
-            int rl = snprintf(resp, sizeof(resp), "HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s", bl, body);
             atomic_fetch_add(&b->reqs, 1);
-            if (send(fd, resp, (size_t)rl, MSG_NOSIGNAL) != rl)
+            if (ph_h1_reply(fd, "200 OK", "", body, (size_t)bl) < 0)
                 goto out;
             len = 0;
             continue;
         }
-        if (m->body == PX_H1_BODY_LENGTH) {
-            while (len - head < m->content_length)
-                if (read_more(fd, buf, &len, sizeof(buf)) < 0)
-                    goto out;
-            body_len = m->content_length;
-            used = head + body_len;
-        } else if (m->body == PX_H1_BODY_CHUNKED) {
-            px_h1_chunked_t d;
-            px_h1_chunked_init(&d);
-            size_t pos = head;
-            for (;;) {
-                size_t u;
-                const char *data;
-                size_t dl;
-                int k = px_h1_chunked_decode(&d, buf + pos, len - pos, &u, &data, &dl, &err);
-                if (k == -1)
-                    goto out;
-                pos += u;
-                if (k == 1) {
-                    body_len += dl;
-                    continue;
-                }
-                if (k == 0)
-                    break;
-                if (read_more(fd, buf, &len, sizeof(buf)) < 0)
-                    goto out;
-            }
-            used = pos;
-        }
+        if (ph_h1_read_body(fd, buf, &len, sizeof(buf), m, head, &used, &body_len) < 0)
+            goto out;
         if (m->upgrade && m->websocket) {
             /* switch protocols, then echo whatever comes */
             static const char sw[] = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
@@ -166,21 +105,15 @@ static void *bconn_main(void *arg)
             usleep(800000);
         const px_h1_header_t *h;
         char xff[128] = "-", rid[8] = "no", host[128] = "-", xt[64] = "-";
-        if ((h = px_h1_find(m, "x-forwarded-for")))
-            snprintf(xff, sizeof(xff), "%.*s", (int)h->value_len, h->value);
+        ph_h1_header(m, "x-forwarded-for", xff, sizeof(xff));
         if ((h = px_h1_find(m, "x-request-id")) && h->value_len >= 8)
             snprintf(rid, sizeof(rid), "yes");
-        if ((h = px_h1_find(m, "host")))
-            snprintf(host, sizeof(host), "%.*s", (int)h->value_len, h->value);
-        if ((h = px_h1_find(m, "x-route")))
-            snprintf(xt, sizeof(xt), "%.*s", (int)h->value_len, h->value);
+        ph_h1_header(m, "host", host, sizeof(host));
+        ph_h1_header(m, "x-route", xt, sizeof(xt));
         int bl = snprintf(body, sizeof(body), "backend=%s path=%.*s host=%s xff=%s rid=%s route=%s body=%zu\n",
                           b->name, (int)m->target_len, m->target, host, xff, rid, xt, body_len);
-        char resp[4400];
-        int rl = snprintf(resp, sizeof(resp), "HTTP/1.1 200 OK\r\ncontent-length: %d\r\nserver: test\r\n\r\n%s",
-                          bl, body);
         atomic_fetch_add(&b->reqs, 1);
-        if (send(fd, resp, (size_t)rl, MSG_NOSIGNAL) != rl)
+        if (ph_h1_reply(fd, "200 OK", "server: test\r\n", body, (size_t)bl) < 0)
             goto out;
         if (m->target_len >= 12 && memcmp(m->target, "/a/close-late", 12) == 0) {
             /* a keep-alive response, then the connection is dropped a little
@@ -193,106 +126,9 @@ static void *bconn_main(void *arg)
     }
 out:
     free(m);
-    shutdown(fd, SHUT_RDWR);
-    return NULL;
 }
 
-static void *backend_main(void *arg)
-{
-    backend_t *b = arg;
-    while (!atomic_load(&b->stop)) {
-        int fd = accept(b->lfd, NULL, NULL);
-        if (fd < 0) {
-            if (atomic_load(&b->stop))
-                break;
-            continue;
-        }
-        pthread_mutex_lock(&b->mu);
-        if (b->ncl >= MAX_CONNS || atomic_load(&b->stop)) {
-            pthread_mutex_unlock(&b->mu);
-            close(fd);
-            continue;
-        }
-        struct bconn *c = malloc(sizeof(*c));
-        c->b = b;
-        c->fd = fd;
-        b->cfds[b->ncl] = fd;
-        atomic_fetch_add(&b->conns, 1);
-        if (pthread_create(&b->cth[b->ncl], NULL, bconn_main, c) == 0)
-            b->ncl++;
-        else {
-            close(fd);
-            free(c);
-        }
-        pthread_mutex_unlock(&b->mu);
-    }
-    return NULL;
-}
-
-static int listen_any(int *port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof(sa);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 256) < 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
-        close(fd);
-        return -1;
-    }
-    *port = ntohs(sa.sin_port);
-    return fd;
-}
-
-static backend_t *backend_start(const char *name, bool echo)
-{
-    backend_t *b = calloc(1, sizeof(*b));
-    b->name = name;
-    b->echo = echo;
-    pthread_mutex_init(&b->mu, NULL);
-    b->lfd = listen_any(&b->port);
-    assert_true(b->lfd >= 0);
-    assert_int_equal(pthread_create(&b->thread, NULL, backend_main, b), 0);
-    return b;
-}
-
-static void backend_stop(backend_t *b)
-{
-    atomic_store(&b->stop, true);
-    shutdown(b->lfd, SHUT_RDWR);
-    pthread_join(b->thread, NULL);
-    close(b->lfd);
-    pthread_mutex_lock(&b->mu);
-    for (int i = 0; i < b->ncl; i++)
-        shutdown(b->cfds[i], SHUT_RDWR);
-    pthread_mutex_unlock(&b->mu);
-    for (int i = 0; i < b->ncl; i++) {
-        pthread_join(b->cth[i], NULL);
-        close(b->cfds[i]);
-    }
-    pthread_mutex_destroy(&b->mu);
-    free(b);
-}
-
-/* A port that is free now (bound then released). */
-static int free_port(void)
-{
-    int port;
-    int fd = listen_any(&port);
-    close(fd);
-    return port;
-}
-
-/* ---- the proxy process ---- */
-
-typedef struct proxy {
-    pid_t pid;
-    char dir[64];
-    char config[128];
-    char log[128];
-    char err[128];
-} proxy_t;
+/* ---- the proxy's config ---- */
 
 #define LISTENER(name, port, hcm_body)                                                                 \
     "{\"@type\": \"type.googleapis.com/envoy.config.listener.v3.Listener\", \"name\": \"" name "\", " \
@@ -311,16 +147,6 @@ typedef struct proxy {
     "\"127.0.0.1\", \"port_value\": " port "}}}}]}]}}"
 #define ROUTE_TYPE "\"@type\": \"type.googleapis.com/envoy.config.route.v3.RouteConfiguration\""
 
-static void write_file(const char *path, const char *text)
-{
-    char tmp[160];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    assert_int_equal(rename(tmp, path), 0);
-}
 
 /* The whole config: listener `port` -> RDS "main" routes; tcp listener;
  * clusters a, b, c (backends), empty (no endpoints), dead (closed port). */
@@ -365,228 +191,37 @@ static char *make_config(int port, int tcp_port, int pa, int pb, int pc, int dea
     return out;
 }
 
-static bool port_open_on(const char *ip, int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, ip, &sa.sin_addr);
-    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    close(fd);
-    return ok;
-}
-
-static bool port_open(int port)
-{
-    return port_open_on("127.0.0.1", port);
-}
-
-static int stats_port, ready_port, admin_port;
-
-static void proxy_start(proxy_t *p, const char *config_text, int port, int concurrency)
-{
-    snprintf(p->dir, sizeof(p->dir), "/tmp/meshproxy-e2e-XXXXXX");
-    assert_non_null(mkdtemp(p->dir));
-    snprintf(p->config, sizeof(p->config), "%s/config.json", p->dir);
-    snprintf(p->log, sizeof(p->log), "%s/access.log", p->dir);
-    snprintf(p->err, sizeof(p->err), "%s/stderr.log", p->dir);
-    write_file(p->config, config_text);
-    const char *build = getenv("MESH_BUILD") ? getenv("MESH_BUILD") : "build";
-    char bin[256], conc[16];
-    snprintf(bin, sizeof(bin), "%s/meshproxy", build);
-    snprintf(conc, sizeof(conc), "%d", concurrency);
-    char sp[16], rp[16], ap[16];
-    snprintf(sp, sizeof(sp), "%d", stats_port);
-    snprintf(rp, sizeof(rp), "%d", ready_port);
-    snprintf(ap, sizeof(ap), "%d", admin_port);
-    p->pid = fork();
-    assert_true(p->pid >= 0);
-    if (p->pid == 0) {
-        FILE *o = freopen(p->log, "w", stdout);
-        FILE *e = freopen(p->err, "w", stderr);
-        (void)o;
-        (void)e;
-        execl(bin, bin, "sidecar", "--config-file", p->config, "--concurrency", conc, "--drain-time", "3",
-              "--pod", "client-7f9", "--namespace", "shop", "--bind", "127.0.0.1", "--stats-port", sp,
-              "--ready-port", rp, "--admin-port", ap, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 200 && !port_open(port); i++)
-        usleep(20000);
-    assert_true(port_open(port));
-}
-
-/* Sends SIGTERM and waits; returns the exit status (or -1 if it had to be killed). */
-static int proxy_stop(proxy_t *p)
-{
-    int status = 0;
-    kill(p->pid, SIGTERM);
-    for (int i = 0; i < 300; i++) {
-        if (waitpid(p->pid, &status, WNOHANG) == p->pid)
-            goto done;
-        usleep(20000);
-    }
-    kill(p->pid, SIGKILL);
-    waitpid(p->pid, &status, 0);
-    status = -1;
-done:;
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", p->dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", p->dir);
-    return status < 0 ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return strdup("");
-    char *buf = calloc(1, 1 << 20);
-    size_t n = fread(buf, 1, (1 << 20) - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
 /* ---- client ---- */
 
-static int connect_on(const char *ip, int port)
+/* One GET to svc.local on a new connection; 0 or -1. */
+static int get(int port, const char *path, const char *extra, ph_resp_t *r)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, ip, &sa.sin_addr);
-    struct timeval tv = {.tv_sec = 5};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int connect_port(int port)
-{
-    return connect_on("127.0.0.1", port);
-}
-
-typedef struct resp {
-    int status;
-    char head[4096];
-    char body[1048576];
-    size_t body_len;
-    bool closed; /* the proxy said connection: close */
-} resp_t;
-
-/* Sends raw on fd and reads one response. Returns 0 or -1. */
-static int roundtrip(int fd, const char *raw, resp_t *r)
-{
-    size_t rl = strlen(raw);
-    if (send(fd, raw, rl, MSG_NOSIGNAL) != (ssize_t)rl)
-        return -1;
-    /* bytes read past one response stay for the next call on the same fd */
-    static __thread char buf[524288];
-    static __thread size_t len;
-    static __thread int buf_fd = -1;
-    if (buf_fd != fd)
-        len = 0;
-    buf_fd = fd;
-    px_h1_msg_t *m = malloc(sizeof(*m));
-    const char *err;
-    int h;
-    bool head_req = strncmp(raw, "HEAD ", 5) == 0;
-    while ((h = px_h1_parse_response(buf, len, head_req, false, m, &err)) == -2)
-        if (read_more(fd, buf, &len, sizeof(buf)) < 0)
-            goto fail;
-    if (h < 0)
-        goto fail;
-    memset(r, 0, sizeof(*r));
-    r->status = m->status_code;
-    r->closed = !m->keep_alive;
-    snprintf(r->head, sizeof(r->head), "%.*s", h, buf);
-    r->body_len = 0;
-    if (m->body == PX_H1_BODY_LENGTH) {
-        while (len - (size_t)h < m->content_length)
-            if (read_more(fd, buf, &len, sizeof(buf)) < 0)
-                goto fail;
-        r->body_len = m->content_length < sizeof(r->body) - 1 ? m->content_length : sizeof(r->body) - 1;
-        memcpy(r->body, buf + h, r->body_len);
-        size_t used = (size_t)h + m->content_length;
-        memmove(buf, buf + used, len - used);
-        len -= used;
-    } else if (m->body == PX_H1_BODY_CHUNKED) {
-        px_h1_chunked_t d;
-        px_h1_chunked_init(&d);
-        size_t pos = (size_t)h;
-        for (;;) {
-            size_t u;
-            const char *data;
-            size_t dl;
-            int k = px_h1_chunked_decode(&d, buf + pos, len - pos, &u, &data, &dl, &err);
-            if (k == -1)
-                goto fail;
-            pos += u;
-            if (k == 1) {
-                if (r->body_len + dl < sizeof(r->body)) {
-                    memcpy(r->body + r->body_len, data, dl);
-                    r->body_len += dl;
-                }
-                continue;
-            }
-            if (k == 0)
-                break;
-            if (read_more(fd, buf, &len, sizeof(buf)) < 0)
-                goto fail;
-        }
-        memmove(buf, buf + pos, len - pos);
-        len -= pos;
-    } else {
-        memmove(buf, buf + h, len - (size_t)h);
-        len -= (size_t)h;
-    }
-    r->body[r->body_len] = '\0';
-    free(m);
-    return 0;
-fail:
-    len = 0;
-    free(m);
-    return -1;
-}
-
-static int get(int port, const char *path, const char *extra, resp_t *r)
-{
-    char raw[1024];
-    snprintf(raw, sizeof(raw), "GET %s HTTP/1.1\r\nHost: svc.local\r\n%s\r\n", path, extra ? extra : "");
-    int fd = connect_port(port);
-    if (fd < 0)
-        return -1;
-    int rc = roundtrip(fd, raw, r);
-    close(fd);
-    return rc;
+    return ph_request(port, "svc.local", path, extra, NULL, r);
 }
 
 /* ---- fixture ---- */
 
 typedef struct fixture {
-    backend_t *a, *b, *c, *echo;
+    ph_backend_t *a, *b, *c, *echo;
     int port, tcp_port, dead;
-    proxy_t p;
+    ph_proxy_t p;
 } fixture_t;
 
 static int setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof(*f));
-    f->a = backend_start("A", false);
-    f->b = backend_start("B", false);
-    f->c = backend_start("C", false);
-    f->echo = backend_start("echo", true);
-    f->port = free_port();
-    f->tcp_port = free_port();
-    f->dead = free_port();
-    stats_port = free_port();
-    ready_port = free_port();
-    admin_port = free_port();
+    f->a = ph_backend_start("A", serve_http, NULL);
+    f->b = ph_backend_start("B", serve_http, NULL);
+    f->c = ph_backend_start("C", serve_http, NULL);
+    f->echo = ph_backend_start("echo", serve_echo, NULL);
+    f->port = ph_free_port();
+    f->tcp_port = ph_free_port();
+    f->dead = ph_free_port();
     char *cfg = make_config(f->port, f->tcp_port, f->a->port, f->b->port, f->c->port, f->dead, f->echo->port, "a");
-    proxy_start(&f->p, cfg, f->port, 2);
+    ph_proxy_init(&f->p, "meshproxy-e2e");
+    f->p.port = f->port;
+    ph_proxy_opts_t o = {.concurrency = 2, .drain_time = 3};
+    assert_true(ph_proxy_start(&f->p, cfg, &o));
     free(cfg);
     *state = f;
     return 0;
@@ -595,12 +230,12 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture_t *f = *state;
-    if (f->p.pid > 0)
-        proxy_stop(&f->p);
-    backend_stop(f->a);
-    backend_stop(f->b);
-    backend_stop(f->c);
-    backend_stop(f->echo);
+    ph_proxy_stop(&f->p);
+    ph_remove_dir(f->p.dir);
+    ph_backend_stop(f->a);
+    ph_backend_stop(f->b);
+    ph_backend_stop(f->c);
+    ph_backend_stop(f->echo);
     free(f);
     return 0;
 }
@@ -608,7 +243,7 @@ static int teardown(void **state)
 static void test_routing_by_path_and_header(void **state)
 {
     fixture_t *f = *state;
-    resp_t r;
+    ph_resp_t r;
     assert_int_equal(get(f->port, "/a/x", NULL, &r), 0);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "backend=A path=/a/x host=svc.local xff=127.0.0.1 rid=yes"));
@@ -628,8 +263,8 @@ static void test_routing_by_path_and_header(void **state)
     assert_int_equal(get(f->port, "/a", NULL, &r), 0);
     assert_non_null(strstr(r.head, "server: test"));
     /* absolute-form target: routed on its path, Host from the URI */
-    int afd = connect_port(f->port);
-    assert_int_equal(roundtrip(afd, "GET http://svc.other/a/abs?x=1 HTTP/1.1\r\nHost: ignored\r\n\r\n", &r), 0);
+    int afd = ph_connect(f->port);
+    assert_int_equal(ph_roundtrip(afd, "GET http://svc.other/a/abs?x=1 HTTP/1.1\r\nHost: ignored\r\n\r\n", &r), 0);
     close(afd);
     assert_non_null(strstr(r.body, "backend=A path=/a/abs?x=1 host=svc.other "));
     /* redirect */
@@ -641,7 +276,7 @@ static void test_routing_by_path_and_header(void **state)
 static void test_no_route_and_no_upstream_flags(void **state)
 {
     fixture_t *f = *state;
-    resp_t r;
+    ph_resp_t r;
     assert_int_equal(get(f->port, "/nothing-matches", NULL, &r), 0);
     assert_int_equal(r.status, 404);
     assert_int_equal(get(f->port, "/empty", NULL, &r), 0);
@@ -661,7 +296,7 @@ static void test_no_route_and_no_upstream_flags(void **state)
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     assert_true(secs >= 0.15 && secs < 2.0); /* the 504 itself shows the upstream (0.8 s) was not awaited */
     usleep(100000);
-    char *log = slurp(f->p.log);
+    char *log = ph_slurp(f->p.log);
     assert_non_null(strstr(log, "\"GET /nothing-matches HTTP/1.1\" 404 NR "));
     assert_non_null(strstr(log, "\"GET /empty HTTP/1.1\" 503 UH "));
     assert_non_null(strstr(log, "\"GET /dead HTTP/1.1\" 503 UF "));
@@ -683,10 +318,10 @@ static void test_weighted_split(void **state)
 {
     fixture_t *f = *state;
     int a = 0, c = 0;
-    int fd = connect_port(f->port);
+    int fd = ph_connect(f->port);
     for (int i = 0; i < 500; i++) {
-        resp_t r;
-        assert_int_equal(roundtrip(fd, "GET /split HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+        ph_resp_t r;
+        assert_int_equal(ph_roundtrip(fd, "GET /split HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
         if (strstr(r.body, "backend=A"))
             a++;
         else if (strstr(r.body, "backend=C"))
@@ -703,10 +338,10 @@ static void test_keep_alive_reuses_upstream(void **state)
     fixture_t *f = *state;
     int before = atomic_load(&f->b->conns), reqs = atomic_load(&f->b->reqs);
     for (int round = 0; round < 3; round++) {
-        int fd = connect_port(f->port);
+        int fd = ph_connect(f->port);
         for (int i = 0; i < 20; i++) {
-            resp_t r;
-            assert_int_equal(roundtrip(fd, "GET /b HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+            ph_resp_t r;
+            assert_int_equal(ph_roundtrip(fd, "GET /b HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
             assert_int_equal(r.status, 200);
             assert_false(r.closed);
         }
@@ -722,15 +357,15 @@ static void test_keep_alive_reuses_upstream(void **state)
 static void test_stale_pooled_connection_is_retried(void **state)
 {
     fixture_t *f = *state;
-    int fd = connect_port(f->port);
-    resp_t r;
+    int fd = ph_connect(f->port);
+    ph_resp_t r;
     /* the first response leaves a pooled connection the backend drops 100 ms
      * later; the second request goes out on it at once, finds it closed
      * without an answer and is sent again on a fresh connection */
-    assert_int_equal(roundtrip(fd, "GET /a/close-late HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+    assert_int_equal(ph_roundtrip(fd, "GET /a/close-late HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
     assert_int_equal(r.status, 200);
     int conns = atomic_load(&f->a->conns);
-    assert_int_equal(roundtrip(fd, "GET /a/next HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+    assert_int_equal(ph_roundtrip(fd, "GET /a/next HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "backend=A path=/a/next"));
     assert_int_equal(atomic_load(&f->a->conns), conns + 1);
@@ -750,9 +385,9 @@ static void test_smuggling_is_refused(void **state)
         "GET /a HTTP/1.1\r\nHost: x\nX: y\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof(attacks) / sizeof(attacks[0]); i++) {
-        int fd = connect_port(f->port);
-        resp_t r;
-        assert_int_equal(roundtrip(fd, attacks[i], &r), 0);
+        int fd = ph_connect(f->port);
+        ph_resp_t r;
+        assert_int_equal(ph_roundtrip(fd, attacks[i], &r), 0);
         assert_int_equal(r.status, 400);
         assert_true(r.closed);
         close(fd);
@@ -763,9 +398,9 @@ static void test_smuggling_is_refused(void **state)
     int n = snprintf(big, 80000, "GET /a HTTP/1.1\r\nHost: x\r\nX-Big: ");
     memset(big + n, 'a', 70000);
     strcpy(big + n + 70000, "\r\n\r\n");
-    int fd = connect_port(f->port);
-    resp_t r;
-    assert_int_equal(roundtrip(fd, big, &r), 0);
+    int fd = ph_connect(f->port);
+    ph_resp_t r;
+    assert_int_equal(ph_roundtrip(fd, big, &r), 0);
     assert_int_equal(r.status, 431);
     close(fd);
     free(big);
@@ -774,20 +409,20 @@ static void test_smuggling_is_refused(void **state)
 static void test_bodies_and_pipelining(void **state)
 {
     fixture_t *f = *state;
-    int fd = connect_port(f->port);
-    resp_t r;
-    assert_int_equal(roundtrip(fd, "POST /a/post HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", &r), 0);
+    int fd = ph_connect(f->port);
+    ph_resp_t r;
+    assert_int_equal(ph_roundtrip(fd, "POST /a/post HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", &r), 0);
     assert_non_null(strstr(r.body, "body=5"));
     assert_int_equal(
-        roundtrip(fd, "POST /a/chunk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
+        ph_roundtrip(fd, "POST /a/chunk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
                   &r),
         0);
     assert_non_null(strstr(r.body, "body=7"));
     assert_int_equal(
-        roundtrip(fd, "PUT /a/cont HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok", &r), 0);
+        ph_roundtrip(fd, "PUT /a/cont HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok", &r), 0);
     /* the proxy answers 100 Continue itself, then the real response */
     assert_int_equal(r.status, 100);
-    assert_int_equal(roundtrip(fd, "", &r), 0);
+    assert_int_equal(ph_roundtrip(fd, "", &r), 0);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "body=2"));
     /* a large upload streams through (the proxy holds back reading while
@@ -797,7 +432,7 @@ static void test_bodies_and_pipelining(void **state)
     int hl = snprintf(up, 256, "POST /a/upload HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", big);
     memset(up + hl, 'u', big);
     up[hl + big] = '\0';
-    assert_int_equal(roundtrip(fd, up, &r), 0);
+    assert_int_equal(ph_roundtrip(fd, up, &r), 0);
     free(up);
     assert_int_equal(r.status, 200);
     char want[64];
@@ -805,12 +440,12 @@ static void test_bodies_and_pipelining(void **state)
     assert_non_null(strstr(r.body, want));
     /* two pipelined requests: answered in order */
     const char *two = "GET /a/one HTTP/1.1\r\nHost: x\r\n\r\nGET /b/two HTTP/1.1\r\nHost: x\r\n\r\n";
-    assert_int_equal(roundtrip(fd, two, &r), 0);
+    assert_int_equal(ph_roundtrip(fd, two, &r), 0);
     assert_non_null(strstr(r.body, "backend=A path=/a/one"));
-    assert_int_equal(roundtrip(fd, "", &r), 0);
+    assert_int_equal(ph_roundtrip(fd, "", &r), 0);
     assert_non_null(strstr(r.body, "backend=B path=/b/two"));
     /* HTTP/1.0 without keep-alive: the proxy closes after the response */
-    assert_int_equal(roundtrip(fd, "GET /a HTTP/1.0\r\n\r\n", &r), 0);
+    assert_int_equal(ph_roundtrip(fd, "GET /a HTTP/1.0\r\n\r\n", &r), 0);
     assert_true(r.closed);
     char c;
     assert_int_equal(recv(fd, &c, 1, 0), 0);
@@ -820,9 +455,9 @@ static void test_bodies_and_pipelining(void **state)
 static void test_websocket_upgrade_passthrough(void **state)
 {
     fixture_t *f = *state;
-    int fd = connect_port(f->port);
-    resp_t r;
-    assert_int_equal(roundtrip(fd, "GET /a/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    int fd = ph_connect(f->port);
+    ph_resp_t r;
+    assert_int_equal(ph_roundtrip(fd, "GET /a/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
                                    "Sec-WebSocket-Version: 13\r\n\r\n",
                                &r),
                      0);
@@ -847,7 +482,7 @@ static void test_websocket_upgrade_passthrough(void **state)
 static void test_tcp_proxy(void **state)
 {
     fixture_t *f = *state;
-    int fd = connect_port(f->tcp_port);
+    int fd = ph_connect(f->tcp_port);
     assert_true(fd >= 0);
     char msg[20000], back[20000];
     for (size_t i = 0; i < sizeof(msg); i++)
@@ -880,9 +515,9 @@ static void *load_main(void *arg)
     int fd = -1;
     while (!atomic_load(&l->stop)) {
         if (fd < 0)
-            fd = connect_port(l->port);
-        resp_t r;
-        if (fd < 0 || roundtrip(fd, "GET /load HTTP/1.1\r\nHost: x\r\n\r\n", &r) < 0 || r.status != 200) {
+            fd = ph_connect(l->port);
+        ph_resp_t r;
+        if (fd < 0 || ph_roundtrip(fd, "GET /load HTTP/1.1\r\nHost: x\r\n\r\n", &r) < 0 || r.status != 200) {
             atomic_fetch_add(&l->failed, 1);
             if (fd >= 0)
                 close(fd);
@@ -912,7 +547,7 @@ static void test_reload_under_load_fails_no_request(void **state)
         assert_int_equal(pthread_create(&l[i].th, NULL, load_main, &l[i]), 0);
     }
     /* a TCP connection through the listener the update removes */
-    int tfd = connect_port(f->tcp_port);
+    int tfd = ph_connect(f->tcp_port);
     assert_true(tfd >= 0);
     assert_int_equal(send(tfd, "before", 6, 0), 6);
     char tb[16];
@@ -920,21 +555,21 @@ static void test_reload_under_load_fails_no_request(void **state)
     usleep(300000);
     /* the route moves from A to B; the TCP listener moves to another port
      * (the old one is removed, a new one added) */
-    int new_tcp = free_port();
+    int new_tcp = ph_free_port();
     char *cfg = make_config(f->port, new_tcp, f->a->port, f->b->port, f->c->port, f->dead, f->echo->port, "b");
-    write_file(f->p.config, cfg);
+    ph_write_file(f->p.config, cfg);
     free(cfg);
     kill(f->p.pid, SIGHUP);
     usleep(500000);
-    assert_false(port_open(f->tcp_port));
-    assert_true(port_open(new_tcp));
+    assert_false(ph_port_open(f->tcp_port));
+    assert_true(ph_port_open(new_tcp));
     /* the accepted connection was not dropped */
     assert_int_equal(send(tfd, "after!", 6, 0), 6);
     assert_int_equal(recv(tfd, tb, sizeof(tb), 0), 6);
     assert_memory_equal(tb, "after!", 6);
     close(tfd);
     /* a broken file is refused and the running config stays */
-    write_file(f->p.config, "{\"resources\": [{\"@type\": \"type.googleapis.com/envoy.config.cluster.v3.Cluster\", "
+    ph_write_file(f->p.config, "{\"resources\": [{\"@type\": \"type.googleapis.com/envoy.config.cluster.v3.Cluster\", "
                             "\"name\": \"x\", \"lb_policy\": \"BOGUS\"}]}");
     kill(f->p.pid, SIGHUP);
     usleep(300000);
@@ -954,11 +589,11 @@ static void test_reload_under_load_fails_no_request(void **state)
     assert_true(ok > 100);
     assert_true(b_before > 0);
     assert_true(b_after > b_before); /* still serving B after the bad reload */
-    char *err = slurp(f->p.err);
+    char *err = ph_slurp(f->p.err);
     assert_non_null(strstr(err, "reload rejected, keeping the running config"));
     assert_non_null(strstr(err, "unknown LbPolicy value \"BOGUS\""));
     free(err);
-    resp_t r;
+    ph_resp_t r;
     assert_int_equal(get(f->port, "/load", NULL, &r), 0);
     assert_non_null(strstr(r.body, "backend=B"));
 }
@@ -966,13 +601,13 @@ static void test_reload_under_load_fails_no_request(void **state)
 static void test_stats_readiness_and_admin(void **state)
 {
     fixture_t *f = *state;
-    resp_t r;
+    ph_resp_t r;
     /* fresh traffic of known shape */
     assert_int_equal(get(f->port, "/nothing-matches", NULL, &r), 0);
     assert_int_equal(get(f->port, "/b/stats", NULL, &r), 0);
-    int fd = connect_port(stats_port);
+    int fd = ph_connect(f->p.stats_port);
     assert_true(fd >= 0);
-    assert_int_equal(roundtrip(fd, "GET /stats/prometheus HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+    assert_int_equal(ph_roundtrip(fd, "GET /stats/prometheus HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
     close(fd);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "# TYPE istio_requests_total counter\n"));
@@ -996,24 +631,24 @@ static void test_stats_readiness_and_admin(void **state)
     val = strchr(val, ' ');
     assert_true(atoi(val + 1) >= 60);
 
-    fd = connect_port(ready_port);
-    assert_int_equal(roundtrip(fd, "GET /healthz/ready HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+    fd = ph_connect(f->p.ready_port);
+    assert_int_equal(ph_roundtrip(fd, "GET /healthz/ready HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
     close(fd);
     assert_int_equal(r.status, 200);
-    fd = connect_port(admin_port);
-    assert_int_equal(roundtrip(fd, "GET /clusters HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+    fd = ph_connect(f->p.admin_port);
+    assert_int_equal(ph_roundtrip(fd, "GET /clusters HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
     close(fd);
     char want[64];
     snprintf(want, sizeof(want), "a::127.0.0.1:%d::weight::1\n", f->a->port);
     assert_non_null(strstr(r.body, want));
     assert_non_null(strstr(r.body, "empty::no_healthy_endpoints\n"));
-    fd = connect_port(admin_port);
-    assert_int_equal(roundtrip(fd, "GET /config_dump HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+    fd = ph_connect(f->p.admin_port);
+    assert_int_equal(ph_roundtrip(fd, "GET /config_dump HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
     close(fd);
     assert_non_null(strstr(r.body, "\"listeners\""));
     assert_non_null(strstr(r.body, "\"rds\":\"main\""));
-    fd = connect_port(admin_port);
-    assert_int_equal(roundtrip(fd, "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+    fd = ph_connect(f->p.admin_port);
+    assert_int_equal(ph_roundtrip(fd, "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
     close(fd);
     assert_non_null(strstr(r.body, "upstream_cx_pool_reused: "));
 }
@@ -1022,12 +657,12 @@ static void test_sigterm_drains_and_exits(void **state)
 {
     fixture_t *f = *state;
     /* an idle keep-alive client does not hold the proxy up */
-    int fd = connect_port(f->port);
-    resp_t r;
-    assert_int_equal(roundtrip(fd, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+    int fd = ph_connect(f->port);
+    ph_resp_t r;
+    assert_int_equal(ph_roundtrip(fd, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int status = proxy_stop(&f->p);
+    int status = ph_proxy_stop(&f->p);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     f->p.pid = 0;
     assert_int_equal(status, 0);
@@ -1036,7 +671,7 @@ static void test_sigterm_drains_and_exits(void **state)
     char c;
     assert_true(recv(fd, &c, 1, 0) <= 0);
     close(fd);
-    assert_false(port_open(f->port));
+    assert_false(ph_port_open(f->port));
 }
 
 /* ---- xDS from meshd ---- */
@@ -1055,19 +690,6 @@ static pid_t spawn(const char *const *argv, const char *out)
     return pid;
 }
 
-static void reap(pid_t pid)
-{
-    int status;
-    kill(pid, SIGTERM);
-    for (int i = 0; i < 250; i++) {
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            return;
-        usleep(20000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-}
-
 static void test_xds_from_meshd(void **state)
 {
     (void)state;
@@ -1079,10 +701,10 @@ static void test_xds_from_meshd(void **state)
         fprintf(stderr, "%s not built: xDS test skipped\n", meshd);
         skip();
     }
-    backend_t *a = backend_start("A", false);
+    ph_backend_t *a = ph_backend_start("A", serve_http, NULL);
     char dir[] = "/tmp/meshproxy-xds-XXXXXX";
     assert_non_null(mkdtemp(dir));
-    int svc_port = free_port(), grpc_port = free_port();
+    int svc_port = ph_free_port(), grpc_port = ph_free_port();
     /* the proxy's listeners bind a loopback address of their own */
     char ip[32];
     snprintf(ip, sizeof(ip), "127.0.%d.%d", 1 + getpid() % 200, 2 + (getpid() / 200) % 200);
@@ -1100,7 +722,7 @@ static void test_xds_from_meshd(void **state)
              "  targetRef: {kind: Pod, name: web-v1, namespace: demo}\n",
              svc_port, a->port, a->port, a->port);
     snprintf(path, sizeof(path), "%s/services.yaml", dir);
-    write_file(path, yaml);
+    ph_write_file(path, yaml);
     char grpc_addr[64], meshd_log[256], proxy_log[256];
     snprintf(grpc_addr, sizeof(grpc_addr), "127.0.0.1:%d", grpc_port);
     snprintf(meshd_log, sizeof(meshd_log), "%s/meshd.log", dir);
@@ -1108,9 +730,9 @@ static void test_xds_from_meshd(void **state)
     const char *margv[] = {meshd, "--config-dir", dir, "--grpc-addr", grpc_addr, "--debug-addr", "off",
                            "--monitoring-addr", "off", NULL};
     pid_t mpid = spawn(margv, meshd_log);
-    for (int i = 0; i < 200 && !port_open(grpc_port); i++)
+    for (int i = 0; i < 200 && !ph_port_open(grpc_port); i++)
         usleep(20000);
-    int rport = free_port(), aport = free_port();
+    int rport = ph_free_port(), aport = ph_free_port();
     char ready[16], admin[16];
     snprintf(ready, sizeof(ready), "%d", rport);
     snprintf(admin, sizeof(admin), "%d", aport);
@@ -1120,68 +742,68 @@ static void test_xds_from_meshd(void **state)
                            ready, NULL};
     pid_t ppid = spawn(pargv, proxy_log);
     /* ready only once the first complete config is in */
-    for (int i = 0; i < 250 && !port_open_on(ip, rport); i++)
+    for (int i = 0; i < 250 && !ph_port_open_on(ip, rport); i++)
         usleep(20000);
-    resp_t rr = {0};
+    ph_resp_t rr = {0};
     int rrc = -1;
     for (int i = 0; i < 100; i++) {
-        int fd = connect_on(ip, rport);
-        rrc = fd >= 0 ? roundtrip(fd, "GET /healthz/ready HTTP/1.1\r\nHost: x\r\n\r\n", &rr) : -1;
+        int fd = ph_connect_on(ip, rport);
+        rrc = fd >= 0 ? ph_roundtrip(fd, "GET /healthz/ready HTTP/1.1\r\nHost: x\r\n\r\n", &rr) : -1;
         if (fd >= 0)
             close(fd);
         if (rrc == 0 && rr.status == 200)
             break;
         usleep(20000);
     }
-    for (int i = 0; i < 250 && !port_open_on(ip, svc_port); i++)
+    for (int i = 0; i < 250 && !ph_port_open_on(ip, svc_port); i++)
         usleep(20000);
-    bool up = port_open_on(ip, svc_port);
+    bool up = ph_port_open_on(ip, svc_port);
     char host[128], raw[512];
     snprintf(host, sizeof(host), "web.demo.svc.cluster.local:%d", svc_port);
     snprintf(raw, sizeof(raw), "GET /via-xds HTTP/1.1\r\nHost: %s\r\n\r\n", host);
-    resp_t r1 = {0}, r2 = {0};
+    ph_resp_t r1 = {0}, r2 = {0};
     int rc1 = -1, rc2 = -1;
     if (up) {
-        int fd = connect_on(ip, svc_port);
-        rc1 = roundtrip(fd, raw, &r1);
+        int fd = ph_connect_on(ip, svc_port);
+        rc1 = ph_roundtrip(fd, raw, &r1);
         close(fd);
     }
     /* a cluster the proxy cannot serve (DNS) is NACKed with the reason and
      * the accepted config keeps serving */
     snprintf(path, sizeof(path), "%s/external.yaml", dir);
-    write_file(path, "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+    ph_write_file(path, "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
                      "metadata: {name: ext, namespace: demo}\n"
                      "spec:\n  hosts: [ext.example.com]\n  location: MESH_EXTERNAL\n  resolution: DNS\n"
                      "  ports:\n  - {number: 80, name: http, protocol: HTTP}\n");
-    resp_t st = {0};
+    ph_resp_t st = {0};
     bool rejected = false;
     for (int i = 0; i < 150 && !rejected; i++) {
         usleep(20000);
-        int fd = connect_on("127.0.0.1", aport);
-        if (fd >= 0 && roundtrip(fd, "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n", &st) == 0)
+        int fd = ph_connect_on("127.0.0.1", aport);
+        if (fd >= 0 && ph_roundtrip(fd, "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n", &st) == 0)
             rejected = strstr(st.body, "xds.last_rejection: Cluster outbound|80||ext.example.com: type: DNS "
                                        "clusters are not supported") != NULL;
         if (fd >= 0)
             close(fd);
     }
-    resp_t r3 = {0};
+    ph_resp_t r3 = {0};
     int rc3 = -1;
     if (up) {
-        int fd = connect_on(ip, svc_port);
-        rc3 = roundtrip(fd, raw, &r3);
+        int fd = ph_connect_on(ip, svc_port);
+        rc3 = ph_roundtrip(fd, raw, &r3);
         close(fd);
     }
     /* the control plane goes away: the proxy keeps its config */
-    reap(mpid);
+    ph_reap(mpid);
     usleep(200000);
     if (up) {
-        int fd = connect_on(ip, svc_port);
-        rc2 = roundtrip(fd, raw, &r2);
+        int fd = ph_connect_on(ip, svc_port);
+        rc2 = ph_roundtrip(fd, raw, &r2);
         close(fd);
     }
-    reap(ppid);
-    backend_stop(a);
-    char *plog = slurp(proxy_log);
+    ph_reap(ppid);
+    ph_backend_stop(a);
+    char *plog = ph_slurp(proxy_log);
     if (!up || rc1 != 0 || rc2 != 0 || !rejected || !strstr(plog, "serving the last config"))
         fprintf(stderr, "proxy log:\n%s\nadmin /stats:\n%s\n", plog, st.body);
     char cmd[128];

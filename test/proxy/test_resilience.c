@@ -14,284 +14,103 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "../../proxy/config_internal.h"
 #include "../../proxy/http1_internal.h"
+#include "../proxyharness.h"
 
 /* ---- backends ---- */
 
-#define MAX_CONNS 256
+/* What a backend saw, comma-separated, under b->mu: the
+ * x-envoy-attempt-count and body length of each request ("1/0,2/5") and
+ * the Host of each. */
+typedef struct trail {
+    char seen[512];
+    char hosts[1024];
+} trail_t;
 
-typedef struct backend {
-    const char *name;
-    int lfd, port;
-    pthread_t thread;
-    atomic_int reqs;
-    atomic_int fail_left; /* answer 503 to this many more requests */
-    atomic_bool stop;
-    char seen[512];       /* x-envoy-attempt-count (and body length) of each request, under mu */
-    char hosts[1024];     /* the Host of each request, under mu */
-    pthread_mutex_t mu;
-    int cfds[MAX_CONNS];
-    pthread_t cth[MAX_CONNS];
-    int ncl;
-} backend_t;
-
-struct bconn {
-    backend_t *b;
-    int fd;
-};
-
-static int read_more(int fd, char *buf, size_t *len, size_t cap)
+static trail_t *trail(ph_backend_t *b)
 {
-    if (*len >= cap)
-        return -1;
-    ssize_t n = recv(fd, buf + *len, cap - *len, 0);
-    if (n <= 0)
-        return -1;
-    *len += (size_t)n;
-    return 0;
+    return b->data;
 }
 
 /* Answers each request 200 with "backend=NAME host=HOST" (keep-alive); 503
  * while fail_left lasts; a path with "slowtry" takes 600 ms. Reads Content-Length bodies. */
-static void *bconn_main(void *arg)
+static void serve(ph_backend_t *b, int fd)
 {
-    struct bconn *c = arg;
-    backend_t *b = c->b;
-    int fd = c->fd;
-    free(c);
-    char *buf = malloc(65536);
+    enum { CAP = 65536 };
+    char *buf = malloc(CAP);
     size_t len = 0;
     px_h1_msg_t *m = malloc(sizeof(*m));
     for (;;) {
-        const char *err;
-        int r;
-        while ((r = px_h1_parse_request(buf, len, m, &err)) == -2)
-            if (read_more(fd, buf, &len, 65536) < 0)
-                goto out;
+        int r = ph_h1_read_head(fd, buf, &len, CAP, m);
         if (r < 0 || m->body == PX_H1_BODY_CHUNKED || m->body == PX_H1_BODY_EOF || m->content_length > 32768)
-            goto out;
-        size_t used = (size_t)r + (m->body == PX_H1_BODY_LENGTH ? (size_t)m->content_length : 0);
-        while (len < used)
-            if (read_more(fd, buf, &len, 65536) < 0)
-                goto out;
-        char host[128] = "-", body[256], resp[512], ac[16] = "-";
-        const px_h1_header_t *h = px_h1_find(m, "host");
-        if (h)
-            snprintf(host, sizeof(host), "%.*s", (int)h->value_len, h->value);
-        if ((h = px_h1_find(m, "x-envoy-attempt-count")))
-            snprintf(ac, sizeof(ac), "%.*s", (int)(h->value_len < 15 ? h->value_len : 15), h->value);
+            break;
+        size_t used, blen;
+        if (ph_h1_read_body(fd, buf, &len, CAP, m, (size_t)r, &used, &blen) < 0)
+            break;
+        char host[128] = "-", body[256], ac[16] = "-";
+        ph_h1_header(m, "host", host, sizeof(host));
+        ph_h1_header(m, "x-envoy-attempt-count", ac, sizeof(ac));
         pthread_mutex_lock(&b->mu);
-        size_t sl = strlen(b->seen);
-        snprintf(b->seen + sl, sizeof(b->seen) - sl, "%s%s/%zu", sl ? "," : "", ac, used - (size_t)r);
-        sl = strlen(b->hosts);
-        snprintf(b->hosts + sl, sizeof(b->hosts) - sl, "%s%s", sl ? "," : "", host);
+        trail_t *t = trail(b);
+        size_t sl = strlen(t->seen);
+        snprintf(t->seen + sl, sizeof(t->seen) - sl, "%s%s/%zu", sl ? "," : "", ac, blen);
+        sl = strlen(t->hosts);
+        snprintf(t->hosts + sl, sizeof(t->hosts) - sl, "%s%s", sl ? "," : "", host);
         pthread_mutex_unlock(&b->mu);
         if (memmem(m->target, m->target_len, "slowtry", 7))
             usleep(600000);
-        bool fail = atomic_fetch_sub(&b->fail_left, 1) > 0;
+        const char *status = ph_backend_next_status(b);
         int bl = snprintf(body, sizeof(body), "backend=%s host=%s\n", b->name, host);
-        int rl = snprintf(resp, sizeof(resp), "HTTP/1.1 %s\r\ncontent-length: %d\r\n\r\n%s",
-                          fail ? "503 Service Unavailable" : "200 OK", bl, body);
         atomic_fetch_add(&b->reqs, 1);
-        if (send(fd, resp, (size_t)rl, MSG_NOSIGNAL) != rl)
-            goto out;
+        if (ph_h1_reply(fd, status, "", body, (size_t)bl) < 0)
+            break;
         memmove(buf, buf + used, len - used);
         len -= used;
     }
-out:
     free(m);
     free(buf);
-    shutdown(fd, SHUT_RDWR);
-    return NULL;
 }
 
-static void *backend_main(void *arg)
+static ph_backend_t *backend_start(const char *name)
 {
-    backend_t *b = arg;
-    while (!atomic_load(&b->stop)) {
-        int fd = accept(b->lfd, NULL, NULL);
-        if (fd < 0)
-            continue;
-        pthread_mutex_lock(&b->mu);
-        if (b->ncl >= MAX_CONNS || atomic_load(&b->stop)) {
-            pthread_mutex_unlock(&b->mu);
-            close(fd);
-            continue;
-        }
-        struct bconn *c = malloc(sizeof(*c));
-        c->b = b;
-        c->fd = fd;
-        b->cfds[b->ncl] = fd;
-        if (pthread_create(&b->cth[b->ncl], NULL, bconn_main, c) == 0)
-            b->ncl++;
-        else {
-            close(fd);
-            free(c);
-        }
-        pthread_mutex_unlock(&b->mu);
-    }
-    return NULL;
+    return ph_backend_start(name, serve, calloc(1, sizeof(trail_t)));
 }
 
-static int listen_any(int *port)
+static void backend_stop(ph_backend_t *b)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof(sa);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 256) < 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
-        close(fd);
-        return -1;
-    }
-    *port = ntohs(sa.sin_port);
-    return fd;
-}
-
-static backend_t *backend_start(const char *name)
-{
-    backend_t *b = calloc(1, sizeof(*b));
-    b->name = name;
-    pthread_mutex_init(&b->mu, NULL);
-    b->lfd = listen_any(&b->port);
-    assert_true(b->lfd >= 0);
-    assert_int_equal(pthread_create(&b->thread, NULL, backend_main, b), 0);
-    return b;
-}
-
-static void backend_stop(backend_t *b)
-{
-    atomic_store(&b->stop, true);
-    shutdown(b->lfd, SHUT_RDWR);
-    pthread_join(b->thread, NULL);
-    close(b->lfd);
-    pthread_mutex_lock(&b->mu);
-    for (int i = 0; i < b->ncl; i++)
-        shutdown(b->cfds[i], SHUT_RDWR);
-    pthread_mutex_unlock(&b->mu);
-    for (int i = 0; i < b->ncl; i++) {
-        pthread_join(b->cth[i], NULL);
-        close(b->cfds[i]);
-    }
-    pthread_mutex_destroy(&b->mu);
-    free(b);
-}
-
-static int free_port(void)
-{
-    int port;
-    int fd = listen_any(&port);
-    close(fd);
-    return port;
+    trail_t *t = trail(b);
+    ph_backend_stop(b);
+    free(t);
 }
 
 /* ---- the proxy process ---- */
 
-typedef struct proxy {
-    pid_t pid;
-    char dir[64], config[128], log[128], err[128];
-    int port, admin_port;
-} proxy_t;
-
-static bool port_open(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    close(fd);
-    return ok;
-}
-
 /* Starts build/meshproxy (MESHPROXY_SEED fixed) on the given config. */
-static void proxy_start(proxy_t *p, const char *config_text)
+static void proxy_start(ph_proxy_t *p, const char *config_text)
 {
-    snprintf(p->dir, sizeof(p->dir), "/tmp/meshproxy-res-XXXXXX");
-    assert_non_null(mkdtemp(p->dir));
-    snprintf(p->config, sizeof(p->config), "%s/config.json", p->dir);
-    snprintf(p->log, sizeof(p->log), "%s/access.log", p->dir);
-    snprintf(p->err, sizeof(p->err), "%s/stderr.log", p->dir);
-    FILE *f = fopen(p->config, "w");
-    assert_non_null(f);
-    fputs(config_text, f);
-    fclose(f);
-    const char *build = getenv("MESH_BUILD") ? getenv("MESH_BUILD") : "build";
-    char bin[256], sp[16], rp[16], ap[16];
-    snprintf(bin, sizeof(bin), "%s/meshproxy", build);
-    snprintf(sp, sizeof(sp), "%d", free_port());
-    snprintf(rp, sizeof(rp), "%d", free_port());
-    snprintf(ap, sizeof(ap), "%d", p->admin_port);
-    p->pid = fork();
-    assert_true(p->pid >= 0);
-    if (p->pid == 0) {
-        FILE *o = freopen(p->log, "w", stdout);
-        FILE *e = freopen(p->err, "w", stderr);
-        (void)o;
-        (void)e;
-        setenv("MESHPROXY_SEED", "12345", 1);
-        execl(bin, bin, "sidecar", "--config-file", p->config, "--concurrency", "1", "--drain-time", "1",
-              "--pod", "client-7f9", "--namespace", "shop", "--bind", "127.0.0.1", "--stats-port", sp,
-              "--ready-port", rp, "--admin-port", ap, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 200 && !port_open(p->port); i++)
-        usleep(20000);
-    assert_true(port_open(p->port));
+    ph_proxy_init(p, "meshproxy-res");
+    ph_proxy_opts_t o = {.concurrency = 1, .drain_time = 1, .seed = "12345"};
+    assert_true(ph_proxy_start(p, config_text, &o));
 }
 
-static void proxy_stop(proxy_t *p)
+static void proxy_stop(ph_proxy_t *p)
 {
-    int status = 0;
-    kill(p->pid, SIGTERM);
-    for (int i = 0; i < 300; i++) {
-        if (waitpid(p->pid, &status, WNOHANG) == p->pid)
-            goto done;
-        usleep(20000);
-    }
-    kill(p->pid, SIGKILL);
-    waitpid(p->pid, &status, 0);
-done:;
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", p->dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", p->dir);
-}
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return strdup("");
-    char *buf = calloc(1, 1 << 20);
-    size_t n = fread(buf, 1, (1 << 20) - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
+    ph_proxy_stop(p);
+    ph_remove_dir(p->dir);
 }
 
 /* ---- client ---- */
-
-typedef struct resp {
-    int status;
-    char head[2048];
-    char body[65536];
-} resp_t;
 
 static uint64_t now_ms(void)
 {
@@ -300,55 +119,13 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* One request on a new connection (a POST when body is set); 0 or -1. */
-static int request_host(int port, const char *host, const char *path, const char *extra, const char *reqbody,
-                        resp_t *r)
+/* One request to svc.local on a new connection (a POST when reqbody is set); 0 or -1. */
+static int request_body(int port, const char *path, const char *extra, const char *reqbody, ph_resp_t *r)
 {
-    char raw[1024];
-    static __thread char buf[131072];
-    size_t len = 0;
-    if (reqbody)
-        snprintf(raw, sizeof(raw), "POST %s HTTP/1.1\r\nHost: %s\r\ncontent-length: %zu\r\n%s\r\n%s", path,
-                 host, strlen(reqbody), extra ? extra : "", reqbody);
-    else
-        snprintf(raw, sizeof(raw), "GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n", path, host, extra ? extra : "");
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct timeval tv = {.tv_sec = 5};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    int rc = -1;
-    px_h1_msg_t *m = malloc(sizeof(*m));
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-        send(fd, raw, strlen(raw), MSG_NOSIGNAL) != (ssize_t)strlen(raw))
-        goto out;
-    const char *err;
-    int h;
-    while ((h = px_h1_parse_response(buf, len, false, false, m, &err)) == -2)
-        if (read_more(fd, buf, &len, sizeof(buf) - 1) < 0)
-            goto out;
-    if (h < 0)
-        goto out;
-    while (m->body == PX_H1_BODY_LENGTH && len - (size_t)h < m->content_length)
-        if (read_more(fd, buf, &len, sizeof(buf) - 1) < 0)
-            goto out;
-    memset(r, 0, sizeof(*r));
-    r->status = m->status_code;
-    snprintf(r->head, sizeof(r->head), "%.*s", h, buf);
-    snprintf(r->body, sizeof(r->body), "%.*s", (int)(len - (size_t)h), buf + h);
-    rc = 0;
-out:
-    free(m);
-    close(fd);
-    return rc;
+    return ph_request(port, "svc.local", path, extra, reqbody, r);
 }
 
-static int request_body(int port, const char *path, const char *extra, const char *reqbody, resp_t *r)
-{
-    return request_host(port, "svc.local", path, extra, reqbody, r);
-}
-
-static int request(int port, const char *path, const char *extra, resp_t *r)
+static int request(int port, const char *path, const char *extra, ph_resp_t *r)
 {
     return request_body(port, path, extra, NULL, r);
 }
@@ -441,8 +218,8 @@ static char *make_config(int port, int pa, int pb, int dead, int ps)
 }
 
 typedef struct fixture {
-    backend_t *a, *b, *s;
-    proxy_t p;
+    ph_backend_t *a, *b, *s;
+    ph_proxy_t p;
 } fixture_t;
 
 static int setup(void **state)
@@ -451,9 +228,9 @@ static int setup(void **state)
     f->a = backend_start("A");
     f->b = backend_start("B");
     f->s = backend_start("S");
-    f->p.port = free_port();
-    f->p.admin_port = free_port();
-    char *cfg = make_config(f->p.port, f->a->port, f->b->port, free_port(), f->s->port);
+    f->p.port = ph_free_port();
+    f->p.admin_port = ph_free_port();
+    char *cfg = make_config(f->p.port, f->a->port, f->b->port, ph_free_port(), f->s->port);
     proxy_start(&f->p, cfg);
     free(cfg);
     *state = f;
@@ -472,23 +249,11 @@ static int teardown(void **state)
     return 0;
 }
 
-/* The value of "name: N" in the admin /stats text, or -1. */
-static long admin_stat(int admin_port, const char *name)
-{
-    resp_t r;
-    if (request(admin_port, "/stats", NULL, &r) < 0 || r.status != 200)
-        return -1;
-    char key[128];
-    snprintf(key, sizeof(key), "%s: ", name);
-    const char *p = strstr(r.body, key);
-    return p ? strtol(p + strlen(key), NULL, 10) : -1;
-}
-
 /* Whether the admin /stats/prometheus output has an istio_requests_total
  * series with this response_flags value. */
 static bool prom_has_flag(int admin_port, const char *flag)
 {
-    resp_t *r = malloc(sizeof(*r));
+    ph_resp_t *r = malloc(sizeof(*r));
     char want[64];
     snprintf(want, sizeof(want), "response_flags=\"%s\"", flag);
     bool ok = request(admin_port, "/stats/prometheus", NULL, r) == 0 && r->status == 200 &&
@@ -534,7 +299,7 @@ static void test_fault_abort_half(void **state)
     fixture_t *f = *state;
     int n503 = 0, n200 = 0, other = 0;
     for (int i = 0; i < 400; i++) {
-        resp_t r;
+        ph_resp_t r;
         assert_int_equal(request(f->p.port, "/abort", NULL, &r), 0);
         if (r.status == 503) {
             n503++;
@@ -554,7 +319,7 @@ static void test_fault_abort_half(void **state)
     /* 0.1% of 400 requests: almost always none, never many */
     int tiny = 0;
     for (int i = 0; i < 400; i++) {
-        resp_t r;
+        ph_resp_t r;
         assert_int_equal(request(f->p.port, "/tiny", NULL, &r), 0);
         if (r.status == 500)
             tiny++;
@@ -562,9 +327,9 @@ static void test_fault_abort_half(void **state)
             assert_int_equal(r.status, 200);
     }
     assert_in_range(tiny, 0, 5);
-    assert_int_equal(admin_stat(f->p.admin_port, "http.fault.aborts_injected"), n503 + tiny);
+    assert_int_equal(ph_admin_stat(f->p.admin_port, "http.fault.aborts_injected"), n503 + tiny);
     usleep(200000);
-    char *log = slurp(f->p.log);
+    char *log = ph_slurp(f->p.log);
     assert_non_null(strstr(log, "\"GET /abort HTTP/1.1\" 503 FI "));
     assert_non_null(strstr(log, "\"GET /abort HTTP/1.1\" 200 - "));
     free(log);
@@ -574,7 +339,7 @@ static void test_fault_abort_half(void **state)
 static void test_fault_grpc_abort(void **state)
 {
     fixture_t *f = *state;
-    resp_t r;
+    ph_resp_t r;
     assert_int_equal(request(f->p.port, "/grpc/pkg.Svc/Call", "content-type: application/grpc\r\n", &r), 0);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.head, "grpc-status: 14\r\n"));
@@ -586,7 +351,7 @@ static void test_fault_delay(void **state)
 {
     fixture_t *f = *state;
     for (int i = 0; i < 4; i++) {
-        resp_t r;
+        ph_resp_t r;
         uint64_t t0 = now_ms();
         assert_int_equal(request(f->p.port, "/delay", NULL, &r), 0);
         uint64_t took = now_ms() - t0;
@@ -596,7 +361,7 @@ static void test_fault_delay(void **state)
         assert_true(took < 3000);
     }
     /* a delayed request does not hold up the others on the same worker */
-    resp_t r;
+    ph_resp_t r;
     uint64_t t0 = now_ms();
     assert_int_equal(request(f->p.port, "/plain", NULL, &r), 0);
     assert_int_equal(r.status, 200);
@@ -606,9 +371,9 @@ static void test_fault_delay(void **state)
     assert_int_equal(request(f->p.port, "/both", NULL, &r), 0);
     assert_int_equal(r.status, 429);
     assert_true(now_ms() - t0 >= 95);
-    assert_int_equal(admin_stat(f->p.admin_port, "http.fault.delays_injected"), 5);
+    assert_int_equal(ph_admin_stat(f->p.admin_port, "http.fault.delays_injected"), 5);
     usleep(200000);
-    char *log = slurp(f->p.log);
+    char *log = ph_slurp(f->p.log);
     assert_non_null(strstr(log, "\"GET /delay HTTP/1.1\" 200 DI "));
     assert_non_null(strstr(log, "\"GET /both HTTP/1.1\" 429 DI,FI "));
     free(log);
@@ -621,7 +386,7 @@ static void test_fault_delay(void **state)
 static void *delayed_main(void *arg)
 {
     int port = *(int *)arg;
-    resp_t r;
+    ph_resp_t r;
     return (void *)(intptr_t)(request(port, "/delay", NULL, &r) == 0 ? r.status : -1);
 }
 
@@ -631,7 +396,7 @@ static void test_fault_delay_does_not_block_worker(void **state)
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, delayed_main, &f->p.port), 0);
     usleep(50000);
-    resp_t r;
+    ph_resp_t r;
     uint64_t t0 = now_ms();
     assert_int_equal(request(f->p.port, "/plain", NULL, &r), 0);
     assert_int_equal(r.status, 200);
@@ -645,35 +410,35 @@ static void test_retry_until_success(void **state)
 {
     fixture_t *f = *state;
     atomic_store(&f->a->fail_left, 2);
-    resp_t r;
+    ph_resp_t r;
     assert_int_equal(request(f->p.port, "/retry", NULL, &r), 0);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "backend=A"));
     assert_int_equal(atomic_load(&f->a->reqs), 3);
-    assert_string_equal(f->a->seen, "1/0,2/0,3/0");
-    assert_int_equal(admin_stat(f->p.admin_port, "upstream_rq_retry"), 2);
-    assert_int_equal(admin_stat(f->p.admin_port, "upstream_rq_retry_success"), 1);
+    assert_string_equal(trail(f->a)->seen, "1/0,2/0,3/0");
+    assert_int_equal(ph_admin_stat(f->p.admin_port, "upstream_rq_retry"), 2);
+    assert_int_equal(ph_admin_stat(f->p.admin_port, "upstream_rq_retry_success"), 1);
     /* a buffered body is sent again with each attempt */
     atomic_store(&f->a->fail_left, 1);
-    f->a->seen[0] = '\0';
+    trail(f->a)->seen[0] = '\0';
     assert_int_equal(request_body(f->p.port, "/retry", NULL, "hello", &r), 0);
     assert_int_equal(r.status, 200);
-    assert_string_equal(f->a->seen, "1/5,2/5");
+    assert_string_equal(trail(f->a)->seen, "1/5,2/5");
     /* out of retries: the last 503 is relayed with flag URX */
     atomic_store(&f->a->fail_left, 10);
-    f->a->seen[0] = '\0';
+    trail(f->a)->seen[0] = '\0';
     assert_int_equal(request(f->p.port, "/retry/x", NULL, &r), 0);
     assert_int_equal(r.status, 503);
-    assert_string_equal(f->a->seen, "1/0,2/0,3/0");
-    assert_int_equal(admin_stat(f->p.admin_port, "upstream_rq_retry_limit_exceeded"), 1);
+    assert_string_equal(trail(f->a)->seen, "1/0,2/0,3/0");
+    assert_int_equal(ph_admin_stat(f->p.admin_port, "upstream_rq_retry_limit_exceeded"), 1);
     /* a status the policy does not cover is not retried */
-    f->a->seen[0] = '\0';
+    trail(f->a)->seen[0] = '\0';
     assert_int_equal(request(f->p.port, "/noretry", NULL, &r), 0);
     assert_int_equal(r.status, 503);
-    assert_string_equal(f->a->seen, "1/0");
+    assert_string_equal(trail(f->a)->seen, "1/0");
     atomic_store(&f->a->fail_left, 0);
     usleep(200000);
-    char *log = slurp(f->p.log);
+    char *log = ph_slurp(f->p.log);
     assert_non_null(strstr(log, "\"GET /retry/x HTTP/1.1\" 503 URX "));
     free(log);
     assert_true(prom_has_flag(f->p.admin_port, "URX"));
@@ -683,21 +448,21 @@ static void test_retry_connect_failure_to_live_endpoint(void **state)
 {
     fixture_t *f = *state;
     for (int i = 0; i < 10; i++) {
-        resp_t r;
+        ph_resp_t r;
         assert_int_equal(request(f->p.port, "/cf", NULL, &r), 0);
         assert_int_equal(r.status, 200);
         assert_non_null(strstr(r.body, "backend=B"));
     }
     assert_int_equal(atomic_load(&f->b->reqs), 10);
     /* half of the first attempts went to the dead endpoint */
-    long retries = admin_stat(f->p.admin_port, "upstream_rq_retry");
+    long retries = ph_admin_stat(f->p.admin_port, "upstream_rq_retry");
     assert_in_range(retries, 3, 10);
 }
 
 static void test_retry_per_try_timeout(void **state)
 {
     fixture_t *f = *state;
-    resp_t r;
+    ph_resp_t r;
     uint64_t t0 = now_ms();
     assert_int_equal(request(f->p.port, "/slowtry", NULL, &r), 0);
     uint64_t took = now_ms() - t0;
@@ -718,32 +483,51 @@ static void test_retry_per_try_timeout(void **state)
     assert_in_range(atomic_load(&f->a->reqs), 3, 4);
 }
 
+/* One of several clients sending the same request at once. */
 typedef struct cb_client {
     int port;
-    resp_t r;
+    const char *path;
+    ph_resp_t r;
     int rc;
 } cb_client_t;
 
 static void *cb_client_main(void *arg)
 {
     cb_client_t *c = arg;
-    c->rc = request(c->port, "/cb/slowtry", NULL, &c->r);
+    c->rc = request(c->port, c->path, NULL, &c->r);
     return NULL;
+}
+
+enum { NCLIENTS = 6 };
+
+/* Sends GET path from NCLIENTS threads at once and waits for every answer;
+ * the clients, with rc and response each, in a static array. */
+static cb_client_t *concurrent_requests(int port, const char *path)
+{
+    static cb_client_t cl[NCLIENTS]; /* each holds a 1 MiB response: not on the stack */
+    memset(cl, 0, sizeof(cl));
+    pthread_t th[NCLIENTS];
+    int started = 0;
+    for (int i = 0; i < NCLIENTS; i++) {
+        cl[i].port = port;
+        cl[i].path = path;
+        if (pthread_create(&th[i], NULL, cb_client_main, &cl[i]) != 0)
+            break;
+        started++;
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(started, NCLIENTS);
+    return cl;
 }
 
 static void test_circuit_breaker_overflow(void **state)
 {
     fixture_t *f = *state;
-    enum { N = 6 };
-    cb_client_t cl[N];
-    pthread_t th[N];
-    for (int i = 0; i < N; i++) {
-        cl[i].port = f->p.port;
-        assert_int_equal(pthread_create(&th[i], NULL, cb_client_main, &cl[i]), 0);
-    }
+    enum { N = NCLIENTS };
+    cb_client_t *cl = concurrent_requests(f->p.port, "/cb/slowtry");
     int ok = 0, uo = 0;
     for (int i = 0; i < N; i++) {
-        pthread_join(th[i], NULL);
         assert_int_equal(cl[i].rc, 0);
         if (cl[i].r.status == 200) {
             ok++;
@@ -759,14 +543,14 @@ static void test_circuit_breaker_overflow(void **state)
     assert_true(uo >= 1);
     assert_int_equal(ok + uo, N);
     assert_int_equal(atomic_load(&f->a->reqs), ok);
-    assert_int_equal(admin_stat(f->p.admin_port, "upstream_rq_pending_overflow"), uo);
-    assert_true(admin_stat(f->p.admin_port, "upstream_cx_overflow") >= 1);
+    assert_int_equal(ph_admin_stat(f->p.admin_port, "upstream_rq_pending_overflow"), uo);
+    assert_true(ph_admin_stat(f->p.admin_port, "upstream_cx_overflow") >= 1);
     /* the breaker closes again: a later request goes through */
-    resp_t r;
+    ph_resp_t r;
     assert_int_equal(request(f->p.port, "/cb/x", NULL, &r), 0);
     assert_int_equal(r.status, 200);
     usleep(200000);
-    char *log = slurp(f->p.log);
+    char *log = ph_slurp(f->p.log);
     assert_non_null(strstr(log, "\"GET /cb/slowtry HTTP/1.1\" 503 UO "));
     free(log);
     assert_true(prom_has_flag(f->p.admin_port, "UO"));
@@ -775,7 +559,7 @@ static void test_circuit_breaker_overflow(void **state)
 static void test_mirror(void **state)
 {
     fixture_t *f = *state;
-    resp_t r;
+    ph_resp_t r;
     for (int i = 0; i < 5; i++) {
         assert_int_equal(request(f->p.port, "/mirror", NULL, &r), 0);
         assert_int_equal(r.status, 200);
@@ -789,20 +573,20 @@ static void test_mirror(void **state)
     assert_int_equal(atomic_load(&f->s->reqs), 6);
     assert_int_equal(atomic_load(&f->a->reqs), 6);
     pthread_mutex_lock(&f->s->mu);
-    assert_string_equal(f->s->hosts, "svc.local-shadow,svc.local-shadow,svc.local-shadow,svc.local-shadow,"
+    assert_string_equal(trail(f->s)->hosts, "svc.local-shadow,svc.local-shadow,svc.local-shadow,svc.local-shadow,"
                                      "svc.local-shadow,svc.local-shadow");
-    assert_non_null(strstr(f->s->seen, "-/5"));
+    assert_non_null(strstr(trail(f->s)->seen, "-/5"));
     pthread_mutex_unlock(&f->s->mu);
     /* a port stays after the suffix */
-    assert_int_equal(request_host(f->p.port, "svc.local:8080", "/mirror/port", NULL, NULL, &r), 0);
+    assert_int_equal(ph_request(f->p.port, "svc.local:8080", "/mirror/port", NULL, NULL, &r), 0);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "host=svc.local:8080\n"));
     for (int i = 0; i < 100 && atomic_load(&f->s->reqs) < 7; i++)
         usleep(20000);
     pthread_mutex_lock(&f->s->mu);
-    assert_non_null(strstr(f->s->hosts, ",svc.local-shadow:8080"));
+    assert_non_null(strstr(trail(f->s)->hosts, ",svc.local-shadow:8080"));
     pthread_mutex_unlock(&f->s->mu);
-    assert_int_equal(admin_stat(f->p.admin_port, "http.shadow.requests_sent"), 7);
+    assert_int_equal(ph_admin_stat(f->p.admin_port, "http.shadow.requests_sent"), 7);
     /* a dead mirror never fails nor slows the request */
     for (int i = 0; i < 3; i++) {
         uint64_t t0 = now_ms();
@@ -813,17 +597,10 @@ static void test_mirror(void **state)
     }
     long failed = -1;
     for (int i = 0; i < 100 && failed < 3; i++) {
-        failed = admin_stat(f->p.admin_port, "http.shadow.requests_failed");
+        failed = ph_admin_stat(f->p.admin_port, "http.shadow.requests_failed");
         usleep(20000);
     }
     assert_int_equal(failed, 3);
-}
-
-static void *rb_client_main(void *arg)
-{
-    cb_client_t *c = arg;
-    c->rc = request(c->port, "/rbudget/slowtry", NULL, &c->r);
-    return NULL;
 }
 
 /* A retry budget of 0 % with at least one retry in flight: six requests
@@ -832,25 +609,31 @@ static void *rb_client_main(void *arg)
 static void test_retry_budget(void **state)
 {
     fixture_t *f = *state;
-    enum { N = 6 };
+    enum { N = NCLIENTS };
     atomic_store(&f->a->fail_left, 1000000);
-    cb_client_t cl[N];
-    pthread_t th[N];
+    cb_client_t *cl = concurrent_requests(f->p.port, "/rbudget/slowtry");
     for (int i = 0; i < N; i++) {
-        cl[i].port = f->p.port;
-        assert_int_equal(pthread_create(&th[i], NULL, rb_client_main, &cl[i]), 0);
-    }
-    for (int i = 0; i < N; i++) {
-        pthread_join(th[i], NULL);
         assert_int_equal(cl[i].rc, 0);
         assert_int_equal(cl[i].r.status, 503);
     }
     atomic_store(&f->a->fail_left, 0);
-    long retried = admin_stat(f->p.admin_port, "upstream_rq_retry");
-    long over = admin_stat(f->p.admin_port, "upstream_rq_retry_overflow");
+    long retried = ph_admin_stat(f->p.admin_port, "upstream_rq_retry");
+    long over = ph_admin_stat(f->p.admin_port, "upstream_rq_retry_overflow");
     assert_int_equal(retried + over, N);
     assert_in_range(retried, 1, 2); /* a client late enough may find the budget free */
     assert_int_equal(atomic_load(&f->a->reqs), N + retried);
+}
+
+/* A stops failing; after its ejection time (1 s) ten requests to /od are all answered 200. */
+static void od_recover(fixture_t *f)
+{
+    atomic_store(&f->a->fail_left, 0);
+    usleep(1300000);
+    for (int i = 0; i < 10; i++) {
+        ph_resp_t r;
+        assert_int_equal(request(f->p.port, "/od", NULL, &r), 0);
+        assert_int_equal(r.status, 200);
+    }
 }
 
 static void test_outlier_ejection_and_return(void **state)
@@ -859,7 +642,7 @@ static void test_outlier_ejection_and_return(void **state)
     atomic_store(&f->a->fail_left, 1000000);
     int n503 = 0;
     for (int i = 0; i < 20; i++) {
-        resp_t r;
+        ph_resp_t r;
         assert_int_equal(request(f->p.port, "/od", NULL, &r), 0);
         if (r.status == 503)
             n503++;
@@ -870,34 +653,22 @@ static void test_outlier_ejection_and_return(void **state)
     assert_int_equal(atomic_load(&f->a->reqs), 3);
     assert_int_equal(n503, 3);
     assert_int_equal(atomic_load(&f->b->reqs), 17);
-    assert_int_equal(admin_stat(f->p.admin_port, "outlier_detection.ejections_enforced_total"), 1);
-    assert_int_equal(admin_stat(f->p.admin_port, "outlier_detection.ejections_enforced_consecutive_5xx"), 1);
+    assert_int_equal(ph_admin_stat(f->p.admin_port, "outlier_detection.ejections_enforced_total"), 1);
+    assert_int_equal(ph_admin_stat(f->p.admin_port, "outlier_detection.ejections_enforced_consecutive_5xx"), 1);
     /* after the ejection time (1 s) A is back */
-    atomic_store(&f->a->fail_left, 0);
-    usleep(1300000);
-    for (int i = 0; i < 10; i++) {
-        resp_t r;
-        assert_int_equal(request(f->p.port, "/od", NULL, &r), 0);
-        assert_int_equal(r.status, 200);
-    }
+    od_recover(f);
     assert_in_range(atomic_load(&f->a->reqs), 6, 10);
     /* failing again after being back for several intervals (0.1 s each):
      * the multiplier has worn off, so the second ejection is 1 s again, not 2 */
     int before = atomic_load(&f->a->reqs);
     atomic_store(&f->a->fail_left, 1000000);
     for (int i = 0; i < 8; i++) {
-        resp_t r;
+        ph_resp_t r;
         assert_int_equal(request(f->p.port, "/od", NULL, &r), 0);
     }
     assert_int_equal(atomic_load(&f->a->reqs), before + 3);
-    assert_int_equal(admin_stat(f->p.admin_port, "outlier_detection.ejections_enforced_total"), 2);
-    atomic_store(&f->a->fail_left, 0);
-    usleep(1300000);
-    for (int i = 0; i < 10; i++) {
-        resp_t r;
-        assert_int_equal(request(f->p.port, "/od", NULL, &r), 0);
-        assert_int_equal(r.status, 200);
-    }
+    assert_int_equal(ph_admin_stat(f->p.admin_port, "outlier_detection.ejections_enforced_total"), 2);
+    od_recover(f);
     assert_true(atomic_load(&f->a->reqs) > before + 3);
 }
 
