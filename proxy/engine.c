@@ -115,6 +115,21 @@ static void buf_free(buf_t *b)
 
 typedef struct worker worker_t;
 typedef struct dconn dconn_t;
+
+/* The metric series a request was counted in, remembered by what decides its
+ * labels (the listener, cluster and chain it used, its status, flags,
+ * protocol and peer), so a repeat costs a comparison instead of formatting
+ * and hashing the label set. Cleared whenever the worker takes a new
+ * snapshot, so the remembered pointers can never be reused memory. */
+#define METRIC_CACHE 64
+typedef struct metric_memo {
+    struct px_metric *m; /* NULL: empty */
+    const void *listener, *cluster, *chain;
+    int code;
+    bool tcp, grpc;
+    char flags[32];
+    char peer[256];
+} metric_memo_t;
 typedef struct uconn uconn_t;
 
 /* A counter that one worker writes and any thread reads. */
@@ -200,6 +215,7 @@ struct worker {
     wstats_t st;
     px_tls_cache_t *tls; /* this worker's TLS contexts */
     hmap_t metrics; /* label set -> px_metric_t* (this worker's only) */
+    metric_memo_t memo[METRIC_CACHE];
     dconn_t *waitq;   /* requests waiting for an upstream connection (max_connections) */
     bool wake_queued;
 };
@@ -678,7 +694,33 @@ static void label(buf_t *b, const char *name, const char *v, bool comma)
  * ("outbound|PORT|SUBSET|HOST" or "inbound|PORT||HOST"). */
 static const px_cluster_t *find_cluster(const px_snapshot_t *s, const char *name);
 
+static px_metric_t *metric_lookup(dconn_t *d, bool tcp);
+
 static px_metric_t *metric_for(dconn_t *d, bool tcp)
+{
+    worker_t *w = d->w;
+    char fl[32];
+    const char *flags = tcp ? "" : flags_of(d, fl, sizeof(fl));
+    uint64_t h = px_hash64(d->peer_uri, strlen(d->peer_uri)) ^ ((uint64_t)(uintptr_t)d->cluster * 31) ^
+                 ((uint64_t)(uintptr_t)d->chain * 17) ^ ((uint64_t)(uintptr_t)d->listener * 7) ^
+                 ((uint64_t)d->resp_code << 3) ^ px_hash64(flags, strlen(flags)) ^ (tcp ? 1 : 0) ^ (d->grpc ? 2 : 0);
+    metric_memo_t *e = &w->memo[(h ^ (h >> 29)) % METRIC_CACHE];
+    if (e->m && e->listener == d->listener && e->cluster == d->cluster && e->chain == d->chain &&
+        e->code == d->resp_code && e->tcp == tcp && e->grpc == d->grpc && strcmp(e->flags, flags) == 0 &&
+        strcmp(e->peer, d->peer_uri) == 0)
+        return e->m;
+    px_metric_t *m = metric_lookup(d, tcp);
+    if (m && strlen(flags) < sizeof(e->flags) && strlen(d->peer_uri) < sizeof(e->peer)) {
+        *e = (metric_memo_t){.m = m, .listener = d->listener, .cluster = d->cluster, .chain = d->chain,
+                             .code = d->resp_code, .tcp = tcp, .grpc = d->grpc};
+        strcpy(e->flags, flags);
+        strcpy(e->peer, d->peer_uri);
+    }
+    return m;
+}
+
+/* The series of a request or connection by its formatted label set. */
+static px_metric_t *metric_lookup(dconn_t *d, bool tcp)
 {
     worker_t *w = d->w;
     const px_options_t *o = &w->srv->opt;
@@ -4188,6 +4230,7 @@ static void apply_on_worker(void *arg)
     worker_t *w = m->w;
     px_snapshot_t *old = w->snap;
     w->snap = m->snap;
+    memset(w->memo, 0, sizeof(w->memo)); /* its pointers may name the old snapshot */
     /* close listeners that are gone */
     wlistener_t **pp = &w->listeners;
     while (*pp) {
