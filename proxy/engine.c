@@ -434,9 +434,15 @@ static void make_request_id(worker_t *w, char out[37])
     memcpy(r + 8, &b, 8);
     r[6] = (unsigned char)((r[6] & 0x0f) | 0x40); /* version 4 */
     r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0],
-             r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14],
-             r[15]);
+    static const char hex[] = "0123456789abcdef";
+    char *p = out;
+    for (int i = 0; i < 16; i++) { /* 8-4-4-4-12, without printf on every request */
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *p++ = '-';
+        *p++ = hex[r[i] >> 4];
+        *p++ = hex[r[i] & 15];
+    }
+    *p = '\0';
 }
 
 static char *slice_dup(const char *p, size_t n)
@@ -1425,10 +1431,11 @@ static int write_upstream_head(dconn_t *d, const px_vhost_t *vh, const px_weight
                             buf_str(b, "\r\n") < 0))
         goto out;
     char line[2048];
-    snprintf(line, sizeof(line), "x-forwarded-for: %s%s%s\r\nx-forwarded-proto: %s\r\nx-request-id: %s\r\n",
-             d->xff ? d->xff : "", d->xff ? ", " : "", d->peer,
-             d->tls && !d->peer_uri[0] ? "https" : "http", d->request_id);
-    if (buf_str(b, line) < 0)
+    if (buf_str(b, "x-forwarded-for: ") < 0 || (d->xff && (buf_str(b, d->xff) < 0 || buf_str(b, ", ") < 0)) ||
+        buf_str(b, d->peer) < 0 ||
+        buf_str(b, d->tls && !d->peer_uri[0] ? "\r\nx-forwarded-proto: https\r\nx-request-id: "
+                                              : "\r\nx-forwarded-proto: http\r\nx-request-id: ") < 0 ||
+        buf_str(b, d->request_id) < 0 || buf_str(b, "\r\n") < 0)
         goto out;
     if (xfcc_sets(d) && buf_str(b, xfcc_line(d, line, sizeof(line))) < 0)
         goto out;
