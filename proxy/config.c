@@ -514,7 +514,9 @@ uint32_t px_retry_on_parse(const char *s)
     static const struct { const char *name; uint32_t bit; } names[] = {
         {"5xx", PX_RETRY_5XX}, {"gateway-error", PX_RETRY_GATEWAY}, {"connect-failure", PX_RETRY_CONNECT},
         {"reset", PX_RETRY_RESET}, {"refused-stream", PX_RETRY_REFUSED}, {"retriable-4xx", PX_RETRY_4XX},
-        {"retriable-status-codes", PX_RETRY_STATUS},
+        {"retriable-status-codes", PX_RETRY_STATUS}, {"cancelled", PX_RETRY_GRPC_CANCELLED},
+        {"deadline-exceeded", PX_RETRY_GRPC_DEADLINE}, {"resource-exhausted", PX_RETRY_GRPC_EXHAUSTED},
+        {"internal", PX_RETRY_GRPC_INTERNAL}, {"unavailable", PX_RETRY_GRPC_UNAVAILABLE},
     };
     uint32_t on = 0;
     while (s && *s) {
@@ -530,6 +532,13 @@ uint32_t px_retry_on_parse(const char *s)
         s += n;
     }
     return on;
+}
+
+bool px_retry_grpc(const px_retry_t *r, int s)
+{
+    return ((r->on & PX_RETRY_GRPC_CANCELLED) && s == 1) || ((r->on & PX_RETRY_GRPC_DEADLINE) && s == 4) ||
+           ((r->on & PX_RETRY_GRPC_EXHAUSTED) && s == 8) || ((r->on & PX_RETRY_GRPC_INTERNAL) && s == 13) ||
+           ((r->on & PX_RETRY_GRPC_UNAVAILABLE) && s == 14);
 }
 
 bool px_retry_status(const px_retry_t *r, int status)

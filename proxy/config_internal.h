@@ -132,6 +132,12 @@ enum {
     PX_RETRY_REFUSED = 1 << 4,     /* refused-stream (HTTP/2 only: never seen on HTTP/1.1) */
     PX_RETRY_4XX = 1 << 5,         /* retriable-4xx: 409 */
     PX_RETRY_STATUS = 1 << 6,      /* retriable-status-codes */
+    /* gRPC (the grpc-status of a trailers-only response) */
+    PX_RETRY_GRPC_CANCELLED = 1 << 7, /* cancelled: 1 */
+    PX_RETRY_GRPC_DEADLINE = 1 << 8,  /* deadline-exceeded: 4 */
+    PX_RETRY_GRPC_EXHAUSTED = 1 << 9, /* resource-exhausted: 8 */
+    PX_RETRY_GRPC_INTERNAL = 1 << 10, /* internal: 13 */
+    PX_RETRY_GRPC_UNAVAILABLE = 1 << 11, /* unavailable: 14 */
 };
 
 /* A route's retry policy (the route's, else its virtual host's). */
@@ -152,6 +158,8 @@ typedef struct px_retry {
 uint32_t px_retry_on_parse(const char *s);
 /* Whether a response status is retriable under policy r. */
 bool px_retry_status(const px_retry_t *r, int status);
+/* Whether a gRPC status (grpc-status of a trailers-only answer) is. */
+bool px_retry_grpc(const px_retry_t *r, int grpc_status);
 
 /* A request mirror policy: a copy of ppm / 1e6 of the requests goes to
  * cluster, with "-shadow" appended to the host. */

@@ -354,6 +354,7 @@ struct dconn {
     buf_t attempt_req;
     size_t attempt_head_len;
     bool retriable;  /* attempt_req holds the whole request */
+    bool capture;    /* the body is still arriving: copied into attempt_req as it goes, for retries */
     uint32_t attempts;
     bool backoff;    /* waiting for the next attempt */
     long last_ep;
@@ -1471,10 +1472,33 @@ out:
 
 /* Moves request body bytes from d->in to the upstream (re-encoding chunked).
  * Returns -1 on malformed framing. */
+static int pump_body(dconn_t *d);
+
+/* Forwards the request body that has arrived; while capturing (a body that
+ * did not come with the head), keeps a copy for retries up to
+ * RETRY_BODY_MAX, and the request becomes retriable once all of it is in. */
 static int pump_request_body(dconn_t *d)
 {
     if (d->req_body_done || d->u == NULL)
         return 0;
+    buf_t *out = &d->u->out;
+    size_t before = out->len;
+    if (pump_body(d) < 0)
+        return -1;
+    if (d->capture) {
+        if (d->attempt_req.len - d->attempt_head_len + (out->len - before) > RETRY_BODY_MAX ||
+            buf_add(&d->attempt_req, out->data + before, out->len - before) < 0) {
+            d->capture = false; /* too large to keep: no retry for this one */
+        } else if (d->req_body_done) {
+            d->capture = false;
+            d->retriable = d->route && d->route->retry.set;
+        }
+    }
+    return 0;
+}
+
+static int pump_body(dconn_t *d)
+{
     buf_t *out = &d->u->out;
     if (d->req_body == PX_H1_BODY_LENGTH) {
         size_t n = d->in.len < d->req_left ? d->in.len : (size_t)d->req_left;
@@ -1817,6 +1841,25 @@ static void redirect_reply(dconn_t *d)
              rt->strip_query || !q ? 0 : (int)(tl - pl), q ? q : "");
     snprintf(hdr, sizeof(hdr), "location: %s\r\n", loc);
     local_reply(d, rt->redirect_code, "-", NULL, hdr, false);
+}
+
+/* The length of a complete chunked body at the start of p[0..n), trailers
+ * and final blank line included; 0 when it is not all there (or malformed). */
+static size_t chunked_complete(const char *p, size_t n)
+{
+    px_h1_chunked_t ch;
+    px_h1_chunked_init(&ch);
+    size_t pos = 0;
+    for (;;) {
+        const char *data, *err;
+        size_t dl, used;
+        int r = px_h1_chunked_decode(&ch, p + pos, n - pos, &used, &data, &dl, &err);
+        pos += used;
+        if (r == 0)
+            return pos;
+        if (r != 1)
+            return 0;
+    }
 }
 
 /* Routes a parsed request and starts proxying it. */
@@ -2407,9 +2450,18 @@ static void route_request(dconn_t *d)
         } else if (m->body == PX_H1_BODY_LENGTH && m->content_length <= RETRY_BODY_MAX &&
                    d->head_len + m->content_length <= d->in.len) {
             whole = buf_add(&d->attempt_req, d->in.data + d->head_len, (size_t)m->content_length) == 0;
+        } else if (m->body == PX_H1_BODY_CHUNKED) {
+            /* a chunked body already complete (a small gRPC call): kept as
+             * framed, to be sent again as it was */
+            size_t n = chunked_complete(d->in.data + d->head_len, d->in.len - d->head_len);
+            whole = n && n <= RETRY_BODY_MAX && buf_add(&d->attempt_req, d->in.data + d->head_len, n) == 0;
         }
     }
     d->retriable = whole && rt->retry.set;
+    /* a body still on its way (an HTTP/2 stream's, mostly) is kept as it is
+     * forwarded, and makes the request retriable once complete */
+    d->capture = !whole && rt->retry.set && !m->upgrade && !m->is_connect &&
+                 (m->body == PX_H1_BODY_CHUNKED || (m->body == PX_H1_BODY_LENGTH && m->content_length <= RETRY_BODY_MAX));
     if (whole)
         for (size_t i = 0; i < rt->nmirrors; i++)
             if (wrand(w) % 1000000u < rt->mirrors[i].ppm)
@@ -2632,6 +2684,21 @@ static void response_done(dconn_t *d)
         d_update_interest(d);
 }
 
+/* The grpc-status of a trailers-only response head, or -1. */
+static int grpc_status_of(const px_h1_msg_t *r)
+{
+    const px_h1_header_t *h = px_h1_find(r, "grpc-status");
+    if (h == NULL || h->value_len == 0 || h->value_len > 2)
+        return -1;
+    int v = 0;
+    for (size_t i = 0; i < h->value_len; i++) {
+        if (h->value[i] < '0' || h->value[i] > '9')
+            return -1;
+        v = v * 10 + (h->value[i] - '0');
+    }
+    return v;
+}
+
 /* Relays what u->in holds to the downstream. */
 static void relay_response(dconn_t *d, uconn_t *u, bool eof)
 {
@@ -2667,7 +2734,8 @@ static void relay_response(dconn_t *d, uconn_t *u, bool eof)
             if (d->cluster && r->status_code >= 200)
                 od_report(d->w, d->cluster, d->cb, d->upstream_host, r->status_code);
             if (d->route && d->route->retry.set && r->status_code >= 200 &&
-                px_retry_status(&d->route->retry, r->status_code)) {
+                (px_retry_status(&d->route->retry, r->status_code) ||
+                 px_retry_grpc(&d->route->retry, grpc_status_of(r)))) {
                 /* a retriable status: the response is dropped with its connection */
                 if (maybe_retry(d, true)) {
                     free(r);

@@ -93,6 +93,11 @@ struct px_h2_stream {
     bool has_cl;       /* a content-length field came with the head */
     bool trailers;     /* the current block is trailers */
     size_t unacked;    /* DATA bytes delivered but not yet acknowledged */
+    /* server: a request's head (and the body that came with it) are gathered
+     * until the end of the bytes received, so a request whose body arrived
+     * with its head reaches the engine whole (and can be retried) */
+    hbuf_t gather;
+    bool gathering;
     /* outbound: our message */
     int out;           /* OUT_* */
     hbuf_t obuf;       /* HTTP/1.1 bytes not parsed yet (head, chunk framing) */
@@ -132,6 +137,7 @@ static void stream_free(px_h2_stream_t *s)
     h->nstreams--;
     hb_free(&s->fields);
     hb_free(&s->cookies);
+    hb_free(&s->gather);
     hb_free(&s->obuf);
     hb_free(&s->body);
     free(s->method);
@@ -157,9 +163,18 @@ static px_h2_stream_t *stream_new(px_h2_t *h)
     return s;
 }
 
+#define H2_GATHER_MAX 65536 /* a request body beyond this streams on without waiting */
+
+static void hand_over(px_h2_stream_t *s);
+
 /* Delivers HTTP/1.1 bytes of the peer's message to the engine. */
 static void deliver(px_h2_stream_t *s, const char *p, size_t n)
 {
+    if (s->gathering && !s->detached) {
+        if (hb_add(&s->gather, p, n) < 0 || s->gather.len > H2_GATHER_MAX)
+            hand_over(s);
+        return;
+    }
     if (s->user && !s->detached && n)
         s->h->cbs.on_data(s->h->ud, s->user, p, n);
 }
@@ -312,13 +327,9 @@ static int in_head(px_h2_t *h, px_h2_stream_t *s, bool end_stream)
     if (!h->client) {
         s->req_head = strcmp(s->method, "HEAD") == 0;
         s->in_end = end_stream && !s->in_chunked;
-        void *u = h->cbs.on_request(h->ud, s, t.data, t.len);
-        if (!s->detached)
-            s->user = u; /* the engine may have answered and let go already */
-        if (u == NULL && !s->detached) {
-            nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
-            s->detached = true;
-        }
+        s->gathering = true; /* handed over at the end of this batch of bytes */
+        if (hb_add(&s->gather, t.data, t.len) < 0)
+            hand_over(s);
     } else {
         deliver(s, t.data, t.len);
     }
@@ -326,6 +337,23 @@ static int in_head(px_h2_t *h, px_h2_stream_t *s, bool end_stream)
 out:
     hb_free(&t);
     return rc;
+}
+
+/* Hands a gathered request (head and what came of its body) to the engine. */
+static void hand_over(px_h2_stream_t *s)
+{
+    px_h2_t *h = s->h;
+    s->gathering = false;
+    hbuf_t g = s->gather;
+    s->gather = (hbuf_t){0};
+    void *u = h->cbs.on_request(h->ud, s, hb_ptr(&g), g.len);
+    hb_free(&g);
+    if (!s->detached)
+        s->user = u; /* the engine may have answered and let go already */
+    if (u == NULL && !s->detached) {
+        nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
+        s->detached = true;
+    }
 }
 
 static int on_frame_recv(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
@@ -364,7 +392,7 @@ static int on_data_chunk(nghttp2_session *ss, uint8_t flags, int32_t id, const u
     (void)flags;
     (void)ud;
     px_h2_stream_t *s = nghttp2_session_get_stream_user_data(ss, id);
-    if (s == NULL || s->user == NULL || s->detached) {
+    if (s == NULL || (s->user == NULL && !s->gathering) || s->detached) {
         nghttp2_session_consume(ss, id, len);
         return 0;
     }
@@ -791,6 +819,21 @@ int px_h2_recv(px_h2_t *h, const uint8_t *p, size_t n)
     if (h->failed)
         return -1;
     ssize_t r = nghttp2_session_mem_recv(h->s, p, n);
+    /* the requests whose heads came in these bytes go to the engine now,
+     * with the body that came along */
+    int32_t ids[64];
+    size_t nid;
+    do { /* by id: handing one over may end (and free) another */
+        nid = 0;
+        for (px_h2_stream_t *s = h->streams; s && nid < 64; s = s->next)
+            if (s->gathering)
+                ids[nid++] = s->id;
+        for (size_t i = 0; i < nid; i++) {
+            px_h2_stream_t *s = nghttp2_session_get_stream_user_data(h->s, ids[i]);
+            if (s && s->gathering)
+                hand_over(s);
+        }
+    } while (nid == 64);
     if (r < 0 || (size_t)r != n) {
         h->failed = true;
         if (r != NGHTTP2_ERR_BAD_CLIENT_MAGIC)

@@ -95,6 +95,7 @@ static const char node_backend[] =
     "const http2 = require('http2');\n"
     "const s = http2.createServer();\n"
     "const seen = [];\n"
+    "const flaky = {};\n"
     "s.on('stream', (st, h) => {\n"
     "  seen.push(h[':authority']);\n"
     "  let n = 0;\n"
@@ -102,7 +103,17 @@ static const char node_backend[] =
     "  st.on('end', () => {\n"
     "    const grpc = (h['content-type'] || '').startsWith('application/grpc');\n"
     "    const body = `h2backend path=${h[':path']} authority=${h[':authority']} len=${n} te=${h['te'] || '-'}\\n`;\n"
-    "    if (grpc) {\n"
+    "    if (grpc && h[':path'].startsWith('/flaky.')) {\n"
+    "      /* UNAVAILABLE (trailers-only) twice per path, then OK */\n"
+    "      flaky[h[':path']] = (flaky[h[':path']] || 0) + 1;\n"
+    "      if (flaky[h[':path']] <= 2) {\n"
+    "        st.respond({':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14'}, {endStream: true});\n"
+    "        return;\n"
+    "      }\n"
+    "      st.respond({':status': 200, 'content-type': 'application/grpc'}, {waitForTrailers: true});\n"
+    "      st.on('wantTrailers', () => st.sendTrailers({'grpc-status': '0'}));\n"
+    "      st.end(`attempt=${flaky[h[':path']]}\\n`);\n"
+    "    } else if (grpc) {\n"
     "      st.respond({':status': 200, 'content-type': 'application/grpc'}, {waitForTrailers: true});\n"
     "      st.on('wantTrailers', () => st.sendTrailers({'grpc-status': '0', 'grpc-message': 'fine'}));\n"
     "      st.end(body);\n"
@@ -430,6 +441,8 @@ static char *make_config(int port, int pa, int pb, int ph2)
              "[{\"name\": \"a\", \"weight\": 50}, {\"name\": \"b\", \"weight\": 50}]}}},\n"
              "  {\"match\": {\"prefix\": \"/h2/\"}, \"route\": {\"cluster\": \"h2\"}},\n"
              "  {\"match\": {\"prefix\": \"/pkg.\"}, \"route\": {\"cluster\": \"h2\"}},\n"
+             "  {\"match\": {\"prefix\": \"/flaky.\"}, \"route\": {\"cluster\": \"h2\", \"retry_policy\": "
+             "{\"retry_on\": \"unavailable,cancelled\", \"num_retries\": 3}}},\n"
              "  {\"match\": {\"prefix\": \"/fault\"}, \"route\": {\"cluster\": \"a\"}, "
              FAULT("\"abort\": {\"http_status\": 418, \"percentage\": {\"numerator\": 100}}") "},\n"
              "  {\"match\": {\"prefix\": \"/gfault\"}, \"route\": {\"cluster\": \"h2\"}, "
@@ -747,6 +760,27 @@ static void test_retries_on_h2(void **state)
 
 /* RBAC denies: 403 for HTTP, PERMISSION_DENIED (7) trailers-only for gRPC;
  * a route timeout on a stream: 504 UT, the other streams unaffected. */
+/* gRPC retries: UNAVAILABLE in a trailers-only answer is retried as
+ * retry_on "unavailable" asks (meshd's default policy has it). */
+static void test_grpc_unavailable_retried(void **state)
+{
+    fixture_t *f = *state;
+    client_t c;
+    client_open(&c, f->p.port, 2);
+    cstream_t *g = client_req(&c, "svc.local", "/flaky.Svc/Call", "application/grpc", "\0\0\0\0\0", 5);
+    assert_true(client_run(&c, 5000));
+    assert_int_equal(g->status, 200);
+    if (g->body == NULL || strstr(g->body, "attempt=3") == NULL)
+    {
+        char *log = ph_slurp(f->p.log);
+        fail_msg("no third attempt: headers [%s] body [%s] trailers [%s] log [%s]", g->hdrs ? g->hdrs : "",
+                 g->body ? g->body : "", g->trailers ? g->trailers : "", log ? log : "");
+    }
+    assert_non_null(strstr(g->trailers, "grpc-status: 0\n"));
+    client_close(&c);
+    assert_int_equal(ph_admin_stat(f->p.admin_port, "upstream_rq_retry"), 2);
+}
+
 static void test_rbac_and_timeout_on_streams(void **state)
 {
     fixture_t *f = *state;
@@ -969,6 +1003,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_malformed_frames_close_only_that_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fault_abort_and_grpc_local_replies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retries_on_h2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_grpc_unavailable_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_protocol_metric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rbac_and_timeout_on_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain_sends_goaway, setup, teardown),

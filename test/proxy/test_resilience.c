@@ -276,9 +276,17 @@ static void test_fraction_ppm(void **state)
 static void test_retry_on_parse(void **state)
 {
     (void)state;
-    /* meshd's default policy; unknown (gRPC) names are ignored */
-    uint32_t on = px_retry_on_parse("connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes");
-    assert_int_equal(on, PX_RETRY_CONNECT | PX_RETRY_REFUSED | PX_RETRY_STATUS);
+    /* meshd's default policy, gRPC names included; unknown names are ignored */
+    uint32_t on = px_retry_on_parse("connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes,nope");
+    assert_int_equal(on, PX_RETRY_CONNECT | PX_RETRY_REFUSED | PX_RETRY_STATUS | PX_RETRY_GRPC_UNAVAILABLE |
+                             PX_RETRY_GRPC_CANCELLED);
+    px_retry_t g = {.set = true, .on = on};
+    assert_true(px_retry_grpc(&g, 14));  /* UNAVAILABLE */
+    assert_true(px_retry_grpc(&g, 1));   /* CANCELLED */
+    assert_false(px_retry_grpc(&g, 13)); /* INTERNAL: not asked for */
+    assert_false(px_retry_grpc(&g, -1)); /* no grpc-status */
+    g.on = px_retry_on_parse("deadline-exceeded,internal,resource-exhausted");
+    assert_true(px_retry_grpc(&g, 4) && px_retry_grpc(&g, 13) && px_retry_grpc(&g, 8));
     assert_int_equal(px_retry_on_parse(" 5xx , gateway-error,reset,retriable-4xx"),
                      PX_RETRY_5XX | PX_RETRY_GATEWAY | PX_RETRY_RESET | PX_RETRY_4XX);
     uint32_t codes[] = {503, 429};
