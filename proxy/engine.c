@@ -38,12 +38,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/b64.h"
 #include "../common/hmap.h"
 #include "../common/log.h"
 #include "../common/loop.h"
 #include <openssl/ssl.h>
 
 #include "config_internal.h"
+#include "google/protobuf/struct.pb-c.h"
 #include "h2_internal.h"
 #include "rbac_internal.h"
 #include "tls_internal.h"
@@ -129,6 +131,7 @@ typedef struct metric_memo {
     bool tcp, grpc;
     char flags[32];
     char peer[256];
+    char peer_wl[128], peer_ns[64];
 } metric_memo_t;
 typedef struct uconn uconn_t;
 
@@ -305,6 +308,10 @@ struct dconn {
     unsigned tls_want;
     bool kick_queued;
     char peer_uri[256]; /* the client's SPIFFE ID (mTLS) or "" */
+    /* the peer's workload and namespace from Istio's metadata exchange:
+     * inbound, the client's (request headers); outbound, the server's
+     * (response headers); "" when unknown */
+    char peer_wl[128], peer_ns[64];
     uint64_t peek_start;
     char peer[64];
     px_endpoint_t odst; /* ORIGINAL_DST clusters: the destination as an endpoint */
@@ -617,6 +624,7 @@ static void request_reset(dconn_t *d)
     d->path_log = d->authority = d->request_id = d->user_agent = d->xff = NULL;
     d->start_ms = 0;
     d->tried_prio = 0;
+    d->peer_wl[0] = d->peer_ns[0] = '\0';
     free(d->set_cookie);
     d->set_cookie = NULL;
     d->route = NULL;
@@ -703,18 +711,69 @@ static const px_cluster_t *find_cluster(const px_snapshot_t *s, const char *name
 
 static px_metric_t *metric_lookup(dconn_t *d, bool tcp);
 
+/* Whether d is a sidecar's inbound request or connection (reporter
+ * "destination"). */
+static bool is_inbound(const dconn_t *d)
+{
+    return !d->w->srv->opt.router && d->listener &&
+           (strncmp(d->listener->name, "virtualInbound", 14) == 0 ||
+            (d->cluster && strncmp(d->cluster->name, "inbound|", 8) == 0));
+}
+
+/* Whether a cluster speaks Istio's mTLS (its TLS offers Istio's ALPN): its
+ * peers are sidecars, which exchange workload metadata. */
+static bool istio_mtls(const px_cluster_t *c)
+{
+    for (size_t i = 0; c && c->tls && i < c->tls->nalpn; i++)
+        if (strcmp(c->tls->alpn[i], "istio-peer-exchange") == 0 || strcmp(c->tls->alpn[i], "istio") == 0)
+            return true;
+    return false;
+}
+
+/* x-envoy-peer-metadata (base64 of a google.protobuf.Struct): the peer's
+ * WORKLOAD_NAME and NAMESPACE into d. Anything malformed is ignored. */
+static void read_peer_metadata(dconn_t *d, const char *v, size_t n)
+{
+    if (n == 0 || n > 8192)
+        return;
+    size_t len = 0;
+    unsigned char *raw = b64_decode(v, n, &len);
+    if (raw == NULL)
+        return;
+    Google__Protobuf__Struct *s = google__protobuf__struct__unpack(NULL, len, raw);
+    free(raw);
+    if (s == NULL)
+        return;
+    for (size_t i = 0; i < s->n_fields; i++) {
+        const Google__Protobuf__Struct__FieldsEntry *e = s->fields[i];
+        if (e->key == NULL || e->value == NULL || e->value->kind_case != GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE)
+            continue;
+        char *dst = strcmp(e->key, "WORKLOAD_NAME") == 0 ? d->peer_wl : strcmp(e->key, "NAMESPACE") == 0 ? d->peer_ns : NULL;
+        size_t cap = dst == d->peer_wl ? sizeof(d->peer_wl) : sizeof(d->peer_ns);
+        if (dst == NULL || strlen(e->value->string_value) >= cap)
+            continue;
+        bool ok = true; /* label values: printable, no quotes */
+        for (const char *c = e->value->string_value; *c && ok; c++)
+            ok = *c > ' ' && *c < 0x7f && *c != '"' && *c != '\\';
+        if (ok)
+            strcpy(dst, e->value->string_value);
+    }
+    google__protobuf__struct__free_unpacked(s, NULL);
+}
+
 static px_metric_t *metric_for(dconn_t *d, bool tcp)
 {
     worker_t *w = d->w;
     char fl[32];
     const char *flags = tcp ? "" : flags_of(d, fl, sizeof(fl));
-    uint64_t h = px_hash64(d->peer_uri, strlen(d->peer_uri)) ^ ((uint64_t)(uintptr_t)d->cluster * 31) ^
+    uint64_t h = px_hash64(d->peer_uri, strlen(d->peer_uri)) ^ px_hash64(d->peer_wl, strlen(d->peer_wl)) ^
+                 px_hash64(d->peer_ns, strlen(d->peer_ns)) * 3 ^ ((uint64_t)(uintptr_t)d->cluster * 31) ^
                  ((uint64_t)(uintptr_t)d->chain * 17) ^ ((uint64_t)(uintptr_t)d->listener * 7) ^
                  ((uint64_t)d->resp_code << 3) ^ px_hash64(flags, strlen(flags)) ^ (tcp ? 1 : 0) ^ (d->grpc ? 2 : 0);
     metric_memo_t *e = &w->memo[(h ^ (h >> 29)) % METRIC_CACHE];
     if (e->m && e->listener == d->listener && e->cluster == d->cluster && e->chain == d->chain &&
         e->code == d->resp_code && e->tcp == tcp && e->grpc == d->grpc && strcmp(e->flags, flags) == 0 &&
-        strcmp(e->peer, d->peer_uri) == 0)
+        strcmp(e->peer, d->peer_uri) == 0 && strcmp(e->peer_wl, d->peer_wl) == 0 && strcmp(e->peer_ns, d->peer_ns) == 0)
         return e->m;
     px_metric_t *m = metric_lookup(d, tcp);
     if (m && strlen(flags) < sizeof(e->flags) && strlen(d->peer_uri) < sizeof(e->peer)) {
@@ -722,6 +781,8 @@ static px_metric_t *metric_for(dconn_t *d, bool tcp)
                              .code = d->resp_code, .tcp = tcp, .grpc = d->grpc};
         strcpy(e->flags, flags);
         strcpy(e->peer, d->peer_uri);
+        strcpy(e->peer_wl, d->peer_wl);
+        strcpy(e->peer_ns, d->peer_ns);
     }
     return m;
 }
@@ -731,9 +792,7 @@ static px_metric_t *metric_lookup(dconn_t *d, bool tcp)
 {
     worker_t *w = d->w;
     const px_options_t *o = &w->srv->opt;
-    bool inbound = !o->router && d->listener &&
-                   (strncmp(d->listener->name, "virtualInbound", 14) == 0 ||
-                    (d->cluster && strncmp(d->cluster->name, "inbound|", 8) == 0));
+    bool inbound = is_inbound(d);
     const char *cname = d->cluster ? d->cluster->name : (tcp && d->chain ? d->chain->tcp_cluster : NULL);
     char svc[256] = "unknown", svc_name[128] = "unknown", svc_ns[128] = "unknown";
     const px_cluster_t *mc = d->cluster ? d->cluster : cname ? find_cluster(d->snap, cname) : NULL;
@@ -766,10 +825,13 @@ static px_metric_t *metric_lookup(dconn_t *d, bool tcp)
     snprintf(code, sizeof(code), "%d", d->resp_code);
     buf_t b = {0};
     label(&b, "reporter", inbound ? "destination" : "source", false);
-    label(&b, "source_workload", inbound ? "unknown" : o->workload, true);
-    label(&b, "source_workload_namespace", inbound ? "unknown" : o->workload_namespace, true);
-    label(&b, "destination_workload", inbound ? o->workload : "unknown", true);
-    label(&b, "destination_workload_namespace", inbound ? o->workload_namespace : svc_ns, true);
+    /* the other side's workload comes from the metadata exchange (mTLS) */
+    const char *pwl = d->peer_wl[0] ? d->peer_wl : "unknown";
+    const char *pns = d->peer_ns[0] ? d->peer_ns : NULL;
+    label(&b, "source_workload", inbound ? pwl : o->workload, true);
+    label(&b, "source_workload_namespace", inbound ? (pns ? pns : "unknown") : o->workload_namespace, true);
+    label(&b, "destination_workload", inbound ? o->workload : pwl, true);
+    label(&b, "destination_workload_namespace", inbound ? o->workload_namespace : (pns ? pns : svc_ns), true);
     label(&b, "destination_service", svc, true);
     label(&b, "destination_service_name", svc_name, true);
     label(&b, "destination_service_namespace", svc_ns, true);
@@ -1327,7 +1389,8 @@ static void connect_timeout(loop_timer_t *t, void *arg)
 static bool hop_or_replaced(const px_h1_msg_t *m, const px_h1_header_t *h)
 {
     static const char *const drop[] = {"expect", "x-forwarded-proto", "x-envoy-expected-rq-timeout-ms",
-                                       "x-envoy-original-path"};
+                                       "x-envoy-original-path", "x-envoy-peer-metadata",
+                                       "x-envoy-peer-metadata-id"};
     if (px_h1_is_hop_by_hop(m, h->name, h->name_len))
         return true;
     for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
@@ -1439,6 +1502,11 @@ static int write_upstream_head(dconn_t *d, const px_vhost_t *vh, const px_weight
         buf_str(b, d->request_id) < 0 || buf_str(b, "\r\n") < 0)
         goto out;
     if (xfcc_sets(d) && buf_str(b, xfcc_line(d, line, sizeof(line))) < 0)
+        goto out;
+    const px_options_t *o = &d->w->srv->opt;
+    if (o->peer_metadata && !is_inbound(d) && istio_mtls(d->cluster) &&
+        (buf_str(b, "x-envoy-peer-metadata-id: ") < 0 || buf_str(b, o->peer_metadata_id) < 0 ||
+         buf_str(b, "\r\nx-envoy-peer-metadata: ") < 0 || buf_str(b, o->peer_metadata) < 0 || buf_str(b, "\r\n") < 0))
         goto out;
     if (rt->timeout_ms) {
         snprintf(line, sizeof(line), "x-envoy-expected-rq-timeout-ms: %llu\r\n",
@@ -2308,6 +2376,9 @@ static void start_request(dconn_t *d)
         d->grpc = true;
     if ((h = px_h1_find(m, "x-forwarded-for")))
         d->xff = slice_dup(h->value, h->value_len);
+    /* the client's workload, from Istio's metadata exchange, trusted over mTLS only */
+    if (d->peer_uri[0] && is_inbound(d) && (h = px_h1_find(m, "x-envoy-peer-metadata")))
+        read_peer_metadata(d, h->value, h->value_len);
     d->keep_alive = m->keep_alive && !w->draining && !d->listener_gone;
     d->req_body = m->body;
     d->req_left = m->content_length;
@@ -2612,9 +2683,19 @@ static int write_downstream_head(dconn_t *d, const px_h1_msg_t *r)
                      r->reason ? r->reason : "");
     if (buf_add(b, line, (size_t)n) < 0)
         return -1;
+    bool inbound = is_inbound(d);
+    const px_options_t *o = &d->w->srv->opt;
     for (size_t i = 0; i < r->nheaders; i++) {
         const px_h1_header_t *h = &r->headers[i];
         if (px_h1_is_hop_by_hop(r, h->name, h->name_len) && !(d->req.upgrade && r->status_code == 101))
+            continue;
+        if (px_h1_ieq(h->name, h->name_len, "x-envoy-peer-metadata")) {
+            /* the server's workload (for this side's metrics), never the app's business */
+            if (!inbound && istio_mtls(d->cluster))
+                read_peer_metadata(d, h->value, h->value_len);
+            continue;
+        }
+        if (px_h1_ieq(h->name, h->name_len, "x-envoy-peer-metadata-id"))
             continue;
         if (px_h1_ieq(h->name, h->name_len, "content-length") && d->resp_chunked_out)
             continue;
@@ -2638,6 +2719,12 @@ static int write_downstream_head(dconn_t *d, const px_h1_msg_t *r)
     if (d->resp_chunked_out && buf_str(b, "transfer-encoding: chunked\r\n") < 0)
         return -1;
     if (d->set_cookie && buf_str(b, d->set_cookie) < 0)
+        return -1;
+    /* a client that told us who it is learns who we are */
+    if (inbound && o->peer_metadata && d->peer_wl[0] &&
+        (buf_str(b, "x-envoy-peer-metadata-id: ") < 0 || buf_str(b, o->peer_metadata_id) < 0 ||
+         buf_str(b, "\r\nx-envoy-peer-metadata: ") < 0 || buf_str(b, o->peer_metadata) < 0 ||
+         buf_str(b, "\r\n") < 0))
         return -1;
     if (!d->keep_alive && buf_str(b, "connection: close\r\n") < 0)
         return -1;

@@ -815,6 +815,11 @@ int main(int argc, char **argv)
     opt.router = xo.router;
     opt.workload = xo.workload ? xo.workload : xo.pod;
     opt.workload_namespace = xo.ns;
+    char *peer_id = NULL, *peer_md = NULL;
+    if (px_peer_metadata(&xo, &peer_id, &peer_md) == 0) {
+        opt.peer_metadata_id = peer_id;
+        opt.peer_metadata = peer_md;
+    }
     char err[1200];
     px_snapshot_t *snap = NULL;
     px_xds_t *xds = NULL;
@@ -923,5 +928,7 @@ out:
     px_secrets_free(secrets);
     px_snapshot_unref(snap);
     free(discovery);
+    free(peer_id);
+    free(peer_md);
     return rc;
 }

@@ -52,6 +52,11 @@ typedef struct px_options {
     const char *workload;      /* this proxy's workload and namespace (metric labels) */
     const char *workload_namespace;
     const char *spiffe;        /* this proxy's SPIFFE ID (metrics, x-forwarded-client-cert); NULL: unknown */
+    /* Istio's peer metadata exchange over mTLS: this workload's node id and
+     * metadata (base64 of a google.protobuf.Struct: NAME, NAMESPACE,
+     * WORKLOAD_NAME, LABELS, ...) for x-envoy-peer-metadata-id and
+     * x-envoy-peer-metadata; NULL: not exchanged */
+    const char *peer_metadata_id, *peer_metadata;
     struct px_secrets *secrets; /* the TLS secrets store (proxy/tls_internal.h); NULL: the server makes one */
 } px_options_t;
 

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../common/grpc.h"
+#include "../common/b64.h"
 #include "../common/log.h"
 #include "../common/transport.h"
 #include "../common/loop.h"
@@ -176,6 +177,28 @@ static Envoy__Config__Core__V3__Node *make_node(const px_xds_opts_t *o)
         free(lv);
     }
     return n;
+}
+
+int px_peer_metadata(const px_xds_opts_t *o, char **id, char **b64)
+{
+    *id = *b64 = NULL;
+    Envoy__Config__Core__V3__Node *n = make_node(o);
+    if (n == NULL)
+        return -1;
+    int rc = -1;
+    if (n->metadata && (o->workload || struct_add(n->metadata, "WORKLOAD_NAME", str_value(o->pod)) == 0)) {
+        size_t len = google__protobuf__struct__get_packed_size(n->metadata);
+        uint8_t *buf = malloc(len ? len : 1);
+        if (buf) {
+            google__protobuf__struct__pack(n->metadata, buf);
+            *b64 = b64_encode(buf, len);
+            *id = strdup(n->id);
+            free(buf);
+            rc = *id ? 0 : -1;
+        }
+    }
+    protobuf_c_message_free_unpacked(&n->base, NULL);
+    return rc;
 }
 
 /* ---- resources ---- */

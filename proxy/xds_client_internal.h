@@ -46,4 +46,10 @@ typedef struct px_xds_status {
 } px_xds_status_t;
 void px_xds_status(px_xds_t *x, px_xds_status_t *st);
 
+/* Istio's peer metadata exchange: this proxy's node id and its metadata
+ * (the Struct its Node carries, WORKLOAD_NAME included), base64-encoded, as
+ * x-envoy-peer-metadata-id / x-envoy-peer-metadata carry them. malloc'd;
+ * -1 on failure. */
+int px_peer_metadata(const px_xds_opts_t *o, char **id, char **b64);
+
 #endif

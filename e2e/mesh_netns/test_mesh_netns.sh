@@ -371,10 +371,22 @@ if grep 'istio_requests_total{reporter="destination"' "$WORK/metrics-httpbin.txt
     grep 'source_principal="spiffe://cluster.local/ns/default/sa/sleep"' |
     grep 'destination_service="httpbin.default.svc.cluster.local"' |
     grep 'destination_service_namespace="default"' |
+    grep 'source_workload="sleep-0"' | grep 'source_workload_namespace="default"' |
     grep -q 'connection_security_policy="mutual_tls"'; then
     ok mesh_netns_metrics
 else
     bad mesh_netns_metrics "no destination-reported request from sleep over mutual_tls" "$WORK/metrics-httpbin.txt"
+fi
+
+# the client side learned the server's workload from the metadata exchange,
+# and neither app saw the exchange's headers
+in_ns "$NS_A" curl -s -m 3 http://127.0.0.1:15090/stats/prometheus >"$WORK/metrics-sleep.txt"
+if grep 'istio_requests_total{reporter="source"' "$WORK/metrics-sleep.txt" |
+    grep -q 'destination_workload="httpbin-0"' && ! grep -qi 'x-envoy-peer-metadata' "$WORK/headers.json"; then
+    ok mesh_netns_peer_metadata_exchange
+else
+    bad mesh_netns_peer_metadata_exchange "no destination_workload from the exchange, or the app saw its headers" \
+        "$WORK/metrics-sleep.txt"
 fi
 
 # ---- PERMISSIVE (ratings), with STRICT on its port 8081 ----
