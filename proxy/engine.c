@@ -131,7 +131,7 @@ typedef struct metric_memo {
     bool tcp, grpc;
     char flags[32];
     char peer[256];
-    char peer_wl[128], peer_ns[64];
+    char peer_wl[128], peer_ns[64], peer_app[64], peer_ver[64];
 } metric_memo_t;
 typedef struct uconn uconn_t;
 
@@ -311,7 +311,7 @@ struct dconn {
     /* the peer's workload and namespace from Istio's metadata exchange:
      * inbound, the client's (request headers); outbound, the server's
      * (response headers); "" when unknown */
-    char peer_wl[128], peer_ns[64];
+    char peer_wl[128], peer_ns[64], peer_app[64], peer_ver[64];
     uint64_t peek_start;
     char peer[64];
     px_endpoint_t odst; /* ORIGINAL_DST clusters: the destination as an endpoint */
@@ -624,7 +624,7 @@ static void request_reset(dconn_t *d)
     d->path_log = d->authority = d->request_id = d->user_agent = d->xff = NULL;
     d->start_ms = 0;
     d->tried_prio = 0;
-    d->peer_wl[0] = d->peer_ns[0] = '\0';
+    d->peer_wl[0] = d->peer_ns[0] = d->peer_app[0] = d->peer_ver[0] = '\0';
     free(d->set_cookie);
     d->set_cookie = NULL;
     d->route = NULL;
@@ -730,6 +730,19 @@ static bool istio_mtls(const px_cluster_t *c)
     return false;
 }
 
+/* Copies a peer-supplied label value when it fits and is printable without
+ * quotes or backslashes (it goes into metric label text). */
+static void label_copy(char *dst, size_t cap, const char *v)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n >= cap)
+        return;
+    for (const char *c = v; *c; c++)
+        if (*c <= ' ' || *c >= 0x7f || *c == '"' || *c == '\\')
+            return;
+    memcpy(dst, v, n + 1);
+}
+
 /* x-envoy-peer-metadata (base64 of a google.protobuf.Struct): the peer's
  * WORKLOAD_NAME and NAMESPACE into d. Anything malformed is ignored. */
 static void read_peer_metadata(dconn_t *d, const char *v, size_t n)
@@ -746,17 +759,33 @@ static void read_peer_metadata(dconn_t *d, const char *v, size_t n)
         return;
     for (size_t i = 0; i < s->n_fields; i++) {
         const Google__Protobuf__Struct__FieldsEntry *e = s->fields[i];
-        if (e->key == NULL || e->value == NULL || e->value->kind_case != GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE)
+        if (e->key == NULL || e->value == NULL)
             continue;
-        char *dst = strcmp(e->key, "WORKLOAD_NAME") == 0 ? d->peer_wl : strcmp(e->key, "NAMESPACE") == 0 ? d->peer_ns : NULL;
-        size_t cap = dst == d->peer_wl ? sizeof(d->peer_wl) : sizeof(d->peer_ns);
-        if (dst == NULL || strlen(e->value->string_value) >= cap)
+        if (strcmp(e->key, "LABELS") == 0 && e->value->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE &&
+            e->value->struct_value) {
+            /* app and version: Istio's canonical labels first, then app/version */
+            const Google__Protobuf__Struct *l = e->value->struct_value;
+            static const char *const app_keys[] = {"service.istio.io/canonical-name", "app.kubernetes.io/name", "app"};
+            static const char *const ver_keys[] = {"service.istio.io/canonical-revision", "app.kubernetes.io/version",
+                                                   "version"};
+            for (int k = 2; k >= 0; k--)
+                for (size_t j = 0; j < l->n_fields; j++) {
+                    const Google__Protobuf__Value *lv = l->fields[j]->value;
+                    if (l->fields[j]->key == NULL || lv == NULL || lv->kind_case != GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE)
+                        continue;
+                    if (strcmp(l->fields[j]->key, app_keys[k]) == 0)
+                        label_copy(d->peer_app, sizeof(d->peer_app), lv->string_value);
+                    if (strcmp(l->fields[j]->key, ver_keys[k]) == 0)
+                        label_copy(d->peer_ver, sizeof(d->peer_ver), lv->string_value);
+                }
             continue;
-        bool ok = true; /* label values: printable, no quotes */
-        for (const char *c = e->value->string_value; *c && ok; c++)
-            ok = *c > ' ' && *c < 0x7f && *c != '"' && *c != '\\';
-        if (ok)
-            strcpy(dst, e->value->string_value);
+        }
+        if (e->value->kind_case != GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE)
+            continue;
+        if (strcmp(e->key, "WORKLOAD_NAME") == 0)
+            label_copy(d->peer_wl, sizeof(d->peer_wl), e->value->string_value);
+        else if (strcmp(e->key, "NAMESPACE") == 0)
+            label_copy(d->peer_ns, sizeof(d->peer_ns), e->value->string_value);
     }
     google__protobuf__struct__free_unpacked(s, NULL);
 }
@@ -767,13 +796,15 @@ static px_metric_t *metric_for(dconn_t *d, bool tcp)
     char fl[32];
     const char *flags = tcp ? "" : flags_of(d, fl, sizeof(fl));
     uint64_t h = px_hash64(d->peer_uri, strlen(d->peer_uri)) ^ px_hash64(d->peer_wl, strlen(d->peer_wl)) ^
-                 px_hash64(d->peer_ns, strlen(d->peer_ns)) * 3 ^ ((uint64_t)(uintptr_t)d->cluster * 31) ^
+                 px_hash64(d->peer_ns, strlen(d->peer_ns)) * 3 ^ px_hash64(d->peer_app, strlen(d->peer_app)) * 5 ^
+                 px_hash64(d->peer_ver, strlen(d->peer_ver)) * 11 ^ ((uint64_t)(uintptr_t)d->cluster * 31) ^
                  ((uint64_t)(uintptr_t)d->chain * 17) ^ ((uint64_t)(uintptr_t)d->listener * 7) ^
                  ((uint64_t)d->resp_code << 3) ^ px_hash64(flags, strlen(flags)) ^ (tcp ? 1 : 0) ^ (d->grpc ? 2 : 0);
     metric_memo_t *e = &w->memo[(h ^ (h >> 29)) % METRIC_CACHE];
     if (e->m && e->listener == d->listener && e->cluster == d->cluster && e->chain == d->chain &&
         e->code == d->resp_code && e->tcp == tcp && e->grpc == d->grpc && strcmp(e->flags, flags) == 0 &&
-        strcmp(e->peer, d->peer_uri) == 0 && strcmp(e->peer_wl, d->peer_wl) == 0 && strcmp(e->peer_ns, d->peer_ns) == 0)
+        strcmp(e->peer, d->peer_uri) == 0 && strcmp(e->peer_wl, d->peer_wl) == 0 && strcmp(e->peer_ns, d->peer_ns) == 0 &&
+        strcmp(e->peer_app, d->peer_app) == 0 && strcmp(e->peer_ver, d->peer_ver) == 0)
         return e->m;
     px_metric_t *m = metric_lookup(d, tcp);
     if (m && strlen(flags) < sizeof(e->flags) && strlen(d->peer_uri) < sizeof(e->peer)) {
@@ -783,6 +814,8 @@ static px_metric_t *metric_for(dconn_t *d, bool tcp)
         strcpy(e->peer, d->peer_uri);
         strcpy(e->peer_wl, d->peer_wl);
         strcpy(e->peer_ns, d->peer_ns);
+        strcpy(e->peer_app, d->peer_app);
+        strcpy(e->peer_ver, d->peer_ver);
     }
     return m;
 }
@@ -846,6 +879,18 @@ static px_metric_t *metric_lookup(dconn_t *d, bool tcp)
     label(&b, "destination_principal", inbound ? own : "unknown", true);
     label(&b, "connection_security_policy",
           inbound ? (d->peer_uri[0] ? "mutual_tls" : "none") : "unknown", true);
+    /* app and version (Istio's canonical service and revision are the same
+     * labels unless set otherwise) */
+    const char *own_app = o->app ? o->app : "unknown", *own_ver = o->version ? o->version : "unknown";
+    const char *papp = d->peer_app[0] ? d->peer_app : "unknown", *pver = d->peer_ver[0] ? d->peer_ver : "unknown";
+    label(&b, "source_app", inbound ? papp : own_app, true);
+    label(&b, "source_version", inbound ? pver : own_ver, true);
+    label(&b, "source_canonical_service", inbound ? papp : own_app, true);
+    label(&b, "source_canonical_revision", inbound ? (d->peer_ver[0] ? pver : "latest") : (o->version ? own_ver : "latest"), true);
+    label(&b, "destination_app", inbound ? own_app : papp, true);
+    label(&b, "destination_version", inbound ? own_ver : pver, true);
+    label(&b, "destination_canonical_service", inbound ? own_app : papp, true);
+    label(&b, "destination_canonical_revision", inbound ? (o->version ? own_ver : "latest") : (d->peer_ver[0] ? pver : "latest"), true);
     buf_add(&b, "", 1);
     if (b.data == NULL)
         return NULL;

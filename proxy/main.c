@@ -603,6 +603,26 @@ out:
     return rc;
 }
 
+/* The first of keys found in "k=v,k2=v2" labels, into out ("" if none). */
+static const char *label_value(const char *labels, const char *const *keys, size_t nkeys, char *out, size_t n)
+{
+    out[0] = '\0';
+    for (size_t k = 0; k < nkeys && !out[0]; k++) {
+        size_t kl = strlen(keys[k]);
+        for (const char *p = labels ? labels : ""; *p;) {
+            size_t len = strcspn(p, ",");
+            if (len > kl && strncmp(p, keys[k], kl) == 0 && p[kl] == '=') {
+                snprintf(out, n, "%.*s", (int)(len - kl - 1), p + kl + 1);
+                break;
+            }
+            p += len;
+            if (*p == ',')
+                p++;
+        }
+    }
+    return out[0] ? out : NULL;
+}
+
 /* ---- wait ---------------------------------------------------------------- */
 
 static int set_wait_timeout(void *ctx, const char *flag, const char *v)
@@ -815,6 +835,12 @@ int main(int argc, char **argv)
     opt.router = xo.router;
     opt.workload = xo.workload ? xo.workload : xo.pod;
     opt.workload_namespace = xo.ns;
+    static const char *const app_keys[] = {"service.istio.io/canonical-name", "app.kubernetes.io/name", "app"};
+    static const char *const ver_keys[] = {"service.istio.io/canonical-revision", "app.kubernetes.io/version",
+                                           "version"};
+    char app[128], ver[128];
+    opt.app = label_value(xo.labels, app_keys, 3, app, sizeof(app));
+    opt.version = label_value(xo.labels, ver_keys, 3, ver, sizeof(ver));
     char *peer_id = NULL, *peer_md = NULL;
     if (px_peer_metadata(&xo, &peer_id, &peer_md) == 0) {
         opt.peer_metadata_id = peer_id;

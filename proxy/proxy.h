@@ -51,6 +51,10 @@ typedef struct px_options {
     bool router;               /* gateway: reporter "source" on every listener */
     const char *workload;      /* this proxy's workload and namespace (metric labels) */
     const char *workload_namespace;
+    /* this workload's app and version (its app/version labels, or Istio's
+     * canonical-name/-revision labels), for the *_app, *_version and
+     * *_canonical_* metric labels; NULL: unknown */
+    const char *app, *version;
     const char *spiffe;        /* this proxy's SPIFFE ID (metrics, x-forwarded-client-cert); NULL: unknown */
     /* Istio's peer metadata exchange over mTLS: this workload's node id and
      * metadata (base64 of a google.protobuf.Struct: NAME, NAMESPACE,

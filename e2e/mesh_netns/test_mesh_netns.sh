@@ -372,6 +372,7 @@ if grep 'istio_requests_total{reporter="destination"' "$WORK/metrics-httpbin.txt
     grep 'destination_service="httpbin.default.svc.cluster.local"' |
     grep 'destination_service_namespace="default"' |
     grep 'source_workload="sleep-0"' | grep 'source_workload_namespace="default"' |
+    grep 'source_app="sleep"' | grep 'destination_app="httpbin"' | grep 'source_canonical_service="sleep"' |
     grep -q 'connection_security_policy="mutual_tls"'; then
     ok mesh_netns_metrics
 else
@@ -382,6 +383,7 @@ fi
 # and neither app saw the exchange's headers
 in_ns "$NS_A" curl -s -m 3 http://127.0.0.1:15090/stats/prometheus >"$WORK/metrics-sleep.txt"
 if grep 'istio_requests_total{reporter="source"' "$WORK/metrics-sleep.txt" |
+    grep 'destination_canonical_service="httpbin"' |
     grep -q 'destination_workload="httpbin-0"' && ! grep -qi 'x-envoy-peer-metadata' "$WORK/headers.json"; then
     ok mesh_netns_peer_metadata_exchange
 else
