@@ -27,7 +27,7 @@
 
 enum { EP_STATS, EP_READY, EP_ADMIN, EP_STATUS, EP_N };
 
-#define APP_SCRAPE_TIMEOUT_MS 2000 /* the app's metrics: at most this long (readiness probes wait behind it; the injected probe allows 3 s) */
+#define APP_SCRAPE_TIMEOUT_MS 5000 /* the app's metrics: at most this long (the status port has a thread of its own) */
 #define APP_SCRAPE_MAX (16u << 20)  /* and at most this much */
 
 typedef struct ops_listener {
@@ -156,8 +156,9 @@ static void render_prometheus(struct px_admin *a, sbuf_t *b)
 }
 
 /* Appends the application's metrics (the status port's merge). A scrape that
- * fails leaves the proxy's own metrics and is logged. Blocks the admin
- * thread only, for at most APP_SCRAPE_TIMEOUT_MS. */
+ * fails leaves the proxy's own metrics and is logged. Blocks this admin
+ * thread only (meshproxy runs the status port on one of its own), for at
+ * most APP_SCRAPE_TIMEOUT_MS. */
 static void merge_app_metrics(struct px_admin *a, sbuf_t *b)
 {
     char err[512];

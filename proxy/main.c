@@ -849,7 +849,7 @@ int main(int argc, char **argv)
     char err[1200];
     px_snapshot_t *snap = NULL;
     px_xds_t *xds = NULL;
-    px_admin_t *admin = NULL;
+    px_admin_t *admin = NULL, *status = NULL;
     px_identity_t *identity = NULL;
     px_secrets_t *secrets = px_secrets_new();
     if (secrets == NULL) {
@@ -910,8 +910,6 @@ int main(int argc, char **argv)
                           .stats_port = (int)stats_port,
                           .ready_port = (int)ready_port,
                           .admin_port = (int)admin_port,
-                          .status_port = (int)status_port,
-                          .app_metrics_url = app_metrics,
                           .ready = xds || identity ? proxy_ready : NULL,
                           .ready_arg = &readiness};
     admin = px_admin_start(&ao, err, sizeof(err));
@@ -919,6 +917,20 @@ int main(int argc, char **argv)
         log_error("%s", err);
         rc = 1;
         goto out;
+    }
+    if (status_port > 0) {
+        /* the status port on a thread of its own: scraping the application
+         * never holds up the readiness probes on 15021 */
+        px_admin_opts_t so = ao;
+        so.stats_port = so.ready_port = so.admin_port = 0;
+        so.status_port = (int)status_port;
+        so.app_metrics_url = app_metrics;
+        status = px_admin_start(&so, err, sizeof(err));
+        if (status == NULL) {
+            log_error("%s", err);
+            rc = 1;
+            goto out;
+        }
     }
     for (;;) {
         int sig = 0;
@@ -946,6 +958,7 @@ int main(int argc, char **argv)
         break;
     }
 out:
+    px_admin_stop(status);
     px_admin_stop(admin);
     px_xds_stop(xds);
     px_server_drain_and_stop(srv);
