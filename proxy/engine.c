@@ -264,6 +264,7 @@ struct uconn {
     bool shadow;      /* a mirrored request: no downstream, response discarded */
     uint32_t nreq, max_req; /* requests sent on it; the cluster's max_requests_per_connection */
     bool shadow_head;       /* shadow: the response head was read; shadow_left body bytes remain */
+    bool refused;           /* an HTTP/2 stream the server refused (REFUSED_STREAM): never processed */
     uint64_t shadow_left;
     uint64_t idle_ms;       /* the cluster's idle_timeout (0: none) */
 
@@ -2346,7 +2347,8 @@ static bool maybe_retry(dconn_t *d, bool cond)
 static bool retry_on_failure(const dconn_t *d, bool connect)
 {
     uint32_t on = d->route ? d->route->retry.on : 0;
-    return (on & (PX_RETRY_5XX | PX_RETRY_GATEWAY | PX_RETRY_RESET)) || (connect && (on & PX_RETRY_CONNECT));
+    return (on & (PX_RETRY_5XX | PX_RETRY_GATEWAY | PX_RETRY_RESET)) || (connect && (on & PX_RETRY_CONNECT)) ||
+           (d->u && d->u->refused && (on & PX_RETRY_REFUSED));
 }
 
 /* The backoff is over (next attempt), or an attempt's per-try timeout hit. */
@@ -3585,9 +3587,9 @@ static void h2u_on_data(void *ud, void *sud, const char *p, size_t n)
 static void h2u_on_close(void *ud, void *sud, uint32_t error_code)
 {
     (void)ud;
-    (void)error_code;
     uconn_t *u = sud;
     u->h2s = NULL;
+    u->refused = error_code == 0x7; /* REFUSED_STREAM: retriable as refused-stream */
     dconn_t *d = u->d;
     if (d == NULL) {
         uconn_close(u);

@@ -97,12 +97,19 @@ static const char node_backend[] =
     "const seen = [];\n"
     "const flaky = {};\n"
     "s.on('stream', (st, h) => {\n"
+    "  st.on('error', () => {}); /* a refused or reset stream is no crash */\n"
     "  seen.push(h[':authority']);\n"
     "  let n = 0;\n"
     "  st.on('data', (c) => { n += c.length; });\n"
     "  st.on('end', () => {\n"
     "    const grpc = (h['content-type'] || '').startsWith('application/grpc');\n"
     "    const body = `h2backend path=${h[':path']} authority=${h[':authority']} len=${n} te=${h['te'] || '-'}\\n`;\n"
+    "    if (h[':path'].startsWith('/refuse.') && !flaky[h[':path']]) {\n"
+    "      /* refused once per path (never processed), then answered */\n"
+    "      flaky[h[':path']] = 1;\n"
+    "      st.close(http2.constants.NGHTTP2_REFUSED_STREAM);\n"
+    "      return;\n"
+    "    }\n"
     "    if (grpc && h[':path'].startsWith('/flaky.')) {\n"
     "      /* UNAVAILABLE (trailers-only) twice per path, then OK */\n"
     "      flaky[h[':path']] = (flaky[h[':path']] || 0) + 1;\n"
@@ -443,6 +450,8 @@ static char *make_config(int port, int pa, int pb, int ph2)
              "  {\"match\": {\"prefix\": \"/pkg.\"}, \"route\": {\"cluster\": \"h2\"}},\n"
              "  {\"match\": {\"prefix\": \"/flaky.\"}, \"route\": {\"cluster\": \"h2\", \"retry_policy\": "
              "{\"retry_on\": \"unavailable,cancelled\", \"num_retries\": 3}}},\n"
+             "  {\"match\": {\"prefix\": \"/refuse.\"}, \"route\": {\"cluster\": \"h2\", \"retry_policy\": "
+             "{\"retry_on\": \"refused-stream\", \"num_retries\": 1}}},\n"
              "  {\"match\": {\"prefix\": \"/fault\"}, \"route\": {\"cluster\": \"a\"}, "
              FAULT("\"abort\": {\"http_status\": 418, \"percentage\": {\"numerator\": 100}}") "},\n"
              "  {\"match\": {\"prefix\": \"/gfault\"}, \"route\": {\"cluster\": \"h2\"}, "
@@ -781,6 +790,22 @@ static void test_grpc_unavailable_retried(void **state)
     assert_int_equal(ph_admin_stat(f->p.admin_port, "upstream_rq_retry"), 2);
 }
 
+/* A stream the server refused (REFUSED_STREAM) is retried as refused-stream
+ * asks: it was never processed. */
+static void test_refused_stream_retried(void **state)
+{
+    fixture_t *f = *state;
+    client_t c;
+    client_open(&c, f->p.port, 2);
+    cstream_t *g = client_req(&c, "svc.local", "/refuse.one", NULL, NULL, 0);
+    assert_true(client_run(&c, 5000));
+    assert_int_equal(g->status, 200);
+    assert_non_null(g->body);
+    assert_non_null(strstr(g->body, "h2backend path=/refuse.one"));
+    client_close(&c);
+    assert_int_equal(ph_admin_stat(f->p.admin_port, "upstream_rq_retry"), 1);
+}
+
 static void test_rbac_and_timeout_on_streams(void **state)
 {
     fixture_t *f = *state;
@@ -1004,6 +1029,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fault_abort_and_grpc_local_replies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retries_on_h2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_grpc_unavailable_retried, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_stream_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_protocol_metric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rbac_and_timeout_on_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain_sends_goaway, setup, teardown),
