@@ -1203,6 +1203,8 @@ static void uconn_close(uconn_t *u)
         u->snext = u->sprev = NULL;
         if (c->nstreams)
             c->nstreams--;
+        if (c->nstreams == 0 && c->state == U_ACTIVE && c->idle_ms && c->timer)
+            loop_timer_start(c->timer, c->idle_ms, 0); /* the cluster's idle_timeout */
         if (u->d && u->d->u == u)
             u->d->u = NULL;
         u->d = NULL;
@@ -1427,6 +1429,8 @@ static void connect_timeout(loop_timer_t *t, void *arg)
     } else if (u->state == U_CONNECTING && u->d)
         upstream_failed(u->d, "connection timeout");
     else if (u->state == U_CONNECTING || u->state == U_IDLE) /* or idle too long in the pool */
+        uconn_close(u);
+    else if (u->h2 && u->nstreams == 0) /* an HTTP/2 connection without streams, idle too long */
         uconn_close(u);
 }
 
@@ -3777,6 +3781,8 @@ static uconn_t *h2u_open(worker_t *w, px_snapshot_t *snap, const px_cluster_t *c
         c->skids->sprev = u;
     c->skids = u;
     c->nstreams++;
+    if (c->state == U_ACTIVE) /* busy again: no idle timeout */
+        loop_timer_stop(c->timer);
     return u;
 }
 

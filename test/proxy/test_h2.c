@@ -419,6 +419,11 @@ static void get1(int port, const char *authority, const char *path, const char *
     "\"typed_extension_protocol_options\": {\"envoy.extensions.upstreams.http.v3.HttpProtocolOptions\": " \
     "{\"@type\": \"type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\", "      \
     "\"explicit_http_config\": {\"http2_protocol_options\": {}}}},"
+#define H2IDLE                                                                                          \
+    "\"typed_extension_protocol_options\": {\"envoy.extensions.upstreams.http.v3.HttpProtocolOptions\": " \
+    "{\"@type\": \"type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\", "      \
+    "\"common_http_protocol_options\": {\"idle_timeout\": \"0.3s\"}, "                                \
+    "\"explicit_http_config\": {\"http2_protocol_options\": {}}}},"
 #define FAULT(json)                                                                                     \
     "\"typed_per_filter_config\": {\"envoy.filters.http.fault\": {\"@type\": "                         \
     "\"type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault\", " json "}}"
@@ -447,6 +452,7 @@ static char *make_config(int port, int pa, int pb, int ph2)
              "  {\"match\": {\"prefix\": \"/split\"}, \"route\": {\"weighted_clusters\": {\"clusters\": "
              "[{\"name\": \"a\", \"weight\": 50}, {\"name\": \"b\", \"weight\": 50}]}}},\n"
              "  {\"match\": {\"prefix\": \"/h2/\"}, \"route\": {\"cluster\": \"h2\"}},\n"
+             "  {\"match\": {\"prefix\": \"/h2idle/\"}, \"route\": {\"cluster\": \"h2idle\"}},\n"
              "  {\"match\": {\"prefix\": \"/pkg.\"}, \"route\": {\"cluster\": \"h2\"}},\n"
              "  {\"match\": {\"prefix\": \"/flaky.\"}, \"route\": {\"cluster\": \"h2\", \"retry_policy\": "
              "{\"retry_on\": \"unavailable,cancelled\", \"num_retries\": 3}}},\n"
@@ -463,9 +469,9 @@ static char *make_config(int port, int pa, int pb, int ph2)
              "  {\"match\": {\"prefix\": \"/timeout\"}, \"route\": {\"cluster\": \"a\", \"timeout\": \"0.1s\"}},\n"
              "  {\"match\": {\"prefix\": \"/nocluster\"}, \"route\": {\"cluster\": \"missing\"}}\n"
              " ]}]}}}]}]},\n"
-             CLUSTER("a", "", "%d") ",\n" CLUSTER("b", "", "%d") ",\n" CLUSTER("h2", H2OPTS, "%d") "\n"
+             CLUSTER("a", "", "%d") ",\n" CLUSTER("b", "", "%d") ",\n" CLUSTER("h2", H2OPTS, "%d") ",\n" CLUSTER("h2idle", H2IDLE, "%d") "\n"
              "]}\n",
-             port, pa, pb, ph2);
+             port, pa, pb, ph2, ph2);
     return out;
 }
 
@@ -806,6 +812,30 @@ static void test_refused_stream_retried(void **state)
     assert_int_equal(ph_admin_stat(f->p.admin_port, "upstream_rq_retry"), 1);
 }
 
+/* An HTTP/2 upstream connection without streams is closed after the
+ * cluster's idle_timeout; while busy it stays. */
+static void h2idle_requests(fixture_t *f, int n)
+{
+    for (int i = 0; i < n; i++) {
+        ph_resp_t r;
+        assert_int_equal(ph_request(f->p.port, "svc.local", "/h2idle/x", NULL, NULL, &r), 0);
+        assert_int_equal(r.status, 200);
+    }
+}
+
+static void test_h2_upstream_idle_timeout(void **state)
+{
+    fixture_t *f = *state;
+    h2idle_requests(f, 16); /* every worker gets its connection */
+    long cx0 = ph_admin_stat(f->p.admin_port, "upstream_cx_total");
+    h2idle_requests(f, 8); /* at once: the same connections */
+    long cx1 = ph_admin_stat(f->p.admin_port, "upstream_cx_total");
+    assert_int_equal(cx1, cx0);
+    usleep(700000); /* past 0.3 s without streams: closed */
+    h2idle_requests(f, 8);
+    assert_true(ph_admin_stat(f->p.admin_port, "upstream_cx_total") > cx1);
+}
+
 static void test_rbac_and_timeout_on_streams(void **state)
 {
     fixture_t *f = *state;
@@ -1030,6 +1060,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_retries_on_h2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_grpc_unavailable_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_stream_retried, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_h2_upstream_idle_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_protocol_metric, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rbac_and_timeout_on_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain_sends_goaway, setup, teardown),
