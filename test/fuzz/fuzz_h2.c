@@ -10,8 +10,9 @@
  * bytes are acknowledged as they arrive, and the session's output goes to
  * an in-memory sink after every read. Invariants checked with
  * __builtin_trap():
- *  - every request head handed over is a complete HTTP/1.1 head (the
- *    parser reads it whole, to its last byte) or one the parser refuses;
+ *  - every request handed over starts with a complete HTTP/1.1 head (the
+ *    parser reads it whole; what follows it is body the codec gathered
+ *    with it) or with one the parser refuses;
  *  - no callback names a stream the engine already let go of;
  *  - a session that failed stays failed (no more input is accepted).
  *
@@ -89,9 +90,11 @@ static void *on_request(void *ud, px_h2_stream_t *s, const char *head, size_t le
     }
     const char *err;
     int r = px_h1_parse_request(head, len, m, &err);
-    if (r == -2 || (r > 0 && (size_t)r != len))
+    if (r == -2 || (r > 0 && (size_t)r > len))
         __builtin_trap();
     e->s = s;
+    if (r > 0)
+        e->body = len - (size_t)r;
     f->ex[f->nex++] = e;
     answer(f, e, r < 0);
     free(m);

@@ -96,14 +96,7 @@ static void backend_stop(ph_backend_t *b)
 
 /* ---- the proxy process ---- */
 
-/* Starts build/meshproxy (MESHPROXY_SEED fixed) on the given config. */
-static void proxy_start(ph_proxy_t *p, const char *config_text)
-{
-    ph_proxy_init(p, "meshproxy-res");
-    ph_proxy_opts_t o = {.concurrency = 1, .drain_time = 1, .seed = "12345"};
-    assert_true(ph_proxy_start(p, config_text, &o));
-}
-
+/* Stops meshproxy and removes its directory. */
 static void proxy_stop(ph_proxy_t *p)
 {
     ph_proxy_stop(p);
@@ -222,6 +215,19 @@ typedef struct fixture {
     ph_proxy_t p;
 } fixture_t;
 
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    if (f == NULL)
+        return 0;
+    proxy_stop(&f->p);
+    backend_stop(f->a);
+    backend_stop(f->b);
+    backend_stop(f->s);
+    free(f);
+    return 0;
+}
+
 static int setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof(*f));
@@ -231,23 +237,22 @@ static int setup(void **state)
     f->p.port = ph_free_port();
     f->p.admin_port = ph_free_port();
     char *cfg = make_config(f->p.port, f->a->port, f->b->port, ph_free_port(), f->s->port);
-    proxy_start(&f->p, cfg);
+    ph_proxy_init(&f->p, "meshproxy-res");
+    ph_proxy_opts_t o = {.concurrency = 1, .drain_time = 1, .seed = "12345"};
+    bool up = ph_proxy_start(&f->p, cfg, &o);
     free(cfg);
     *state = f;
+    if (!up) {
+        char *err = ph_slurp(f->p.err);
+        print_error("meshproxy did not start: %s\n", err);
+        free(err);
+        teardown(state);
+        *state = NULL;
+        return -1;
+    }
     return 0;
 }
 
-static int teardown(void **state)
-{
-    fixture_t *f = *state;
-    if (f->p.pid > 0)
-        proxy_stop(&f->p);
-    backend_stop(f->a);
-    backend_stop(f->b);
-    backend_stop(f->s);
-    free(f);
-    return 0;
-}
 
 /* Whether the admin /stats/prometheus output has an istio_requests_total
  * series with this response_flags value. */
