@@ -1558,6 +1558,14 @@ static void check_locality_lb(cfg_vctx_t *v, const cfg_LocalityLoadBalancerSetti
         cfg_vleave(v, p);
         return;
     }
+    if (l->distribute.n > 0 && l->failoverPriority.n > 0) {
+        cfg_verr(v, NULL, "distribute and failoverPriority cannot both be set");
+        cfg_vleave(v, p);
+        return;
+    }
+    for (uint32_t i = 0; i < l->failoverPriority.n; i++)
+        if (l->failoverPriority.v[i][0] == '\0' || l->failoverPriority.v[i][0] == '=')
+            cfg_verr(v, "failoverPriority", "entry %u names no label", i);
     if (l->failover.n > 0)
         for (uint32_t i = 0; i < l->failoverPriority.n; i++)
             if (topology_label(l->failoverPriority.v[i]))

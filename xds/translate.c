@@ -865,7 +865,9 @@ struct tx_shared {
     /* clusters and endpoints per (service, DestinationRule), in the arena of
      * svc_bytes, a resource-less result that outbound parts hold a reference
      * to, as their resources borrow these bytes */
-    hmap_t svc_out; /* "SERVICE|DR|LOCALITY" (addresses) -> tx_rec_t */
+    hmap_t svc_out; /* "SERVICE|DR|LOCALITY|FAILOVER LABELS" (addresses) -> tx_rec_t */
+    const cfg_DestinationRule **fo_drs; /* DestinationRules with failoverPriority */
+    size_t nfo_drs, capfo_drs;
     xds_resources_t *svc_bytes;
     bool by_locality; /* some DestinationRule makes endpoints depend on the proxy's locality */
 };
@@ -902,6 +904,28 @@ static bool policy_by_locality(const cfg_TrafficPolicy *tp)
     return false;
 }
 
+static bool policy_failover_priority(const cfg_TrafficPolicy *tp)
+{
+    for (uint32_t i = 0; tp && i <= tp->portLevelSettings.n; i++) {
+        const cfg_LoadBalancerSettings *lb = i == 0 ? tp->loadBalancer : tp->portLevelSettings.v[i - 1].loadBalancer;
+        if (lb && lb->localityLbSetting && lb->localityLbSetting->failoverPriority.n)
+            return true;
+    }
+    return false;
+}
+
+/* Whether some policy of a DestinationRule orders endpoints by labels
+ * (failoverPriority): its endpoints then depend on the proxy's labels. */
+static bool dr_failover_priority(const cfg_DestinationRule *dr)
+{
+    if (policy_failover_priority(dr->trafficPolicy))
+        return true;
+    for (uint32_t i = 0; i < dr->subsets.n; i++)
+        if (policy_failover_priority(dr->subsets.v[i].trafficPolicy))
+            return true;
+    return false;
+}
+
 /* Whether the endpoints a DestinationRule shapes depend on the proxy's
  * locality (failover priorities need outlier detection; distribute). */
 static bool dr_by_locality(const cfg_object_t *o)
@@ -924,6 +948,13 @@ static int collect_dr_sel(void *ud, cfg_object_t *o)
     if (dr && dr->workloadSelector)
         sel_add(c, o->namespace, &dr->workloadSelector->matchLabels);
     c->by_locality |= dr_by_locality(o);
+    if (dr && dr_by_locality(o) && dr_failover_priority(dr)) {
+        if (c->nfo_drs == c->capfo_drs) {
+            c->capfo_drs = c->capfo_drs ? c->capfo_drs * 2 : 8;
+            c->fo_drs = mesh_xrealloc(c->fo_drs, c->capfo_drs * sizeof(*c->fo_drs));
+        }
+        c->fo_drs[c->nfo_drs++] = dr;
+    }
     return 0;
 }
 
@@ -985,6 +1016,7 @@ void tx_shared_unref(tx_shared_t *c)
     pthread_cond_destroy(&c->built);
     pthread_mutex_destroy(&c->mu);
     free(c->sels);
+    free(c->fo_drs);
     free(c->trust_domain);
     free(c->root_namespace);
     free(c);
@@ -1028,6 +1060,14 @@ static char *shared_key(const tx_shared_t *c, const xds_proxy_t *px)
         key[n++] = on ? '1' : '0';
     }
     snprintf(key + n, len - (size_t)n, "|%s", loc);
+    for (size_t i = 0; i < c->nfo_drs; i++) { /* the proxy's failoverPriority label values */
+        char fo[512];
+        tx_failover_labels(px, c->fo_drs[i], fo, sizeof(fo));
+        size_t kl = strlen(key), fl = strlen(fo);
+        key = mesh_xrealloc(key, kl + fl + 2);
+        key[kl] = '|';
+        memcpy(key + kl + 1, fo, fl + 1);
+    }
     return key;
 }
 
@@ -1126,7 +1166,10 @@ xds_resources_t *tx_translate_shared(tx_shared_t *c, const xds_input_t *in,
 static void svc_key(char *buf, size_t size, const tx_t *t, const reg_service_t *s, const cfg_object_t *dro)
 {
     const char *loc = dr_by_locality(dro) && t->locality ? t->locality : "";
-    snprintf(buf, size, "%p|%p|%s", (const void *)s, (const void *)dro, loc);
+    char fo[512] = "";
+    if (dro && t->px)
+        tx_failover_labels(t->px, CFG_BODY(dro, DestinationRule)->spec, fo, sizeof(fo));
+    snprintf(buf, size, "%p|%p|%s|%s", (const void *)s, (const void *)dro, loc, fo);
 }
 
 bool tx_shared_replay(tx_t *t, const reg_service_t *s, const cfg_object_t *dro)
@@ -1134,7 +1177,7 @@ bool tx_shared_replay(tx_t *t, const reg_service_t *s, const cfg_object_t *dro)
     tx_shared_t *c = t->shared;
     if (c == NULL)
         return false;
-    char key[320];
+    char key[1024];
     svc_key(key, sizeof(key), t, s, dro);
     pthread_mutex_lock(&c->mu);
     const tx_rec_t *rec = hmap_get(&c->svc_out, key);
@@ -1154,7 +1197,7 @@ void tx_shared_record(tx_t *t, const reg_service_t *s, const cfg_object_t *dro)
     t->rec = NULL;
     if (c == NULL || rec == NULL)
         return;
-    char key[320];
+    char key[1024];
     svc_key(key, sizeof(key), t, s, dro);
     pthread_mutex_lock(&c->mu);
     if (hmap_get(&c->svc_out, key) == NULL) {

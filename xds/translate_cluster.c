@@ -406,12 +406,109 @@ static Envoy__Config__Core__V3__Locality *locality(tx_t *t, const char *loc)
     return l;
 }
 
-/* The endpoints of a cluster, grouped by locality, each group weighted. */
+/* The i-th part (0 region, 1 zone, 2 subzone) of "region/zone/subzone" into
+ * out ("" when missing). */
+static void loc_part(const char *loc, int i, char *out, size_t n)
+{
+    const char *s = loc ? loc : "";
+    for (; i > 0 && s; i--) {
+        s = strchr(s, '/');
+        if (s)
+            s++;
+    }
+    size_t len = s ? strcspn(s, "/") : 0;
+    snprintf(out, n, "%.*s", (int)(len < n ? len : n - 1), s ? s : "");
+}
+
+const cfg_LocalityLoadBalancerSetting *tx_failover_priority(const tx_policy_t *pol)
+{
+    const cfg_LocalityLoadBalancerSetting *l = pol->lb ? pol->lb->localityLbSetting : NULL;
+    if (l == NULL || pol->outlier == NULL || l->failoverPriority.n == 0 || l->distribute.n > 0)
+        return NULL;
+    if (CFG_HAS(l, LocalityLoadBalancerSetting, enabled) && !l->enabled)
+        return NULL;
+    return l;
+}
+
+/* One failoverPriority entry's value for a workload: the topology labels
+ * read the locality; topology.istio.io/cluster is the one cluster meshd
+ * serves (every endpoint shares the proxy's); any other is a label. */
+static const char *fo_value(const char *key, const reg_labels_t *labels, const char *loc, const char *cluster,
+                            char *buf, size_t size)
+{
+    static const char *const parts[3] = {"topology.kubernetes.io/region", "topology.kubernetes.io/zone",
+                                         "topology.istio.io/subzone"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(key, parts[i]) == 0) {
+            loc_part(loc, i, buf, size);
+            return buf[0] ? buf : NULL;
+        }
+    if (strcmp(key, "topology.istio.io/cluster") == 0)
+        return cluster;
+    return reg_labels_get(labels, key);
+}
+
+/* An endpoint's failoverPriority rank for the proxy: 0 when it agrees with
+ * the proxy on all N labels, k when only on the first N-k, N when not on
+ * the first. An entry "key=value" asks the endpoint for that value instead
+ * of the proxy's. */
+static uint32_t fo_rank(const tx_t *t, const cfg_LocalityLoadBalancerSetting *l, const reg_endpoint_t *e)
+{
+    uint32_t n = l->failoverPriority.n, agree = 0;
+    const char *cluster = t->px->cluster_id ? t->px->cluster_id : "Kubernetes";
+    for (; agree < n; agree++) {
+        const char *ent = l->failoverPriority.v[agree];
+        const char *eq = strchr(ent, '=');
+        char key[320], pb[256], eb[256];
+        snprintf(key, sizeof(key), "%.*s", (int)(eq ? (size_t)(eq - ent) : strlen(ent)), ent);
+        const char *want = eq ? eq + 1 : fo_value(key, &t->px->labels, t->locality, cluster, pb, sizeof(pb));
+        const char *have = fo_value(key, &e->labels, e->locality, cluster, eb, sizeof(eb));
+        if (want == NULL || have == NULL || strcmp(want, have) != 0)
+            break;
+    }
+    return n - agree;
+}
+
+static uint64_t fnv1a(uint64_t h, const char *p)
+{
+    for (; *p; p++)
+        h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+    return (h ^ 0xff) * 0x100000001b3ull; /* a separator after each string */
+}
+
+void tx_failover_labels(const xds_proxy_t *px, const cfg_DestinationRule *dr, char *buf, size_t size)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    bool any = false;
+    for (uint32_t i = 0; dr && i <= dr->subsets.n; i++) {
+        const cfg_TrafficPolicy *tp = i == 0 ? dr->trafficPolicy : dr->subsets.v[i - 1].trafficPolicy;
+        for (uint32_t p = 0; tp && p <= tp->portLevelSettings.n; p++) {
+            const cfg_LoadBalancerSettings *lb = p == 0 ? tp->loadBalancer : tp->portLevelSettings.v[p - 1].loadBalancer;
+            const cfg_LocalityLoadBalancerSetting *l = lb ? lb->localityLbSetting : NULL;
+            for (uint32_t j = 0; l && j < l->failoverPriority.n; j++) {
+                const char *k = l->failoverPriority.v[j];
+                const char *v = strcmp(k, "topology.istio.io/cluster") == 0 ? px->cluster_id
+                                                                             : reg_labels_get(&px->labels, k);
+                h = fnv1a(fnv1a(h, k), v ? v : "");
+                any = true;
+            }
+        }
+    }
+    /* a hash keeps the key short whatever the labels; 64 bits make two
+     * different sets of values sharing one key out of reach */
+    snprintf(buf, size, "%s%016llx", any ? "fo" : "", any ? (unsigned long long)h : 0ull);
+    if (!any)
+        buf[0] = '\0';
+}
+
+/* The endpoints of a cluster, grouped by locality (and failoverPriority
+ * rank), each group weighted. */
 pb_cla_t *tx_load_assignment(tx_t *t, const char *name, const reg_service_t *s, uint32_t port,
-                             const cfg_Subset *subset, bool include_not_ready)
+                             const cfg_Subset *subset, bool include_not_ready, const tx_policy_t *pol)
 {
     pb_cla_t *cla = TX_NEW(t, pb_cla_t, ENVOY__CONFIG__ENDPOINT__V3__CLUSTER_LOAD_ASSIGNMENT__INIT);
     cla->cluster_name = tx_str(t, name);
+    const cfg_LocalityLoadBalancerSetting *fo = pol && t->px ? tx_failover_priority(pol) : NULL;
     const char **group_keys = NULL; /* locality of each group, as written back */
     for (uint32_t i = 0; i < s->nendpoints; i++) {
         const reg_endpoint_t *e = &s->endpoints[i];
@@ -422,13 +519,15 @@ pb_cla_t *tx_load_assignment(tx_t *t, const char *name, const reg_service_t *s, 
         /* groups by the locality string as its group reads it back
          * (REGION[/ZONE[/SUBZONE]], empty parts dropped) */
         const char *loc = e->locality ? e->locality : "";
+        uint32_t rank = fo ? fo_rank(t, fo, e) : 0;
         pb_lle_t *group = NULL;
         for (size_t g = 0; g < cla->n_endpoints && group == NULL; g++)
-            if (strcmp(group_keys[g], loc) == 0)
+            if (strcmp(group_keys[g], loc) == 0 && cla->endpoints[g]->priority == rank)
                 group = cla->endpoints[g];
         if (group == NULL) {
             group = TX_NEW(t, pb_lle_t, ENVOY__CONFIG__ENDPOINT__V3__LOCALITY_LB_ENDPOINTS__INIT);
             group->locality = locality(t, loc);
+            group->priority = rank;
             group->load_balancing_weight = tx_u32(t, 0);
             const Envoy__Config__Core__V3__Locality *l = group->locality;
             size_t ng = cla->n_endpoints;
@@ -464,19 +563,6 @@ const char *tx_proxy_locality(const reg_t *reg, const xds_proxy_t *px)
     return w && w->locality ? w->locality : "";
 }
 
-/* The i-th part (0 region, 1 zone, 2 subzone) of "region/zone/subzone" into
- * out ("" when missing). */
-static void loc_part(const char *loc, int i, char *out, size_t n)
-{
-    const char *s = loc ? loc : "";
-    for (; i > 0 && s; i--) {
-        s = strchr(s, '/');
-        if (s)
-            s++;
-    }
-    size_t len = s ? strcspn(s, "/") : 0;
-    snprintf(out, n, "%.*s", (int)(len < n ? len : n - 1), s ? s : "");
-}
 
 /* Whether a locality pattern covers a group's locality: parts compared in
  * order, "*" matching the rest, a shorter pattern matching as a prefix. */
@@ -548,9 +634,12 @@ static void apply_distribute(tx_t *t, pb_cla_t *cla, const cfg_LocalityLoadBalan
 
 /* Failover priorities for a proxy in ploc: 0 region, zone and subzone match,
  * 1 region and zone, 2 region, 3 the region `failover` names for the proxy's,
- * 4 any other; then renumbered 0, 1, ... in that order. */
-static void apply_failover(pb_cla_t *cla, const char *ploc, const cfg_LocalityLoadBalancerSetting *s)
+ * 4 any other; then renumbered 0, 1, ... in that order. With
+ * failoverPriority, a group's priority holds its label rank on entry: the
+ * rank orders first, the locality within it only when `failover` is set. */
+static void apply_failover(tx_t *t, pb_cla_t *cla, const char *ploc, const cfg_LocalityLoadBalancerSetting *s)
 {
+    bool by_labels = s && s->failoverPriority.n > 0;
     char region[256], zone[256], sub[256];
     loc_part(ploc, 0, region, sizeof(region));
     loc_part(ploc, 1, zone, sizeof(zone));
@@ -559,28 +648,43 @@ static void apply_failover(pb_cla_t *cla, const char *ploc, const cfg_LocalityLo
     for (uint32_t i = 0; s && i < s->failover.n && to == NULL; i++)
         if (s->failover.v[i].from && strcmp(s->failover.v[i].from, region) == 0)
             to = s->failover.v[i].to;
-    unsigned used = 0; /* bit r: some group has rank r */
     for (size_t g = 0; g < cla->n_endpoints; g++) {
         const Envoy__Config__Core__V3__Locality *l = cla->endpoints[g]->locality;
-        unsigned r = 4;
+        uint32_t r = 4;
         if (strcmp(l->region, region) == 0)
             r = strcmp(l->zone, zone) != 0 ? 2 : strcmp(l->sub_zone, sub) != 0 ? 1 : 0;
         else if (to && strcmp(l->region, to) == 0)
             r = 3;
+        if (by_labels)
+            r = cla->endpoints[g]->priority * 5 + (s->failover.n ? r : 0);
         cla->endpoints[g]->priority = r;
-        used |= 1u << r;
     }
-    for (size_t g = 0; g < cla->n_endpoints; g++) {
-        unsigned r = cla->endpoints[g]->priority;
-        cla->endpoints[g]->priority = (uint32_t)__builtin_popcount(used & ((1u << r) - 1));
+    /* renumbered without gaps: a group's priority becomes the number of
+     * distinct smaller ones (groups are few) */
+    size_t n = cla->n_endpoints;
+    uint32_t *was = arena_alloc(t->a, n * sizeof(*was));
+    for (size_t g = 0; g < n; g++)
+        was[g] = cla->endpoints[g]->priority;
+    for (size_t g = 0; g < n; g++) {
+        uint32_t below = 0;
+        for (size_t h = 0; h < n; h++) {
+            bool first = true; /* each smaller value counted once */
+            for (size_t k = 0; k < h && first; k++)
+                first = was[k] != was[h];
+            below += first && was[h] < was[g];
+        }
+        cla->endpoints[g]->priority = below;
     }
 }
 
 void tx_apply_locality(tx_t *t, pb_cla_t *cla, const cfg_LocalityLoadBalancerSetting *s, bool outlier)
 {
-    if (cla == NULL || cla->n_endpoints == 0 || t->locality == NULL || t->locality[0] == '\0')
+    if (cla == NULL || cla->n_endpoints == 0)
         return;
     if (s && CFG_HAS(s, LocalityLoadBalancerSetting, enabled) && !s->enabled)
+        return;
+    bool by_labels = outlier && s && s->failoverPriority.n > 0 && s->distribute.n == 0;
+    if (!by_labels && (t->locality == NULL || t->locality[0] == '\0'))
         return;
     if (s && s->distribute.n) {
         for (uint32_t i = 0; i < s->distribute.n; i++)
@@ -591,7 +695,7 @@ void tx_apply_locality(tx_t *t, pb_cla_t *cla, const cfg_LocalityLoadBalancerSet
         return;
     }
     if (outlier)
-        apply_failover(cla, t->locality, s);
+        apply_failover(t, cla, t->locality ? t->locality : "", s);
 }
 
 /* True when the endpoints of a cluster all run a sidecar (auto mTLS). */
@@ -622,6 +726,8 @@ static void outbound_cluster(tx_t *t, const reg_service_t *s, const reg_port_t *
     c->connect_timeout = tx_duration(t, DEFAULT_CONNECT_TIMEOUT_NS);
     c->cluster_discovery_type_case = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE;
     bool eds = false;
+    tx_policy_t pol;
+    tx_policy_for(dr, subset, port->port, &pol);
     switch (s->resolution) {
     case REG_RES_CLIENT_SIDE_LB:
         c->type = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS;
@@ -637,7 +743,7 @@ static void outbound_cluster(tx_t *t, const reg_service_t *s, const reg_port_t *
         c->type = s->resolution == REG_RES_DNS ? ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS
                                                : ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS;
         c->dns_lookup_family = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V4_ONLY;
-        c->load_assignment = tx_load_assignment(t, name, s, port->port, subset, false);
+        c->load_assignment = tx_load_assignment(t, name, s, port->port, subset, false, &pol);
         if (s->external_name && c->load_assignment->n_endpoints == 0) {
             pb_lle_t *g = TX_NEW(t, pb_lle_t, ENVOY__CONFIG__ENDPOINT__V3__LOCALITY_LB_ENDPOINTS__INIT);
             g->locality = locality(t, "");
@@ -659,8 +765,6 @@ static void outbound_cluster(tx_t *t, const reg_service_t *s, const reg_port_t *
         c->lb_policy = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED;
         break;
     }
-    tx_policy_t pol;
-    tx_policy_for(dr, subset, port->port, &pol);
     if (s->resolution != REG_RES_PASSTHROUGH)
         apply_lb(t, c, pol.lb);
     if (c->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS)
@@ -700,7 +804,7 @@ static void outbound_cluster(tx_t *t, const reg_service_t *s, const reg_port_t *
         tx_apply_locality(t, c->load_assignment, lls, pol.outlier != NULL);
     tx_emit(t, XDS_CLUSTER, name, c);
     if (eds) {
-        pb_cla_t *cla = tx_load_assignment(t, name, s, port->port, subset, false);
+        pb_cla_t *cla = tx_load_assignment(t, name, s, port->port, subset, false, &pol);
         tx_apply_locality(t, cla, lls, pol.outlier != NULL);
         tx_emit(t, XDS_ENDPOINT, name, cla);
     }

@@ -294,7 +294,7 @@ static void grpc_cluster(tx_t *t, const reg_service_t *s, const reg_port_t *port
         c->transport_socket = grpc_mtls(t, s, sni);
     }
     tx_emit(t, XDS_CLUSTER, name, c);
-    pb_cla_t *cla = tx_load_assignment(t, name, s, port->port, subset, false);
+    pb_cla_t *cla = tx_load_assignment(t, name, s, port->port, subset, false, &pol);
     tx_apply_locality(t, cla, pol.lb ? pol.lb->localityLbSetting : NULL, pol.outlier != NULL);
     grpc_clean_cla(cla);
     tx_emit(t, XDS_ENDPOINT, name, cla);

@@ -271,10 +271,25 @@ const char *tx_proxy_locality(const reg_t *reg, const xds_proxy_t *px);
  * get failover priorities (0 same region/zone/subzone, then same zone, same
  * region, the `failover` region, the rest), renumbered without gaps. */
 void tx_apply_locality(tx_t *t, pb_cla_t *cla, const cfg_LocalityLoadBalancerSetting *s, bool outlier);
+/* With failoverPriority, the label rank comes first: endpoints agreeing on
+ * all N labels get the first priority, then N-1, ..., then the rest; the
+ * locality order above applies within a rank only when `failover` is also
+ * set (as Istio orders them). */
 /* The endpoints of a cluster (ready ones unless include_not_ready), grouped by
- * locality, each group weighted by the sum of its endpoints' weights. */
+ * locality, each group weighted by the sum of its endpoints' weights. With
+ * pol's failoverPriority in force (tx_failover_priority), endpoints are also
+ * grouped by how many of its labels they share with the proxy, the rank
+ * kept in each group's priority for tx_apply_locality. */
 pb_cla_t *tx_load_assignment(tx_t *t, const char *name, const reg_service_t *s, uint32_t port,
-                             const cfg_Subset *subset, bool include_not_ready);
+                             const cfg_Subset *subset, bool include_not_ready, const tx_policy_t *pol);
+/* The localityLbSetting whose failoverPriority orders a cluster's endpoints
+ * under pol (outlier detection on, locality load balancing not turned off,
+ * no `distribute`), or NULL. */
+const cfg_LocalityLoadBalancerSetting *tx_failover_priority(const tx_policy_t *pol);
+/* The proxy's values of the failoverPriority labels of a DestinationRule
+ * (every traffic policy in it), hashed into buf ("" when it has none): what
+ * endpoint priorities for the proxy depend on besides its locality. */
+void tx_failover_labels(const xds_proxy_t *px, const cfg_DestinationRule *dr, char *buf, size_t size);
 /* Sets a cluster's outlier_detection (and panic threshold) from a DestinationRule. */
 void tx_apply_outlier(tx_t *t, pb_cluster_t *c, const cfg_OutlierDetection *od);
 

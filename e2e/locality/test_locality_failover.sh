@@ -6,17 +6,21 @@
 # that pod dies it moves to zone-b, then to region2, and back to zone-a once
 # it returns and its ejection has expired. Then retryRemoteLocalities: with
 # both zone-a pods of "api" answering 503, a retry goes to zone-b (200);
-# without it ("api-local") the retry stays in zone-a (503).
+# without it ("api-local") the retry stays in zone-a (503). Last,
+# failoverPriority [version]: the client (version v1) calls "ver", whose v1
+# pod runs in region2 and v2 pod in its own zone: v1 first, wherever it runs,
+# and v2 once v1 is gone.
 #
 #   meshd    127.0.0.70 (xDS 25710, debug 25780), config in a temp dir
 #   client   127.0.0.71 (meshproxy sidecar, outbound listener :8080)
 #   web-a    127.0.0.72:8080  region1/zone-a     web-b 127.0.0.73:8080  region1/zone-b
 #   web-c    127.0.0.74:8080  region2/zone-c
 #   api-a1, api-a2  127.0.0.75/76:8080 (503)  region1/zone-a    api-b 127.0.0.77:8080  region1/zone-b
+#   ver-1    127.0.0.78:8080  region2/zone-c, v1    ver-2 127.0.0.79:8080  region1/zone-a, v2
 # Prints ok/not ok lines; stops every process it started.
 set -u
 . "$(dirname "$0")/../../test/lib.sh"
-pod() { # name, ip, locality (region.zone)
+pod() { # name, ip, locality (region.zone), app, version
     cat <<YAML
 ---
 apiVersion: v1
@@ -24,7 +28,7 @@ kind: Pod
 metadata:
   name: $1
   namespace: demo
-  labels: {app: ${4:-web}, istio-locality: $3}
+  labels: {app: ${4:-web}, version: ${5:-v1}, istio-locality: $3}
 spec:
   containers: [{name: app, ports: [{containerPort: 8080}]}]
 status: {phase: Running, podIP: $2}
@@ -100,7 +104,35 @@ spec:
     outlierDetection: {consecutive5xxErrors: 1000}
 YAML
     done
+    pod ver-1 127.0.0.78 region2.zone-c ver v1
+    pod ver-2 127.0.0.79 region1.zone-a ver v2
     cat <<'YAML'
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ver, namespace: demo}
+spec:
+  selector: {app: ver}
+  ports: [{name: http, port: 8080, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ver-1, namespace: demo, labels: {kubernetes.io/service-name: ver}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- {addresses: [127.0.0.78], conditions: {ready: true}, targetRef: {kind: Pod, name: ver-1, namespace: demo}}
+- {addresses: [127.0.0.79], conditions: {ready: true}, targetRef: {kind: Pod, name: ver-2, namespace: demo}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ver, namespace: demo}
+spec:
+  host: ver.demo.svc.cluster.local
+  trafficPolicy:
+    connectionPool: {http: {maxRequestsPerConnection: 1}}
+    loadBalancer: {localityLbSetting: {failoverPriority: [version]}}
+    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -127,11 +159,13 @@ DIR=$(cd "$(dirname "$0")" && pwd)
 start api-a1 python3 "$DIR/fail_backend.py" 127.0.0.75 8080 api-a1
 start api-a2 python3 "$DIR/fail_backend.py" 127.0.0.76 8080 api-a2
 start api-b "$BUILD/backend" --listen 127.0.0.77:8080 --name api-b
+start ver-1 "$BUILD/backend" --listen 127.0.0.78:8080 --name ver-v1
+start ver-2 "$BUILD/backend" --listen 127.0.0.79:8080 --name ver-v2
 start meshd "$BUILD/meshd" --config-dir "$T/config" --grpc-addr 127.0.0.70:25710 --debug-addr 127.0.0.70:25780 \
     --monitoring-addr off --secure-grpc-addr off --webhook-addr off
 wait_url http://127.0.0.70:25780/ready || { notok locality_meshd "$(tail -3 "$T/meshd.log")"; exit 1; }
 start client "$BUILD/meshproxy" sidecar --xds-addr 127.0.0.70:25710 --node-ip 127.0.0.71 --bind 127.0.0.71 \
-    --pod client-0 --namespace demo --labels app=client --no-access-log
+    --pod client-0 --namespace demo --labels app=client,version=v1 --no-access-log
 wait_url http://127.0.0.71:15021/healthz/ready || { notok locality_sidecar "$(tail -3 "$T/client.log")"; exit 1; }
 
 # N requests; prints how many each backend answered, and the failures
@@ -190,4 +224,22 @@ set -- $(codes api.demo.svc.cluster.local 10)
 [ "$1" = 10 ] && ok locality_retry_remote_localities || notok locality_retry_remote_localities "$1 x 200, $2 failed"
 set -- $(codes api-local.demo.svc.cluster.local 10)
 [ "$2" = 10 ] && ok locality_retry_stays_local_by_default || notok locality_retry_stays_local_by_default "$1 x 200, $2 failed"
+
+# failoverPriority: backends answering for "ver", counted
+versions() { # n -> "v1 v2 failed"
+    v1=0 v2=0 f=0 i=0
+    while [ $i -lt "$1" ]; do
+        who=$(curl -s -m 3 -D - -o /dev/null -H 'Host: ver.demo.svc.cluster.local' http://127.0.0.71:8080/ |
+            tr -d '\r' | sed -n 's/^x-backend: //Ip')
+        case "$who" in ver-v1) v1=$((v1 + 1)) ;; ver-v2) v2=$((v2 + 1)) ;; *) f=$((f + 1)) ;; esac
+        i=$((i + 1))
+    done
+    echo "$v1 $v2 $f"
+}
+set -- $(versions 10)
+[ "$1" = 10 ] && ok locality_failover_priority_same_version_first || notok locality_failover_priority_same_version_first "v1 $1, v2 $2, failed $3"
+stop ver-1
+versions 3 >/dev/null # the failures that eject the v1 pod
+set -- $(versions 10)
+[ "$2" = 10 ] && ok locality_failover_priority_next_rank || notok locality_failover_priority_next_rank "v1 $1, v2 $2, failed $3"
 finish

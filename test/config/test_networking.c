@@ -966,6 +966,14 @@ static const nw_case_t dr_invalid[] = {
      "a/*, to: {\"a/*\": 100}}]\n"
      "      failover: [{from: a, to: b}]",
      "spec.trafficPolicy.loadBalancer.localityLbSetting:", "cannot both be set"},
+    {"distribute and failoverPriority",
+     "host: a\ntrafficPolicy:\n  loadBalancer:\n    localityLbSetting:\n      distribute: [{from: "
+     "a/*, to: {\"a/*\": 100}}]\n"
+     "      failoverPriority: [version]",
+     "spec.trafficPolicy.loadBalancer.localityLbSetting:", "distribute and failoverPriority"},
+    {"failoverPriority entry without a label",
+     "host: a\ntrafficPolicy:\n  loadBalancer:\n    localityLbSetting: {failoverPriority: [version, \"=v2\"]}",
+     "spec.trafficPolicy.loadBalancer.localityLbSetting.failoverPriority:", "entry 1 names no label"},
     {"failover to the same region",
      "host: a\ntrafficPolicy:\n  loadBalancer:\n    localityLbSetting: {failover: [{from: us-east, "
      "to: us-east}]}",

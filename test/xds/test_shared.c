@@ -405,6 +405,55 @@ static void test_locality_parts(void **state)
     world_close(&w);
 }
 
+/* A sidecar in us-east/zone-a with this version label. */
+static xds_proxy_t *versioned_proxy(const char *ip, const char *version)
+{
+    cfg_mapent_t ent = {.key = "version", .str = (char *)version};
+    cfg_map_t labels = {&ent, 1};
+    xds_proxy_t *p = xds_proxy_new(XDS_SIDECAR, ip, "client-0", "default", "default", &labels);
+    p->locality = "us-east/zone-a";
+    return p;
+}
+
+/* With failoverPriority, endpoints depend on the caller's values of the
+ * listed labels: callers that differ in them get their own parts, each
+ * byte for byte the whole translation, and callers that agree share one. */
+static void test_failover_priority_parts(void **state)
+{
+    (void)state;
+    world_t w;
+    xw_bookinfo(&w.x);
+    xw_text(&w.x, "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                  "metadata: {name: reviews, namespace: default}\n"
+                  "spec: {host: reviews, trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3}, "
+                  "loadBalancer: {localityLbSetting: {failoverPriority: [version]}}}}\n");
+    xw_commit(&w.x);
+    w.in = (xds_input_t){.snap = w.x.snap, .reg = w.x.reg};
+    tx_shared_t *c = tx_shared_new(&w.in);
+    /* one locality; versions v1, v2, v1 */
+    const char *versions[] = {"v1", "v2", "v1"};
+    const char *ips[] = {"10.9.0.1", "10.9.0.2", "10.9.0.3"};
+    uint64_t h[3];
+    for (size_t i = 0; i < 3; i++) {
+        xds_proxy_t *p = versioned_proxy(ips[i], versions[i]);
+        xds_resources_t *full = xds_translate(&w.in, p);
+        xds_resources_t *r = tx_translate_shared(c, &w.in, p);
+        assert_identical(r, full, versions[i]);
+        h[i] = res_hash(r, XDS_ENDPOINT, "outbound|9080||reviews.default.svc.cluster.local");
+        xds_resources_unref(r);
+        xds_resources_unref(full);
+        xds_proxy_free(p);
+    }
+    assert_true(h[0] == h[2]); /* same version */
+    assert_true(h[0] != h[1]); /* v1 first for one, v2 first for the other */
+    uint64_t built, reused;
+    tx_shared_stats(c, &built, &reused);
+    assert_int_equal(built, 2);
+    assert_int_equal(reused, 1);
+    tx_shared_unref(c);
+    world_close(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -413,6 +462,7 @@ int main(void)
         cmocka_unit_test(test_whole_translations),
         cmocka_unit_test(test_threads_share_one_cache),
         cmocka_unit_test(test_locality_parts),
+        cmocka_unit_test(test_failover_priority_parts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

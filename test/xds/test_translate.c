@@ -420,6 +420,111 @@ static void test_locality_failover(void **state)
     xw_close(&w);
 }
 
+/* The priority of the group holding the endpoint at ip, -1 if absent. */
+static int addr_priority(json_object *cla, const char *ip)
+{
+    json_object *eps = jget(cla, "endpoints");
+    for (size_t i = 0; eps && i < json_object_array_length(eps); i++) {
+        json_object *g = json_object_array_get_idx(eps, i);
+        json_object *lbs = jget(g, "lbEndpoints");
+        for (size_t j = 0; lbs && j < json_object_array_length(lbs); j++)
+            if (strcmp(jstr(json_object_array_get_idx(lbs, j), "endpoint.address.socketAddress.address"), ip) == 0) {
+                json_object *p = jget(g, "priority");
+                return p ? json_object_get_int(p) : 0;
+            }
+    }
+    return -1;
+}
+
+/* Replaces the reviews DestinationRule: outlier detection and this
+ * localityLbSetting (flow YAML). */
+static void reviews_failover_dr(world_t *w, const char *lls)
+{
+    cfg_store_delete(w->store, CFG_DestinationRule, "default", "reviews");
+    char y[1024];
+    snprintf(y, sizeof(y),
+             "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+             "metadata: {name: reviews, namespace: default}\n"
+             "spec:\n  host: reviews\n  trafficPolicy:\n"
+             "    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m}\n"
+             "    loadBalancer: {localityLbSetting: %s}\n",
+             lls);
+    xw_text(w, y);
+    xw_commit(w);
+}
+
+/* failoverPriority: endpoints ordered by how many of the listed labels
+ * (in order) they share with the caller, before (or instead of) locality. */
+static void test_failover_priority(void **state)
+{
+    (void)state;
+    const char *reviews = "outbound|9080||reviews.default.svc.cluster.local";
+    /* reviews: v1 10.1.0.31 us-east/zone-a, v2 10.1.0.32 and v3 10.1.0.33
+     * us-east/zone-b, v1 10.2.0.31 eu-west, v1 10.3.0.31 ap-south; the
+     * caller productpage-v1 (version v1) in us-east/zone-a */
+    static const struct {
+        const char *lls;
+        int want[5]; /* 10.1.0.31, .32, .33, 10.2.0.31, 10.3.0.31 */
+    } cases[] = {
+        /* the same version first, wherever it runs */
+        {"{failoverPriority: [version]}", {0, 1, 1, 0, 0}},
+        /* within a rank, the region order `failover` gives */
+        {"{failoverPriority: [version], failover: [{from: us-east, to: ap-south}]}", {0, 3, 3, 2, 1}},
+        /* a value to match instead of the caller's: region first, then v3 */
+        {"{failoverPriority: [topology.kubernetes.io/region, version=v3]}", {1, 1, 0, 2, 2}},
+        /* region and zone as labels: the locality order without failover */
+        {"{failoverPriority: [topology.kubernetes.io/region, topology.kubernetes.io/zone]}", {0, 1, 1, 2, 2}},
+        /* one cluster: every endpoint shares the caller's */
+        {"{failoverPriority: [topology.istio.io/cluster, version]}", {0, 1, 1, 0, 0}},
+    };
+    static const char *const ips[5] = {"10.1.0.31", "10.1.0.32", "10.1.0.33", "10.2.0.31", "10.3.0.31"};
+    world_t w;
+    xw_bookinfo(&w);
+    xw_text(&w, far_reviews);
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        reviews_failover_dr(&w, cases[c].lls);
+        xds_proxy_t *p = pod_proxy(&w, "default", "productpage-v1-0");
+        xds_resources_t *r = xw_translate(&w, p);
+        json_object *cla = res_json(r, XDS_ENDPOINT, reviews);
+        for (size_t i = 0; i < 5; i++) {
+            if (addr_priority(cla, ips[i]) != cases[c].want[i])
+                fail_msg("%s: %s has priority %d, want %d", cases[c].lls, ips[i], addr_priority(cla, ips[i]),
+                         cases[c].want[i]);
+        }
+        json_object_put(cla);
+        xds_resources_unref(r);
+        xds_proxy_free(p);
+    }
+
+    /* a caller without the label and without a locality: one priority */
+    reviews_failover_dr(&w, "{failoverPriority: [version]}");
+    xds_proxy_t *p = xds_proxy_new(XDS_SIDECAR, "10.9.0.1", "client-0", "default", "default", NULL);
+    xds_resources_t *r = xw_translate(&w, p);
+    json_object *cla = res_json(r, XDS_ENDPOINT, reviews);
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(addr_priority(cla, ips[i]), 0);
+    json_object_put(cla);
+    xds_resources_unref(r);
+    xds_proxy_free(p);
+
+    /* without outlier detection the labels order nothing */
+    cfg_store_delete(w.store, CFG_DestinationRule, "default", "reviews");
+    xw_text(&w, "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                "metadata: {name: reviews, namespace: default}\n"
+                "spec:\n  host: reviews\n  trafficPolicy:\n"
+                "    loadBalancer: {localityLbSetting: {failoverPriority: [version]}}\n");
+    xw_commit(&w);
+    p = pod_proxy(&w, "default", "productpage-v1-0");
+    r = xw_translate(&w, p);
+    cla = res_json(r, XDS_ENDPOINT, reviews);
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(addr_priority(cla, ips[i]), 0);
+    json_object_put(cla);
+    xds_resources_unref(r);
+    xds_proxy_free(p);
+    xw_close(&w);
+}
+
 static void test_locality_distribute(void **state)
 {
     (void)state;
@@ -921,6 +1026,7 @@ int main(void)
         cmocka_unit_test(test_golden_bookinfo_gateway),
         cmocka_unit_test(test_subset_endpoints),
         cmocka_unit_test(test_locality_failover),
+        cmocka_unit_test(test_failover_priority),
         cmocka_unit_test(test_locality_distribute),
         cmocka_unit_test(test_destination_rule_policies),
         cmocka_unit_test(test_routes_match_order),
