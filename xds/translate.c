@@ -914,14 +914,15 @@ static bool policy_failover_priority(const cfg_TrafficPolicy *tp)
     return false;
 }
 
-/* Whether some policy of a DestinationRule orders endpoints by labels
- * (failoverPriority): its endpoints then depend on the proxy's labels. */
-static bool dr_failover_priority(const cfg_DestinationRule *dr)
+/* Whether the DestinationRule's traffic policy or a subset's says yes. */
+static bool dr_any_policy(const cfg_DestinationRule *dr, bool (*says)(const cfg_TrafficPolicy *))
 {
-    if (policy_failover_priority(dr->trafficPolicy))
+    if (dr == NULL)
+        return false;
+    if (says(dr->trafficPolicy))
         return true;
     for (uint32_t i = 0; i < dr->subsets.n; i++)
-        if (policy_failover_priority(dr->subsets.v[i].trafficPolicy))
+        if (says(dr->subsets.v[i].trafficPolicy))
             return true;
     return false;
 }
@@ -930,15 +931,7 @@ static bool dr_failover_priority(const cfg_DestinationRule *dr)
  * locality (failover priorities need outlier detection; distribute). */
 static bool dr_by_locality(const cfg_object_t *o)
 {
-    const cfg_DestinationRule *dr = o ? CFG_BODY(o, DestinationRule)->spec : NULL;
-    if (dr == NULL)
-        return false;
-    if (policy_by_locality(dr->trafficPolicy))
-        return true;
-    for (uint32_t i = 0; i < dr->subsets.n; i++)
-        if (policy_by_locality(dr->subsets.v[i].trafficPolicy))
-            return true;
-    return false;
+    return o && dr_any_policy(CFG_BODY(o, DestinationRule)->spec, policy_by_locality);
 }
 
 static int collect_dr_sel(void *ud, cfg_object_t *o)
@@ -948,7 +941,8 @@ static int collect_dr_sel(void *ud, cfg_object_t *o)
     if (dr && dr->workloadSelector)
         sel_add(c, o->namespace, &dr->workloadSelector->matchLabels);
     c->by_locality |= dr_by_locality(o);
-    if (dr && dr_by_locality(o) && dr_failover_priority(dr)) {
+    /* some policy orders endpoints by labels: they depend on the proxy's */
+    if (dr_by_locality(o) && dr_any_policy(dr, policy_failover_priority)) {
         if (c->nfo_drs == c->capfo_drs) {
             c->capfo_drs = c->capfo_drs ? c->capfo_drs * 2 : 8;
             c->fo_drs = mesh_xrealloc(c->fo_drs, c->capfo_drs * sizeof(*c->fo_drs));

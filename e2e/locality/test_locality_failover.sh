@@ -34,25 +34,33 @@ spec:
 status: {phase: Running, podIP: $2}
 YAML
 }
-mkdir -p "$T/config"
-{
-    cat <<'YAML'
+service() { # name, app, then pod=ip for each endpoint
+    name=$1 app=$2
+    shift 2
+    cat <<YAML
+---
 apiVersion: v1
 kind: Service
-metadata: {name: web, namespace: demo}
+metadata: {name: $name, namespace: demo}
 spec:
-  selector: {app: web}
+  selector: {app: $app}
   ports: [{name: http, port: 8080, targetPort: 8080}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
-metadata: {name: web-1, namespace: demo, labels: {kubernetes.io/service-name: web}}
+metadata: {name: $name-1, namespace: demo, labels: {kubernetes.io/service-name: $name}}
 addressType: IPv4
 ports: [{name: http, port: 8080, protocol: TCP}]
 endpoints:
-- {addresses: [127.0.0.72], conditions: {ready: true}, targetRef: {kind: Pod, name: web-a, namespace: demo}}
-- {addresses: [127.0.0.73], conditions: {ready: true}, targetRef: {kind: Pod, name: web-b, namespace: demo}}
-- {addresses: [127.0.0.74], conditions: {ready: true}, targetRef: {kind: Pod, name: web-c, namespace: demo}}
+YAML
+    for ep in "$@"; do
+        echo "- {addresses: [${ep#*=}], conditions: {ready: true}, targetRef: {kind: Pod, name: ${ep%%=*}, namespace: demo}}"
+    done
+}
+mkdir -p "$T/config"
+{
+    service web web web-a=127.0.0.72 web-b=127.0.0.73 web-c=127.0.0.74
+    cat <<'YAML'
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -76,24 +84,8 @@ YAML
     pod api-a2 127.0.0.76 region1.zone-a api
     pod api-b 127.0.0.77 region1.zone-b api
     for svc in api api-local; do
+        service $svc api api-a1=127.0.0.75 api-a2=127.0.0.76 api-b=127.0.0.77
         cat <<YAML
----
-apiVersion: v1
-kind: Service
-metadata: {name: $svc, namespace: demo}
-spec:
-  selector: {app: api}
-  ports: [{name: http, port: 8080, targetPort: 8080}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: $svc-1, namespace: demo, labels: {kubernetes.io/service-name: $svc}}
-addressType: IPv4
-ports: [{name: http, port: 8080, protocol: TCP}]
-endpoints:
-- {addresses: [127.0.0.75], conditions: {ready: true}, targetRef: {kind: Pod, name: api-a1, namespace: demo}}
-- {addresses: [127.0.0.76], conditions: {ready: true}, targetRef: {kind: Pod, name: api-a2, namespace: demo}}
-- {addresses: [127.0.0.77], conditions: {ready: true}, targetRef: {kind: Pod, name: api-b, namespace: demo}}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -106,23 +98,8 @@ YAML
     done
     pod ver-1 127.0.0.78 region2.zone-c ver v1
     pod ver-2 127.0.0.79 region1.zone-a ver v2
+    service ver ver ver-1=127.0.0.78 ver-2=127.0.0.79
     cat <<'YAML'
----
-apiVersion: v1
-kind: Service
-metadata: {name: ver, namespace: demo}
-spec:
-  selector: {app: ver}
-  ports: [{name: http, port: 8080, targetPort: 8080}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: ver-1, namespace: demo, labels: {kubernetes.io/service-name: ver}}
-addressType: IPv4
-ports: [{name: http, port: 8080, protocol: TCP}]
-endpoints:
-- {addresses: [127.0.0.78], conditions: {ready: true}, targetRef: {kind: Pod, name: ver-1, namespace: demo}}
-- {addresses: [127.0.0.79], conditions: {ready: true}, targetRef: {kind: Pod, name: ver-2, namespace: demo}}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -168,23 +145,26 @@ start client "$BUILD/meshproxy" sidecar --xds-addr 127.0.0.70:25710 --node-ip 12
     --pod client-0 --namespace demo --labels app=client,version=v1 --no-access-log
 wait_url http://127.0.0.71:15021/healthz/ready || { notok locality_sidecar "$(tail -3 "$T/client.log")"; exit 1; }
 
-# N requests; prints how many each backend answered, and the failures
-send() { # n
-    a=0 b=0 c=0 f=0
-    i=0
-    while [ $i -lt "$1" ]; do
-        who=$(curl -s -m 3 -D - -o /dev/null -H 'Host: web.demo.svc.cluster.local' http://127.0.0.71:8080/ |
-            tr -d '\r' | sed -n 's/^x-backend: //Ip')
-        case "$who" in
-        zone-a) a=$((a + 1)) ;;
-        zone-b) b=$((b + 1)) ;;
-        region2) c=$((c + 1)) ;;
-        *) f=$((f + 1)) ;;
-        esac
+# n requests to host; prints how many each named backend answered
+# (x-backend), then the failures
+tally() { # host, n, names...
+    host=$1 n=$2
+    shift 2
+    got="" i=0
+    while [ $i -lt "$n" ]; do
+        got="$got $(curl -s -m 3 -D - -o /dev/null -H "Host: $host" http://127.0.0.71:8080/ |
+            tr -d '\r' | sed -n 's/^x-backend: //Ip')"
         i=$((i + 1))
     done
-    echo "$a $b $c $f"
+    out="" f=$n
+    for name in "$@"; do
+        c=0
+        for w in $got; do [ "$w" = "$name" ] && c=$((c + 1)); done
+        out="$out $c" f=$((f - c))
+    done
+    echo $out $f
 }
+send() { tally web.demo.svc.cluster.local "$1" zone-a zone-b region2; }
 set -- $(send 20)
 [ "$1" = 20 ] && ok locality_same_zone_first || notok locality_same_zone_first "zone-a $1, zone-b $2, region2 $3, failed $4"
 
@@ -225,17 +205,8 @@ set -- $(codes api.demo.svc.cluster.local 10)
 set -- $(codes api-local.demo.svc.cluster.local 10)
 [ "$2" = 10 ] && ok locality_retry_stays_local_by_default || notok locality_retry_stays_local_by_default "$1 x 200, $2 failed"
 
-# failoverPriority: backends answering for "ver", counted
-versions() { # n -> "v1 v2 failed"
-    v1=0 v2=0 f=0 i=0
-    while [ $i -lt "$1" ]; do
-        who=$(curl -s -m 3 -D - -o /dev/null -H 'Host: ver.demo.svc.cluster.local' http://127.0.0.71:8080/ |
-            tr -d '\r' | sed -n 's/^x-backend: //Ip')
-        case "$who" in ver-v1) v1=$((v1 + 1)) ;; ver-v2) v2=$((v2 + 1)) ;; *) f=$((f + 1)) ;; esac
-        i=$((i + 1))
-    done
-    echo "$v1 $v2 $f"
-}
+# failoverPriority: the v1 pod in region2 first, then v2 in the client's zone
+versions() { tally ver.demo.svc.cluster.local "$1" ver-v1 ver-v2; }
 set -- $(versions 10)
 [ "$1" = 10 ] && ok locality_failover_priority_same_version_first || notok locality_failover_priority_same_version_first "v1 $1, v2 $2, failed $3"
 stop ver-1

@@ -368,90 +368,82 @@ static void test_threads_share_one_cache(void **state)
     world_close(&w);
 }
 
+/* Translates three proxies through one cache under a reviews
+ * DestinationRule (its spec as flow YAML): each result byte for byte the
+ * whole translation; the first two share reviews' endpoints and one part,
+ * the third has its own. */
+static void three_parts(const char *spec, xds_proxy_t *(*proxy)(world_t *w, size_t i))
+{
+    world_t w;
+    xw_bookinfo(&w.x);
+    char y[512];
+    snprintf(y, sizeof(y),
+             "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+             "metadata: {name: reviews, namespace: default}\nspec: %s\n",
+             spec);
+    xw_text(&w.x, y);
+    xw_commit(&w.x);
+    w.in = (xds_input_t){.snap = w.x.snap, .reg = w.x.reg};
+    tx_shared_t *c = tx_shared_new(&w.in);
+    uint64_t h[3];
+    for (size_t i = 0; i < 3; i++) {
+        xds_proxy_t *p = proxy(&w, i);
+        xds_resources_t *full = xds_translate(&w.in, p);
+        xds_resources_t *r = tx_translate_shared(c, &w.in, p);
+        assert_identical(r, full, p->id);
+        h[i] = res_hash(r, XDS_ENDPOINT, "outbound|9080||reviews.default.svc.cluster.local");
+        xds_resources_unref(r);
+        xds_resources_unref(full);
+        xds_proxy_free(p);
+    }
+    assert_true(h[0] == h[1]);
+    assert_true(h[0] != h[2]);
+    uint64_t built, reused;
+    tx_shared_stats(c, &built, &reused);
+    assert_int_equal(built, 2);
+    assert_int_equal(reused, 1);
+    tx_shared_unref(c);
+    world_close(&w);
+}
+
+/* details and ratings in zone-a, reviews-v2 in zone-b */
+static xds_proxy_t *zoned_proxy(world_t *w, size_t i)
+{
+    static const char *const pods[] = {"details-v1-0", "ratings-v1-0", "reviews-v2-0"};
+    return xw_pod_proxy(&w->x, "default", pods[i], XDS_SIDECAR);
+}
+
 /* With outlier detection on a DestinationRule, endpoints depend on the
  * caller's locality (failover priorities): proxies in different zones get
  * their own parts, each still byte for byte the whole translation. */
 static void test_locality_parts(void **state)
 {
     (void)state;
-    world_t w;
-    xw_bookinfo(&w.x);
-    xw_text(&w.x, "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
-                  "metadata: {name: reviews, namespace: default}\n"
-                  "spec: {host: reviews, trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3}}}\n");
-    xw_commit(&w.x);
-    w.in = (xds_input_t){.snap = w.x.snap, .reg = w.x.reg};
-    tx_shared_t *c = tx_shared_new(&w.in);
-    /* details and ratings in zone-a, reviews-v2 in zone-b */
-    const char *pods[] = {"details-v1-0", "ratings-v1-0", "reviews-v2-0"};
-    uint64_t h[3];
-    for (size_t i = 0; i < 3; i++) {
-        xds_proxy_t *p = xw_pod_proxy(&w.x, "default", pods[i], XDS_SIDECAR);
-        xds_resources_t *full = xds_translate(&w.in, p);
-        xds_resources_t *r = tx_translate_shared(c, &w.in, p);
-        assert_identical(r, full, pods[i]);
-        h[i] = res_hash(r, XDS_ENDPOINT, "outbound|9080||reviews.default.svc.cluster.local");
-        xds_resources_unref(r);
-        xds_resources_unref(full);
-        xds_proxy_free(p);
-    }
-    assert_true(h[0] == h[1]); /* same zone */
-    assert_true(h[0] != h[2]); /* other zone: other priorities */
-    uint64_t built, reused;
-    tx_shared_stats(c, &built, &reused);
-    assert_int_equal(built, 2);
-    assert_int_equal(reused, 1);
-    tx_shared_unref(c);
-    world_close(&w);
+    three_parts("{host: reviews, trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3}}}", zoned_proxy);
 }
 
-/* A sidecar in us-east/zone-a with this version label. */
-static xds_proxy_t *versioned_proxy(const char *ip, const char *version)
+/* Sidecars in us-east/zone-a with versions v1, v1, v2. */
+static xds_proxy_t *versioned_proxy(world_t *w, size_t i)
 {
-    cfg_mapent_t ent = {.key = "version", .str = (char *)version};
+    (void)w;
+    static const char *const versions[] = {"v1", "v1", "v2"};
+    static const char *const ips[] = {"10.9.0.1", "10.9.0.2", "10.9.0.3"};
+    cfg_mapent_t ent = {.key = "version", .str = (char *)versions[i]};
     cfg_map_t labels = {&ent, 1};
-    xds_proxy_t *p = xds_proxy_new(XDS_SIDECAR, ip, "client-0", "default", "default", &labels);
+    xds_proxy_t *p = xds_proxy_new(XDS_SIDECAR, ips[i], "client-0", "default", "default", &labels);
     p->locality = "us-east/zone-a";
     return p;
 }
 
 /* With failoverPriority, endpoints depend on the caller's values of the
- * listed labels: callers that differ in them get their own parts, each
- * byte for byte the whole translation, and callers that agree share one. */
+ * listed labels: callers that differ in them get their own parts, callers
+ * that agree share one. */
 static void test_failover_priority_parts(void **state)
 {
     (void)state;
-    world_t w;
-    xw_bookinfo(&w.x);
-    xw_text(&w.x, "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
-                  "metadata: {name: reviews, namespace: default}\n"
-                  "spec: {host: reviews, trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3}, "
-                  "loadBalancer: {localityLbSetting: {failoverPriority: [version]}}}}\n");
-    xw_commit(&w.x);
-    w.in = (xds_input_t){.snap = w.x.snap, .reg = w.x.reg};
-    tx_shared_t *c = tx_shared_new(&w.in);
-    /* one locality; versions v1, v2, v1 */
-    const char *versions[] = {"v1", "v2", "v1"};
-    const char *ips[] = {"10.9.0.1", "10.9.0.2", "10.9.0.3"};
-    uint64_t h[3];
-    for (size_t i = 0; i < 3; i++) {
-        xds_proxy_t *p = versioned_proxy(ips[i], versions[i]);
-        xds_resources_t *full = xds_translate(&w.in, p);
-        xds_resources_t *r = tx_translate_shared(c, &w.in, p);
-        assert_identical(r, full, versions[i]);
-        h[i] = res_hash(r, XDS_ENDPOINT, "outbound|9080||reviews.default.svc.cluster.local");
-        xds_resources_unref(r);
-        xds_resources_unref(full);
-        xds_proxy_free(p);
-    }
-    assert_true(h[0] == h[2]); /* same version */
-    assert_true(h[0] != h[1]); /* v1 first for one, v2 first for the other */
-    uint64_t built, reused;
-    tx_shared_stats(c, &built, &reused);
-    assert_int_equal(built, 2);
-    assert_int_equal(reused, 1);
-    tx_shared_unref(c);
-    world_close(&w);
+    three_parts("{host: reviews, trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3}, "
+                "loadBalancer: {localityLbSetting: {failoverPriority: [version]}}}}",
+                versioned_proxy);
 }
 
 int main(void)

@@ -338,6 +338,23 @@ static int group_priority(json_object *cla, const char *region, const char *zone
     return -1;
 }
 
+/* Replaces the reviews DestinationRule: outlier detection (when asked) and
+ * this localityLbSetting (flow YAML). */
+static void reviews_dr(world_t *w, bool outlier, const char *lls)
+{
+    cfg_store_delete(w->store, CFG_DestinationRule, "default", "reviews");
+    char y[1024];
+    snprintf(y, sizeof(y),
+             "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+             "metadata: {name: reviews, namespace: default}\n"
+             "spec:\n  host: reviews\n  trafficPolicy:\n%s"
+             "    loadBalancer: {localityLbSetting: %s}\n",
+             outlier ? "    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m}\n" : "",
+             lls);
+    xw_text(w, y);
+    xw_commit(w);
+}
+
 static void test_locality_failover(void **state)
 {
     (void)state;
@@ -403,12 +420,7 @@ static void test_locality_failover(void **state)
     cfg_store_delete(w.store, CFG_VirtualService, "default", "reviews");
 
     /* without outlier detection there is no failover: one priority */
-    cfg_store_delete(w.store, CFG_DestinationRule, "default", "reviews");
-    xw_text(&w, "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
-                "metadata: {name: reviews, namespace: default}\n"
-                "spec:\n  host: reviews\n  trafficPolicy:\n"
-                "    loadBalancer: {localityLbSetting: {failover: [{from: us-east, to: ap-south}]}}\n");
-    xw_commit(&w);
+    reviews_dr(&w, false, "{failover: [{from: us-east, to: ap-south}]}");
     p = pod_proxy(&w, "default", "productpage-v1-0");
     r = xw_translate(&w, p);
     cla = res_json(r, XDS_ENDPOINT, reviews);
@@ -434,23 +446,6 @@ static int addr_priority(json_object *cla, const char *ip)
             }
     }
     return -1;
-}
-
-/* Replaces the reviews DestinationRule: outlier detection and this
- * localityLbSetting (flow YAML). */
-static void reviews_failover_dr(world_t *w, const char *lls)
-{
-    cfg_store_delete(w->store, CFG_DestinationRule, "default", "reviews");
-    char y[1024];
-    snprintf(y, sizeof(y),
-             "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
-             "metadata: {name: reviews, namespace: default}\n"
-             "spec:\n  host: reviews\n  trafficPolicy:\n"
-             "    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m}\n"
-             "    loadBalancer: {localityLbSetting: %s}\n",
-             lls);
-    xw_text(w, y);
-    xw_commit(w);
 }
 
 /* failoverPriority: endpoints ordered by how many of the listed labels
@@ -482,7 +477,7 @@ static void test_failover_priority(void **state)
     xw_bookinfo(&w);
     xw_text(&w, far_reviews);
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
-        reviews_failover_dr(&w, cases[c].lls);
+        reviews_dr(&w, true, cases[c].lls);
         xds_proxy_t *p = pod_proxy(&w, "default", "productpage-v1-0");
         xds_resources_t *r = xw_translate(&w, p);
         json_object *cla = res_json(r, XDS_ENDPOINT, reviews);
@@ -497,7 +492,7 @@ static void test_failover_priority(void **state)
     }
 
     /* a caller without the label and without a locality: one priority */
-    reviews_failover_dr(&w, "{failoverPriority: [version]}");
+    reviews_dr(&w, true, "{failoverPriority: [version]}");
     xds_proxy_t *p = xds_proxy_new(XDS_SIDECAR, "10.9.0.1", "client-0", "default", "default", NULL);
     xds_resources_t *r = xw_translate(&w, p);
     json_object *cla = res_json(r, XDS_ENDPOINT, reviews);
@@ -508,12 +503,7 @@ static void test_failover_priority(void **state)
     xds_proxy_free(p);
 
     /* without outlier detection the labels order nothing */
-    cfg_store_delete(w.store, CFG_DestinationRule, "default", "reviews");
-    xw_text(&w, "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
-                "metadata: {name: reviews, namespace: default}\n"
-                "spec:\n  host: reviews\n  trafficPolicy:\n"
-                "    loadBalancer: {localityLbSetting: {failoverPriority: [version]}}\n");
-    xw_commit(&w);
+    reviews_dr(&w, false, "{failoverPriority: [version]}");
     p = pod_proxy(&w, "default", "productpage-v1-0");
     r = xw_translate(&w, p);
     cla = res_json(r, XDS_ENDPOINT, reviews);
