@@ -42,18 +42,6 @@ WARM=2
 
 echo "== mtls: meshproxy sidecar pair with mTLS vs plaintext, HAProxy and nginx pairs (1 worker each, same run)"
 
-for t in wrk h2load taskset openssl curl nginx haproxy; do
-    if ! command -v "$t" >/dev/null 2>&1; then
-        echo "!! $t is missing (make deps-bench)"
-        exit 1
-    fi
-done
-for b in "$BUILD/meshproxy" "$BUILD/backend" "$BUILD/bench/tls_handshakes"; do
-    if [ ! -x "$b" ]; then
-        echo "!! $b is missing (make $b)"
-        exit 1
-    fi
-done
 case $KEY in
 ec) KEYOPT="-newkey ec -pkeyopt ec_paramgen_curve:P-256" KEYNAME="ECDSA P-256" ;;
 rsa) KEYOPT="-newkey rsa:2048" KEYNAME="RSA 2048" ;;
@@ -63,35 +51,15 @@ rsa) KEYOPT="-newkey rsa:2048" KEYNAME="RSA 2048" ;;
     ;;
 esac
 
-TMP=$(mktemp -d /tmp/mtls-bench.XXXXXX) || exit 1
-PIDS=""
-cleanup() {
-    for p in $PIDS; do
-        kill "$p" 2>/dev/null
-    done
-    sleep 0.3
-    for p in $PIDS; do
-        kill -9 "$p" 2>/dev/null
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
+. "$(dirname "$0")/lib.sh"
+need wrk h2load taskset openssl curl nginx haproxy
+need_built "$BUILD/meshproxy" "$BUILD/backend" "$BUILD/bench/tls_handshakes"
+bench_tmp mtls-bench
 
-# CPU placement: both instances of the pair under test on CPU 1 (they take
-# turns with each request); wrk/h2load, the handshake client and the backend
-# on CPU 0.
-if [ "$(nproc)" -ge 2 ]; then
-    PROXY_CPU="taskset -c 1"
-    LOAD_CPU="taskset -c 0"
-    echo "placement: both instances of the pair under test on CPU 1; load generator, handshake client and backend on CPU 0"
-else
-    PROXY_CPU=""
-    LOAD_CPU=""
-    echo "placement: one CPU only: proxies, load generator and backend share it"
-fi
+# both instances of a pair on CPU 1 (they take turns with each request)
+pin "both instances of the pair under test" "load generator, handshake client and backend"
 echo "load: wrk -t1 -c$CONNS, ${WARM} s warm-up then ${SECS} s measured; $RUNS run(s) each; certificates: $KEYNAME"
-echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -1), $(uname -sr), $(date -u '+%Y-%m-%d %H:%M UTC')"
+machine_line
 echo "versions: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v 2>/dev/null | awk 'NR == 1 { print $3 }'), $(openssl version)"
 echo "note: the machine is shared with other engineers' builds and tests"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -135,41 +103,6 @@ procs_of() {
 }
 server_proc_of() { set -- $(procs_of "$1"); echo "$2"; }
 
-# Waits until the URL answers 200 (5 s at most).
-wait_http() {
-    i=0
-    while [ $i -lt 50 ]; do
-        if curl -s -o /dev/null -m 1 -w '%{http_code}' "http://$1/" 2>/dev/null | grep -q '^200$'; then
-            return 0
-        fi
-        sleep 0.1
-        i=$((i + 1))
-    done
-    return 1
-}
-
-tree() {
-    echo "$1"
-    for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
-        tree "$c"
-    done
-}
-rss_kb() {
-    s=0
-    for p in $(tree "$1"); do
-        v=$(awk '/^VmRSS:/ { print $2 }' /proc/"$p"/status 2>/dev/null)
-        s=$((s + ${v:-0}))
-    done
-    echo $s
-}
-cpu_ticks() {
-    s=0
-    for p in $(tree "$1"); do
-        v=$(sed 's/.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 }')
-        s=$((s + ${v:-0}))
-    done
-    echo $s
-}
 # CPU ticks of every process of a pair.
 pair_ticks() {
     s=0
@@ -184,14 +117,6 @@ pair_rss() {
         s=$((s + $(rss_kb "$(eval echo "\$pid_$n")")))
     done
     echo $s
-}
-mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-
-to_ms() {
-    echo "$1" | awk '{
-        v = $1 + 0
-        if ($1 ~ /us$/) v /= 1000; else if ($1 ~ /ms$/) v = v; else if ($1 ~ /s$/) v *= 1000
-        printf "%.3f", v }'
 }
 
 # ---- certificates ----

@@ -21,46 +21,15 @@ WARM=2
 
 echo "== proxy: meshproxy vs nginx, HAProxy, h2o (1 worker each, same backend, same run)"
 
-for t in wrk h2load taskset; do
-    if ! command -v "$t" >/dev/null 2>&1; then
-        echo "!! $t is missing (make deps-bench)"
-        exit 1
-    fi
-done
-for b in "$BUILD/meshproxy" "$BUILD/backend"; do
-    if [ ! -x "$b" ]; then
-        echo "!! $b is missing (make $b)"
-        exit 1
-    fi
-done
 
-TMP=$(mktemp -d /tmp/proxy-bench.XXXXXX) || exit 1
-PIDS=""
-cleanup() {
-    for p in $PIDS; do
-        kill "$p" 2>/dev/null
-    done
-    sleep 0.3
-    for p in $PIDS; do
-        kill -9 "$p" 2>/dev/null
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
+. "$(dirname "$0")/lib.sh"
+need wrk h2load taskset
+need_built "$BUILD/meshproxy" "$BUILD/backend"
+bench_tmp proxy-bench
 
-# CPU placement: the proxy alone on CPU 1; wrk/h2load and the backend on CPU 0.
-if [ "$(nproc)" -ge 2 ]; then
-    PROXY_CPU="taskset -c 1"
-    LOAD_CPU="taskset -c 0"
-    echo "placement: proxy under test on CPU 1; load generator and backend on CPU 0"
-else
-    PROXY_CPU=""
-    LOAD_CPU=""
-    echo "placement: one CPU only: proxy, load generator and backend share it"
-fi
+pin "proxy under test" "load generator and backend"
 echo "load: wrk -t1 -c$CONNS, ${WARM} s warm-up then ${SECS} s measured; $RUNS run(s) each"
-echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -1), $(uname -sr), $(date -u '+%Y-%m-%d %H:%M UTC')"
+machine_line
 echo "versions: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v 2>/dev/null | awk 'NR == 1 { print $3 }'), h2o $(h2o --version 2>/dev/null | awk 'NR == 1 { print $3 }')"
 echo "note: the machine is shared with other engineers' builds and tests"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -93,52 +62,6 @@ h2addr_of() {
     haproxy) echo 127.0.0.74:$((BASE + 2)) ;;
     h2o) echo 127.0.0.75:$((BASE + 1)) ;;
     esac
-}
-
-# Waits until HOST:PORT answers an HTTP request with 200 (5 s at most).
-wait_http() {
-    i=0
-    while [ $i -lt 50 ]; do
-        if curl -s -o /dev/null -m 1 -w '%{http_code}' "http://$1/$2" 2>/dev/null | grep -q '^200$'; then
-            return 0
-        fi
-        sleep 0.1
-        i=$((i + 1))
-    done
-    return 1
-}
-
-# A process and its children (nginx, h2o may fork helpers).
-tree() {
-    echo "$1"
-    for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
-        tree "$c"
-    done
-}
-rss_kb() {
-    s=0
-    for p in $(tree "$1"); do
-        v=$(awk '/^VmRSS:/ { print $2 }' /proc/"$p"/status 2>/dev/null)
-        s=$((s + ${v:-0}))
-    done
-    echo $s
-}
-cpu_ticks() {
-    s=0
-    for p in $(tree "$1"); do
-        v=$(sed 's/.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 }')
-        s=$((s + ${v:-0}))
-    done
-    echo $s
-}
-mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-
-# wrk latency "1.23ms" / "850.00us" / "1.02s" -> milliseconds.
-to_ms() {
-    echo "$1" | awk '{
-        v = $1 + 0
-        if ($1 ~ /us$/) v /= 1000; else if ($1 ~ /ms$/) v = v; else if ($1 ~ /s$/) v *= 1000
-        printf "%.3f", v }'
 }
 
 # ---- configs ----

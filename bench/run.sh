@@ -3,7 +3,8 @@
 # `make bench` builds everything first and calls this with BUILD set.
 #
 #   sh bench/run.sh [SECTION...]     sections: config_load, and inject, ca_sign,
-#                                    kube_sync, xds_load, proxy, mtls (default: all)
+#                                    kube_sync, xds_load, proxy, mtls, tcp_bulk
+#                                    (default: all)
 #
 # Each section is a function bench_<name> that prints a heading, runs one
 # benchmark and returns non-zero if it failed; add a section by writing the
@@ -12,7 +13,7 @@
 BUILD=${BUILD:-build}
 # A section runs when its script or binary exists (the parts arrive one by one).
 SECTIONS="config_load"
-for s in inject ca_sign kube_sync xds_load proxy mtls; do
+for s in inject ca_sign kube_sync xds_load proxy mtls tcp_bulk; do
     [ -f "bench/$s.sh" ] && SECTIONS="$SECTIONS $s"
 done
 
@@ -42,7 +43,7 @@ bench_config_load() {
 }
 
 # Sections kept in their own scripts (each prints its heading and figures).
-for s in inject ca_sign kube_sync xds_load proxy mtls; do
+for s in inject ca_sign kube_sync xds_load proxy mtls tcp_bulk; do
     eval "bench_$s() { BUILD=\"\$BUILD\" sh bench/$s.sh; }"
 done
 

@@ -288,10 +288,11 @@ static int handle(struct px_admin *a, int kind, bool post, const char *path, siz
                   (unsigned long long)c.od_eject_gw, (unsigned long long)c.od_overflow);
         sb_printf(b, "ssl.handshake: %llu\nssl.connection_error: %llu\n"
                   "rbac.allowed: %llu\nrbac.denied: %llu\nrbac.shadow_denied: %llu\n"
-                  "listener.no_filter_chain_match: %llu\n",
+                  "listener.no_filter_chain_match: %llu\ntcp.tunnels_spliced: %llu\n",
                   (unsigned long long)c.ssl_handshake, (unsigned long long)c.ssl_fail,
                   (unsigned long long)c.rbac_allowed, (unsigned long long)c.rbac_denied,
-                  (unsigned long long)c.rbac_shadow_denied, (unsigned long long)c.no_filter_chain);
+                  (unsigned long long)c.rbac_shadow_denied, (unsigned long long)c.no_filter_chain,
+                  (unsigned long long)c.tunnels_spliced);
         if (a->opt.xds) {
             px_xds_status_t st;
             px_xds_status(a->opt.xds, &st);

@@ -48,6 +48,7 @@
 #include "google/protobuf/struct.pb-c.h"
 #include "h2_internal.h"
 #include "rbac_internal.h"
+#include "splice_internal.h"
 #include "tls_internal.h"
 #include "proxy.h"
 
@@ -152,6 +153,7 @@ typedef struct wstats {
     counter_t ssl_fail, ssl_handshake;       /* TLS handshakes failed / completed (both sides) */
     counter_t rbac_allowed, rbac_denied, rbac_shadow_denied; /* authorization */
     counter_t no_chain;                      /* connections no filter chain matched */
+    counter_t spliced;                       /* tunnels switched to splice */
 } wstats_t;
 
 /* One listening socket of a worker. */
@@ -322,6 +324,10 @@ struct dconn {
     bool listener_gone; /* the listener left the config: close after this request */
     bool down_eof;      /* tunnel: the client finished sending */
     buf_t in, out;
+    /* a bulk plaintext tunnel moved by splice (sp_start): [0] the client's
+     * bytes to the upstream, [1] the upstream's to the client */
+    px_splice_t sp[2];
+    bool sp_on, sp_failed;
 
     /* current request */
     px_h1_msg_t req;
@@ -967,10 +973,68 @@ static size_t u_backlog(const uconn_t *u)
     return u->out.len + (u->h2s ? px_h2_pending(u->h2s) : 0) + u->hp->out.len;
 }
 
+/* ---- bulk tunnels by splice ----
+ *
+ * A tunnel whose both sides are plaintext sockets switches to splice once it
+ * has carried SPLICE_AFTER bytes and every buffer of both connections is
+ * empty; from then on sp_on_io moves both directions for events on either
+ * socket. Short tunnels never open a pipe. */
+#define SPLICE_AFTER (256 * 1024)
+#define SPLICE_BUDGET (1024 * 1024) /* bytes per direction per event */
+
+static bool sp_eligible(const dconn_t *d)
+{
+    const uconn_t *u = d->u;
+    return d->state == D_TUNNEL && !d->sp_on && !d->sp_failed && !d->w->srv->opt.no_splice &&
+           d->parent == NULL && d->tls == NULL && !d->down_eof && d->in.len == 0 && d->out.len == 0 &&
+           u != NULL && u->state == U_ACTIVE && u->hp == NULL && !u->h2 && u->tls == NULL && u->in.len == 0 &&
+           u->out.len == 0 && d->bytes_in + d->bytes_out >= SPLICE_AFTER;
+}
+
+static void sp_interest(dconn_t *d)
+{
+    const px_splice_t *up = &d->sp[0], *down = &d->sp[1];
+    loop_io_modify(d->io, (up->held == 0 && !up->eof ? LOOP_READ : 0) | (down->held ? LOOP_WRITE : 0));
+    loop_io_modify(d->u->io, (down->held == 0 && !down->eof ? LOOP_READ : 0) | (up->held ? LOOP_WRITE : 0));
+}
+
+static void sp_start(dconn_t *d)
+{
+    if (px_splice_open(&d->sp[0]) < 0 || px_splice_open(&d->sp[1]) < 0) {
+        px_splice_close(&d->sp[0]);
+        d->sp_failed = true; /* out of fds: the buffers go on */
+        return;
+    }
+    d->sp_on = true;
+    CINC(d->w->st.spliced);
+}
+
+/* Moves both directions; the upstream's end (once all of it reached the
+ * client) ends the tunnel, the client's is passed on as a half-close. */
+static void sp_on_io(dconn_t *d)
+{
+    uconn_t *u = d->u;
+    if (u == NULL || px_splice_pump(&d->sp[0], d->fd, u->fd, SPLICE_BUDGET, &d->bytes_in) < 0 ||
+        px_splice_pump(&d->sp[1], u->fd, d->fd, SPLICE_BUDGET, &d->bytes_out) < 0 ||
+        (d->sp[1].eof && d->sp[1].held == 0)) {
+        dconn_close(d);
+        return;
+    }
+    if (d->sp[0].eof && d->sp[0].held == 0 && !d->down_eof) {
+        d->down_eof = true;
+        shutdown(u->fd, SHUT_WR);
+    }
+    sp_interest(d);
+}
+
 static void d_update_interest(dconn_t *d)
 {
     if (d->closed)
         return;
+    if (d->sp_on) {
+        sp_interest(d);
+        return;
+    }
     if (d->parent) {
         h2k_sync(d);
         return;
@@ -1021,6 +1085,10 @@ static void u_kick_cb(void *arg)
 static void u_update_interest(uconn_t *u)
 {
     unsigned ev = 0;
+    if (u->d && u->d->sp_on) {
+        sp_interest(u->d);
+        return;
+    }
     if (u->hp) {
         /* a stream: its window opens once the client took the bytes */
         if (u->h2s && (!u->d || d_backlog(u->d) < OUT_HIGH))
@@ -3187,6 +3255,12 @@ static void uconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
         h2u_on_io(u, fd, ev);
         return;
     }
+    if (u->d && sp_eligible(u->d))
+        sp_start(u->d);
+    if (u->d && u->d->sp_on) {
+        sp_on_io(u->d);
+        return;
+    }
     if (u->state == U_CONNECTING) {
         int soerr = 0;
         socklen_t sl = sizeof(soerr);
@@ -3309,6 +3383,10 @@ static void uconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
 static void dconn_free_cb(void *arg)
 {
     dconn_t *d = arg;
+    if (d->sp_on) { /* the pipes exist only once on (fds 0 otherwise) */
+        px_splice_close(&d->sp[0]);
+        px_splice_close(&d->sp[1]);
+    }
     buf_free(&d->in);
     buf_free(&d->out);
     buf_free(&d->retry_head);
@@ -3428,6 +3506,12 @@ static void dconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
     dconn_t *d = arg;
     if (d->closed)
         return;
+    if (sp_eligible(d))
+        sp_start(d);
+    if (d->sp_on) {
+        sp_on_io(d);
+        return;
+    }
     if (d->state == D_PEEK) {
         if (ev & LOOP_READ)
             peek_step(d, false);
@@ -5079,5 +5163,6 @@ void px_server_counters(px_server_t *s, px_counters_t *out)
         out->rbac_denied += CGET(st->rbac_denied);
         out->rbac_shadow_denied += CGET(st->rbac_shadow_denied);
         out->no_filter_chain += CGET(st->no_chain);
+        out->tunnels_spliced += CGET(st->spliced);
     }
 }

@@ -6,6 +6,7 @@
  *             [--node-ip IP] [--pod NAME] [--namespace NS] [--labels k=v,...]
  *             [--service-account SA] [--cluster-id ID] [--concurrency N]
  *             [--drain-time SECONDS] [--bind IP] [--no-access-log] [--access-log-format text|json]
+ *             [--no-splice]
  *             [--stats-port P] [--ready-port P] [--admin-port P] [--status-port P]
  *             [--app-metrics-url URL] [--log-level LEVEL]
  *             [--domain NS.svc.cluster.local] [--proxyLogLevel=LEVEL]
@@ -60,7 +61,7 @@ static void usage(FILE *f)
                "                 [--node-ip IP] [--pod NAME] [--namespace NS] [--labels k=v,...]\n"
                "                 [--service-account SA] [--cluster-id ID] [--concurrency N]\n"
                "                 [--drain-time SECONDS] [--bind IP] [--no-access-log] [--access-log-format text|json]\n"
-               "                 [--log-level LEVEL]\n"
+               "                 [--no-splice] [--log-level LEVEL]\n"
                "                 [--stats-port P] [--ready-port P] [--admin-port P] [--status-port P]\n"
                "                 [--app-metrics-url http://127.0.0.1:PORT/PATH]\n"
                "                 [--domain DOMAIN] [--proxyLogLevel=LEVEL] [--proxyComponentLogLevel=C:LEVEL,...]\n"
@@ -333,6 +334,14 @@ static int set_no_access_log(void *ctx, const char *flag, const char *v)
     return 0;
 }
 
+static int set_no_splice(void *ctx, const char *flag, const char *v)
+{
+    (void)flag;
+    (void)v;
+    ((agent_t *)ctx)->opt.no_splice = true;
+    return 0;
+}
+
 static int set_access_log_format(void *ctx, const char *flag, const char *v)
 {
     if (strcmp(v, "text") != 0 && strcmp(v, "json") != 0) {
@@ -486,6 +495,7 @@ static const flag_def_t agent_flags[] = {
     {"--drain-time", true, set_drain_time},
     {"--bind", true, set_bind},
     {"--no-access-log", false, set_no_access_log},
+    {"--no-splice", false, set_no_splice},
     {"--access-log-format", true, set_access_log_format},
     {"--log-level", true, set_log_level},
     {"--stats-port", true, set_stats_port},

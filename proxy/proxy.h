@@ -47,6 +47,7 @@ typedef struct px_options {
     uint64_t idle_timeout_ms; /* downstream connection idle timeout (0: 1 hour) */
     int access_log_fd;        /* where access log lines go; -1: none */
     bool access_log_json;     /* one JSON object per line (Istio's accessLogEncoding JSON) */
+    bool no_splice;           /* bulk plaintext tunnels keep copying through buffers */
     const char *bind_override; /* if set, every listener binds this IP instead (tests) */
     bool router;               /* gateway: reporter "source" on every listener */
     const char *workload;      /* this proxy's workload and namespace (metric labels) */
@@ -98,6 +99,7 @@ typedef struct px_counters {
     uint64_t ssl_handshake, ssl_fail; /* TLS handshakes completed / failed (both sides) */
     uint64_t rbac_allowed, rbac_denied, rbac_shadow_denied; /* authorization decisions */
     uint64_t no_filter_chain; /* connections closed because no filter chain matched */
+    uint64_t tunnels_spliced; /* plaintext tunnels moved on by splice once bulk */
 } px_counters_t;
 void px_server_counters(px_server_t *s, px_counters_t *out);
 
