@@ -68,7 +68,8 @@
 #define OUT_HIGH (256 * 1024)           /* stop reading the other side above this */
 #define RETRY_BODY_MAX 65536            /* a request body is kept for retries up to this size */
 #define SHADOW_MS 10000                 /* a mirrored request's connection lives at most this long */
-#define POOL_MAX_IDLE 64                /* idle upstream connections per endpoint */
+#define POOL_MAX_IDLE 1024              /* idle upstream connections per endpoint (Envoy's max_connections) */
+#define POOL_BUFFERED 32                /* the idle connections pooled last keep their buffers */
 
 typedef struct buf {
     char *data;
@@ -245,6 +246,7 @@ typedef enum { U_CONNECTING, U_TLS, U_ACTIVE, U_IDLE } ustate_t;
 
 struct uconn {
     uconn_t *next_idle;
+    uint32_t idle_n; /* pooled: connections in the idle list from this one on */
     worker_t *w;
     int fd;
     loop_io_t *io;
@@ -1242,13 +1244,16 @@ static void pool_remove(uconn_t *u)
         else
             hmap_del(&u->w->idle, u->pool_key);
     } else {
-        for (uconn_t *p = head; p; p = p->next_idle)
+        for (uconn_t *p = head; p; p = p->next_idle) {
+            p->idle_n--; /* u is below p */
             if (p->next_idle == u) {
                 p->next_idle = u->next_idle;
                 break;
             }
+        }
     }
     u->next_idle = NULL;
+    u->idle_n = 0;
 }
 
 static void wake_waiters(worker_t *w);
@@ -1319,10 +1324,8 @@ static void pool_put(uconn_t *u)
         uconn_close(u); /* an HTTP/2 stream is done; its connection stays */
         return;
     }
-    size_t n = 0;
     uconn_t *head = hmap_get(&u->w->idle, u->pool_key);
-    for (uconn_t *p = head; p; p = p->next_idle)
-        n++;
+    uint32_t n = head ? head->idle_n : 0;
     if (n >= POOL_MAX_IDLE || u->w->draining || u->in.len || u->peer_closed ||
         (u->max_req && u->nreq >= u->max_req)) {
         uconn_close(u);
@@ -1333,8 +1336,13 @@ static void pool_put(uconn_t *u)
     if (u->idle_ms)
         loop_timer_start(u->timer, u->idle_ms, 0);
     u->next_idle = head;
+    u->idle_n = n + 1;
     hmap_put(&u->w->idle, u->pool_key, u);
     u->out.len = 0;
+    if (n >= POOL_BUFFERED) { /* a burst's connections: their memory goes back */
+        buf_free(&u->in);
+        buf_free(&u->out);
+    }
     u_update_interest(u);
     if (u->w->waitq)
         wake_waiters(u->w);

@@ -112,4 +112,14 @@ check access_log_http11 grep -q '"GET /two HTTP/1.1" 200' "$tmp/access.log"
 if command -v h2load >/dev/null 2>&1; then
     h2load -n 400 -c 1 -m 40 "http://127.0.0.1:$HTTP/load" >"$tmp/h2load.out" 2>&1
     check h2load_multiplexed_all_2xx grep -q 'status codes: 400 2xx' "$tmp/h2load.out"
+    # 200 streams at once, 30 times over: each stream holds an upstream
+    # HTTP/1.1 connection while it runs, and the pool keeps them all for the
+    # next wave instead of closing most and connecting again
+    stat() { curl -s "http://127.0.0.1:$ADMIN/stats" | sed -n "s/^$1: //p"; }
+    cx0=$(stat upstream_cx_total)
+    h2load -n 6000 -c 2 -m 100 "http://127.0.0.1:$HTTP/burst" >"$tmp/h2load.out" 2>&1
+    cx=$(( $(stat upstream_cx_total) - cx0 ))
+    check h2load_burst_all_2xx grep -q 'status codes: 6000 2xx' "$tmp/h2load.out"
+    echo "# burst: $cx upstream connections"
+    check h2_burst_reuses_upstream_connections test "$cx" -le 600
 fi
