@@ -401,6 +401,7 @@ struct dconn {
     size_t nkids;
     bool h2_busy, h2_again; /* inside the codec: sends wait for the outer loop */
     bool h2_check_queued;
+    bool h2_send_queued, h2_produced; /* a write is due at the end of the round; frames came */
     bool h2_goaway;
     bool h2_dead; /* the session failed: close once the GOAWAY is out */
     bool h2_high; /* the output was above OUT_HIGH: wake the streams when it drains */
@@ -3975,8 +3976,34 @@ static void h2d_check_cb(void *arg)
                 u_update_interest(k->u);
 }
 
-/* Moves the codec's frames into the connection's output and sends them.
- * Inside the codec (h2_busy) it only notes that there is more to send. */
+/* Sends what the codec produced, once per loop round whatever the number of
+ * streams that made frames in it (one write for many responses), then lets
+ * streams held at the high-water mark read again. */
+static void h2d_send_cb(void *arg)
+{
+    dconn_t *p = arg;
+    p->h2_send_queued = false;
+    if (p->closed)
+        return;
+    bool produced = p->h2_produced;
+    p->h2_produced = false;
+    if (!p->h2_dead && d_flush(p) < 0) {
+        p->h2_dead = true;
+        p->out.len = 0;
+    }
+    d_update_interest(p);
+    if (p->h2_high && p->out.len < OUT_HIGH)
+        produced = true;
+    p->h2_high = p->out.len >= OUT_HIGH;
+    if ((produced || p->h2_dead || !px_h2_alive(p->h2)) && !p->h2_check_queued) {
+        p->h2_check_queued = true;
+        loop_defer(p->w->loop, h2d_check_cb, p);
+    }
+}
+
+/* Moves the codec's frames into the connection's output; the socket write
+ * follows at the end of the loop round (h2d_send_cb). Inside the codec
+ * (h2_busy) it only notes that there is more to send. */
 static void h2d_flush(dconn_t *p)
 {
     if (p->closed || p->h2 == NULL)
@@ -3993,18 +4020,14 @@ static void h2d_flush(dconn_t *p)
         rc = px_h2_send(p->h2, out_sink, &p->out);
     } while (rc == 0 && p->h2_again);
     p->h2_busy = false;
-    bool produced = p->out.len != before;
-    if (rc < 0 || d_flush(p) < 0) {
+    p->h2_produced |= p->out.len != before;
+    if (rc < 0) {
         p->h2_dead = true;
         p->out.len = 0;
     }
-    d_update_interest(p);
-    if (p->h2_high && p->out.len < OUT_HIGH)
-        produced = true;
-    p->h2_high = p->out.len >= OUT_HIGH;
-    if ((produced || p->h2_dead || !px_h2_alive(p->h2)) && !p->h2_check_queued) {
-        p->h2_check_queued = true;
-        loop_defer(p->w->loop, h2d_check_cb, p);
+    if (!p->h2_send_queued) {
+        p->h2_send_queued = true;
+        loop_defer(p->w->loop, h2d_send_cb, p);
     }
 }
 
