@@ -28,7 +28,7 @@ static bool is_target_char(unsigned char c)
     return c > 0x20 && c < 0x7f;
 }
 
-static bool slice_ieq(const char *s, size_t len, const char *lit, size_t n)
+bool px_h1_slice_ieq(const char *s, size_t len, const char *lit, size_t n)
 {
     if (n != len)
         return false;
@@ -42,11 +42,6 @@ static bool slice_ieq(const char *s, size_t len, const char *lit, size_t n)
             return false;
     }
     return true;
-}
-
-bool px_h1_ieq(const char *s, size_t len, const char *lit)
-{
-    return slice_ieq(s, len, lit, strlen(lit));
 }
 
 const px_h1_header_t *px_h1_find(const px_h1_msg_t *msg, const char *name)
@@ -93,10 +88,15 @@ static bool list_has(const char *v, size_t vlen, const char *lit)
 
 bool px_h1_is_hop_by_hop(const px_h1_msg_t *msg, const char *name, size_t name_len)
 {
-    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection", "te",
-                                      "transfer-encoding", "upgrade", "trailer"};
+#define HOP(s) {s, sizeof(s) - 1}
+    static const struct {
+        const char *name;
+        size_t len;
+    } hop[] = {HOP("connection"), HOP("keep-alive"), HOP("proxy-connection"), HOP("te"),
+               HOP("transfer-encoding"), HOP("upgrade"), HOP("trailer")};
+#undef HOP
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        if (px_h1_ieq(name, name_len, hop[i]))
+        if (px_h1_slice_ieq(name, name_len, hop[i].name, hop[i].len))
             return true;
     for (size_t i = 0; i < msg->nheaders; i++) {
         const px_h1_header_t *h = &msg->headers[i];
@@ -105,7 +105,7 @@ bool px_h1_is_hop_by_hop(const px_h1_msg_t *msg, const char *name, size_t name_l
         size_t pos = 0, tlen;
         const char *tok;
         while (list_next(h->value, h->value_len, &pos, &tok, &tlen))
-            if (slice_ieq(tok, tlen, name, name_len))
+            if (px_h1_slice_ieq(tok, tlen, name, name_len))
                 return true;
     }
     return false;

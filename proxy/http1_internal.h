@@ -93,8 +93,13 @@ const px_h1_header_t *px_h1_find(const px_h1_msg_t *msg, const char *name);
  * Trailer) and every field the message's Connection header names. */
 bool px_h1_is_hop_by_hop(const px_h1_msg_t *msg, const char *name, size_t name_len);
 
-/* Case-insensitive comparison of a slice with a NUL-terminated string. */
-bool px_h1_ieq(const char *s, size_t len, const char *lit);
+/* Case-insensitive comparison of a slice with a string of lit_len bytes,
+ * and (px_h1_ieq) with a NUL-terminated one. */
+bool px_h1_slice_ieq(const char *s, size_t len, const char *lit, size_t lit_len);
+static inline bool px_h1_ieq(const char *s, size_t len, const char *lit)
+{
+    return px_h1_slice_ieq(s, len, lit, __builtin_strlen(lit)); /* a literal's length folds */
+}
 
 /* Chunked body decoder. Zero it (or call px_h1_chunked_init) per body. */
 typedef struct px_h1_chunked {
