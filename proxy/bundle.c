@@ -80,11 +80,14 @@ static int load_response(px_bundle_t *b, json_object *resp, size_t ri, char *err
     return 0;
 }
 
-/* A YAML document tree as json-c objects (NULL on out-of-memory). */
-static json_object *doc_to_json(const doc_node_t *n, int depth)
+/* A YAML document tree as json-c objects (NULL on out-of-memory). Aliases
+ * are expanded, so each node made counts against *budget: at 0 the rest is
+ * left out and the caller refuses the document (an alias bomb). */
+static json_object *doc_to_json(const doc_node_t *n, int depth, size_t *budget)
 {
-    if (n == NULL || depth > DOC_MAX_DEPTH)
+    if (n == NULL || depth > DOC_MAX_DEPTH || *budget == 0)
         return NULL;
+    --*budget;
     switch (n->type) {
     case DOC_NULL:
         return NULL;
@@ -99,7 +102,7 @@ static json_object *doc_to_json(const doc_node_t *n, int depth)
     case DOC_SEQ: {
         json_object *a = json_object_new_array();
         for (uint32_t i = 0; a && i < n->v.seq.n; i++)
-            json_object_array_add(a, doc_to_json(n->v.seq.items[i], depth + 1));
+            json_object_array_add(a, doc_to_json(n->v.seq.items[i], depth + 1, budget));
         return a;
     }
     case DOC_MAP: {
@@ -108,7 +111,7 @@ static json_object *doc_to_json(const doc_node_t *n, int depth)
             char *k = strndup(n->v.map.pairs[i].key, n->v.map.pairs[i].key_len);
             if (k == NULL)
                 continue;
-            json_object_object_add(o, k, doc_to_json(n->v.map.pairs[i].value, depth + 1));
+            json_object_object_add(o, k, doc_to_json(n->v.map.pairs[i].value, depth + 1, budget));
             free(k);
         }
         return o;
@@ -121,6 +124,7 @@ struct yaml_ctx {
     json_object *root;
     char err[256];
     int docs;
+    size_t budget; /* nodes the expanded document may have */
 };
 
 static int yaml_doc(void *ud, const doc_t *d)
@@ -134,7 +138,12 @@ static int yaml_doc(void *ud, const doc_t *d)
         snprintf(c->err, sizeof(c->err), "invalid YAML: %s", d->error ? d->error : "unreadable");
         return 1;
     }
-    c->root = doc_to_json(d->root, 0);
+    size_t budget = c->budget;
+    c->root = doc_to_json(d->root, 0, &c->budget);
+    if (c->budget == 0) {
+        snprintf(c->err, sizeof(c->err), "the YAML expands to more than %zu nodes (aliases)", budget);
+        return 1;
+    }
     return 0;
 }
 
@@ -153,7 +162,9 @@ int px_bundle_load_json(px_bundle_t *b, const char *text, size_t len, char *err,
         i0++;
     if ((root == NULL || je != json_tokener_success) && i0 < len && text[i0] != '{' && text[i0] != '[') {
         /* not JSON: YAML (the same structure) */
-        struct yaml_ctx yc = {0};
+        /* as many nodes as a document of this size can hold without
+         * aliases, and some room for them */
+        struct yaml_ctx yc = {.budget = len + DOC_MAX_COPY};
         json_object_put(root);
         root = NULL;
         doc_parse(text, len, DOC_FMT_YAML, yaml_doc, &yc);

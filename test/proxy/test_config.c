@@ -591,6 +591,17 @@ static void test_yaml_bundle(void **state)
     assert_null(s);
     assert_non_null(strstr(err, "invalid YAML"));
     px_bundle_free(&b);
+    /* an alias bomb (10^8 nodes once expanded) is refused, not expanded */
+    char bomb[2048];
+    int n = snprintf(bomb, sizeof(bomb), "x0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for (int i = 1; i < 8; i++)
+        n += snprintf(bomb + n, sizeof(bomb) - (size_t)n, "x%d: &a%d [*a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, "
+                      "*a%d, *a%d]\n", i, i, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1);
+    snprintf(bomb + n, sizeof(bomb) - (size_t)n, "resources: *a7\n");
+    s = build(bomb, &b, err, sizeof(err));
+    assert_null(s);
+    assert_non_null(strstr(err, "expands to more than"));
+    px_bundle_free(&b);
 }
 
 /* An error inside an Any's body (here an unknown field of the connection
