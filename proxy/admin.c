@@ -293,6 +293,12 @@ static int handle(struct px_admin *a, int kind, bool post, const char *path, siz
                   (unsigned long long)c.rbac_allowed, (unsigned long long)c.rbac_denied,
                   (unsigned long long)c.rbac_shadow_denied, (unsigned long long)c.no_filter_chain,
                   (unsigned long long)c.tunnels_spliced);
+        sb_printf(b, "downstream_rq_http2_total: %llu\nupstream_rq_http2_total: %llu\n"
+                  "http2.rx_reset: %llu\nhttp2.tx_reset: %llu\nhttp2.goaway_sent: %llu\n"
+                  "http2.goaway_received: %llu\n",
+                  (unsigned long long)c.h2_streams_down, (unsigned long long)c.h2_streams_up,
+                  (unsigned long long)c.h2_rx_reset, (unsigned long long)c.h2_tx_reset,
+                  (unsigned long long)c.h2_goaway_sent, (unsigned long long)c.h2_goaway_rx);
         if (a->opt.xds) {
             px_xds_status_t st;
             px_xds_status(a->opt.xds, &st);

@@ -193,6 +193,7 @@ typedef struct wstats {
     counter_t rbac_allowed, rbac_denied, rbac_shadow_denied; /* authorization */
     counter_t no_chain;                      /* connections no filter chain matched */
     counter_t spliced;                       /* tunnels switched to splice */
+    px_h2_counters_t h2_down, h2_up;         /* HTTP/2 sessions with clients / upstreams */
 } wstats_t;
 
 /* One listening socket of a worker. */
@@ -3858,7 +3859,7 @@ static uconn_t *h2u_conn(worker_t *w, px_snapshot_t *snap, const px_cluster_t *c
     uconn_t *c = uconn_connect(w, snap, cl, ep, cl->connect_timeout_ms);
     if (c == NULL)
         return NULL;
-    px_h2_opts_t o = {0};
+    px_h2_opts_t o = {.counters = &w->st.h2_up};
     char *pk = strdup(k2);
     c->h2 = pk ? px_h2_new(true, &h2u_cbs, c, &o) : NULL;
     if (pk) {
@@ -4198,7 +4199,7 @@ static int h2d_input(dconn_t *d, const char *p, size_t n)
 /* The connection speaks HTTP/2 (prior knowledge or ALPN "h2"). */
 static void h2d_start(dconn_t *d)
 {
-    px_h2_opts_t o = {.max_concurrent_streams = d->chain->h2_max_streams};
+    px_h2_opts_t o = {.max_concurrent_streams = d->chain->h2_max_streams, .counters = &d->w->st.h2_down};
     d->h2 = px_h2_new(false, &h2d_cbs, d, &o);
     if (d->h2 == NULL) {
         dconn_close(d);
@@ -5237,5 +5238,11 @@ void px_server_counters(px_server_t *s, px_counters_t *out)
         out->rbac_shadow_denied += CGET(st->rbac_shadow_denied);
         out->no_filter_chain += CGET(st->no_chain);
         out->tunnels_spliced += CGET(st->spliced);
+        out->h2_streams_down += CGET(st->h2_down.streams);
+        out->h2_streams_up += CGET(st->h2_up.streams);
+        out->h2_rx_reset += CGET(st->h2_down.rx_reset) + CGET(st->h2_up.rx_reset);
+        out->h2_tx_reset += CGET(st->h2_down.tx_reset) + CGET(st->h2_up.tx_reset);
+        out->h2_goaway_sent += CGET(st->h2_down.goaway_sent) + CGET(st->h2_up.goaway_sent);
+        out->h2_goaway_rx += CGET(st->h2_down.goaway_rx) + CGET(st->h2_up.goaway_rx);
     }
 }

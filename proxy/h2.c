@@ -9,6 +9,7 @@
  * becomes a HEADERS frame, the body is buffered per stream and read by a
  * data provider as the peer's window allows, trailers follow the last DATA.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +118,7 @@ struct px_h2_stream {
 
 struct px_h2 {
     nghttp2_session *s;
+    px_h2_counters_t *counters; /* or NULL */
     bool client;
     px_h2_cbs_t cbs;
     void *ud;
@@ -356,9 +358,31 @@ static void hand_over(px_h2_stream_t *s)
     }
 }
 
+#define H2_COUNT(h, field)                                                                     \
+    do {                                                                                       \
+        if ((h)->counters)                                                                     \
+            atomic_fetch_add_explicit(&(h)->counters->field, 1, memory_order_relaxed);         \
+    } while (0)
+
+/* Counts what the session received (frames of any stream, the connection's
+ * included): streams, resets, GOAWAY. */
+static int on_frame_count(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
+{
+    (void)ss;
+    px_h2_t *h = ud;
+    if (f->hd.type == NGHTTP2_RST_STREAM)
+        H2_COUNT(h, rx_reset);
+    else if (f->hd.type == NGHTTP2_GOAWAY)
+        H2_COUNT(h, goaway_rx);
+    else if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST && !h->client)
+        H2_COUNT(h, streams);
+    return 0;
+}
+
 static int on_frame_recv(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
 {
     px_h2_t *h = ud;
+    on_frame_count(ss, f, ud);
     if (f->hd.stream_id == 0)
         return 0;
     px_h2_stream_t *s = nghttp2_session_get_stream_user_data(ss, f->hd.stream_id);
@@ -430,7 +454,13 @@ static int on_stream_close(nghttp2_session *ss, int32_t id, uint32_t error_code,
 
 static int on_frame_send(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
 {
-    (void)ud;
+    px_h2_t *h = ud;
+    if (f->hd.type == NGHTTP2_RST_STREAM)
+        H2_COUNT(h, tx_reset);
+    else if (f->hd.type == NGHTTP2_GOAWAY)
+        H2_COUNT(h, goaway_sent);
+    else if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST && h->client)
+        H2_COUNT(h, streams);
     if ((f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) ||
         !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
@@ -761,6 +791,7 @@ px_h2_t *px_h2_new(bool client, const px_h2_cbs_t *cbs, void *ud, const px_h2_op
     if (h == NULL || nghttp2_session_callbacks_new(&cb) != 0 || nghttp2_option_new(&opt) != 0)
         goto fail;
     h->client = client;
+    h->counters = o ? o->counters : NULL;
     h->cbs = *cbs;
     h->ud = ud;
     nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);

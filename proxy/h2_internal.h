@@ -49,9 +49,20 @@ typedef struct px_h2_cbs {
     void (*on_close)(void *ud, void *sud, uint32_t error_code);
 } px_h2_cbs_t;
 
+/* What the sessions of one side of one worker count, for the admin /stats
+ * (Envoy's http2.* names). One thread adds, others read: relaxed atomics. */
+typedef struct px_h2_counters {
+    _Atomic uint64_t streams;     /* streams opened */
+    _Atomic uint64_t rx_reset;    /* RST_STREAM frames received */
+    _Atomic uint64_t tx_reset;    /* RST_STREAM frames sent */
+    _Atomic uint64_t goaway_sent; /* GOAWAY frames sent */
+    _Atomic uint64_t goaway_rx;   /* GOAWAY frames received */
+} px_h2_counters_t;
+
 typedef struct px_h2_opts {
     uint32_t max_concurrent_streams; /* 0: 100 */
     uint32_t window;                 /* initial stream window; 0: 256 KiB */
+    px_h2_counters_t *counters;      /* where the session counts; NULL: nowhere */
 } px_h2_opts_t;
 
 /* A server (client = false) or client session; NULL when out of memory. */

@@ -100,6 +100,9 @@ typedef struct px_counters {
     uint64_t rbac_allowed, rbac_denied, rbac_shadow_denied; /* authorization decisions */
     uint64_t no_filter_chain; /* connections closed because no filter chain matched */
     uint64_t tunnels_spliced; /* plaintext tunnels moved on by splice once bulk */
+    uint64_t h2_streams_down, h2_streams_up; /* HTTP/2 streams from clients / to upstreams */
+    uint64_t h2_rx_reset, h2_tx_reset;       /* RST_STREAM received / sent (both sides) */
+    uint64_t h2_goaway_sent, h2_goaway_rx;   /* GOAWAY sent / received (both sides) */
 } px_counters_t;
 void px_server_counters(px_server_t *s, px_counters_t *out);
 

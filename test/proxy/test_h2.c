@@ -683,6 +683,9 @@ static void test_client_reset_spares_other_streams(void **state)
     assert_true(client_run(cp, 5000));
     assert_int_equal(s4->status, 200);
     client_close(&c);
+    /* counted: four streams, the client's reset */
+    assert_int_equal(ph_admin_stat(f->p.admin_port, "downstream_rq_http2_total"), 4);
+    assert_int_equal(ph_admin_stat(f->p.admin_port, "http2.rx_reset"), 1);
 }
 
 /* A malformed frame sequence ends that connection (GOAWAY, close) and
@@ -733,6 +736,7 @@ static void test_malformed_frames_close_only_that_connection(void **state)
     assert_int_equal(slow->status, 200);
     assert_non_null(strstr(slow->body, "path=/a/slow/good"));
     client_close(&good);
+    assert_true(ph_admin_stat(f->p.admin_port, "http2.goaway_sent") >= 1);
 }
 
 static void test_fault_abort_and_grpc_local_replies(void **state)
@@ -810,6 +814,10 @@ static void test_refused_stream_retried(void **state)
     assert_non_null(strstr(g->body, "h2backend path=/refuse.one"));
     client_close(&c);
     assert_int_equal(ph_admin_stat(f->p.admin_port, "upstream_rq_retry"), 1);
+    /* the refused stream and its retry went to the HTTP/2 upstream; its
+     * REFUSED_STREAM reset is counted */
+    assert_int_equal(ph_admin_stat(f->p.admin_port, "upstream_rq_http2_total"), 2);
+    assert_true(ph_admin_stat(f->p.admin_port, "http2.rx_reset") >= 1);
 }
 
 /* An HTTP/2 upstream connection without streams is closed after the
