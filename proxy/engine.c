@@ -321,6 +321,7 @@ struct uconn {
     uconn_t *h2_next;     /* a connection: the next one in the worker's HTTP/2 pool */
     size_t nstreams;
     bool h2_busy, h2_again, h2_dead, h2_https, h2_pooled, h2_check_queued;
+    bool h2_send_queued, h2_produced; /* a write is due at the end of the round; frames came */
     bool h2_high; /* the output was above OUT_HIGH: wake the clients when it drains */
 };
 
@@ -1360,8 +1361,12 @@ static void uconn_close(uconn_t *u)
 /* Returns an idle connection to the pool, or closes it when the pool is full. */
 static void pool_put(uconn_t *u)
 {
-    if (u->hp) {
-        uconn_close(u); /* an HTTP/2 stream is done; its connection stays */
+    if (u->hp) { /* an HTTP/2 stream is done; its connection stays */
+        if (u->h2s) {
+            px_h2_finish(u->h2s);
+            u->h2s = NULL;
+        }
+        uconn_close(u);
         return;
     }
     uconn_t *head = hmap_get(&u->w->idle, u->pool_key);
@@ -2814,7 +2819,12 @@ static void after_start(dconn_t *d, size_t r)
                 upstream_failed(d, "connection failure");
                 return;
             }
-            u_update_interest(d->u);
+            /* an HTTP/2 stream's flush runs its codec, which may have
+             * ended the stream (and retried or answered the request) */
+            if (d->closed)
+                return;
+            if (d->u)
+                u_update_interest(d->u);
         }
     }
     if (d->state == D_LOCAL && d->out.len == 0)
@@ -3677,7 +3687,10 @@ static void dconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
                     upstream_failed(d, "connection failure");
                     return;
                 }
-                u_update_interest(d->u);
+                if (d->closed) /* the stream's codec ended it (see after_start) */
+                    return;
+                if (d->u)
+                    u_update_interest(d->u);
             }
             if (eof && !d->req_body_done) {
                 dconn_close(d);
@@ -3805,8 +3818,34 @@ static void h2u_check_cb(void *arg)
             d_update_interest(k->d);
 }
 
-/* Moves the codec's frames into the connection's output and sends them
- * (once the connection is up; until then they wait in the session). */
+/* Sends what the codec produced, once per loop round however many streams
+ * made frames in it, then lets clients held at the high-water mark send
+ * again (h2u_check_cb). */
+static void h2u_send_cb(void *arg)
+{
+    uconn_t *c = arg;
+    c->h2_send_queued = false;
+    if (c->fd < 0)
+        return;
+    bool produced = c->h2_produced;
+    c->h2_produced = false;
+    if (!c->h2_dead && u_flush(c) < 0)
+        c->h2_dead = true;
+    u_update_interest(c);
+    if (c->h2_high && c->out.len < OUT_HIGH)
+        produced = true;
+    c->h2_high = c->out.len >= OUT_HIGH;
+    /* only when frames went out (or the session ended): the check wakes
+     * the clients, whose acknowledgements flush here again */
+    if ((produced || c->h2_dead || !px_h2_alive(c->h2)) && !c->h2_check_queued) {
+        c->h2_check_queued = true;
+        loop_defer(c->w->loop, h2u_check_cb, c);
+    }
+}
+
+/* Moves the codec's frames into the connection's output (once the
+ * connection is up; until then they wait in the session); the socket write
+ * follows at the end of the loop round (h2u_send_cb). */
 static void h2u_flush(uconn_t *c)
 {
     if (c->fd < 0 || c->h2 == NULL)
@@ -3815,7 +3854,6 @@ static void h2u_flush(uconn_t *c)
         c->h2_again = true;
         return;
     }
-    bool produced = false;
     if (c->state == U_ACTIVE) {
         size_t before = c->out.len;
         c->h2_busy = true;
@@ -3825,19 +3863,13 @@ static void h2u_flush(uconn_t *c)
             rc = px_h2_send(c->h2, out_sink, &c->out);
         } while (rc == 0 && c->h2_again);
         c->h2_busy = false;
-        produced = c->out.len != before;
-        if (rc < 0 || u_flush(c) < 0)
+        c->h2_produced |= c->out.len != before;
+        if (rc < 0)
             c->h2_dead = true;
-        u_update_interest(c);
     }
-    if (c->h2_high && c->out.len < OUT_HIGH)
-        produced = true;
-    c->h2_high = c->out.len >= OUT_HIGH;
-    /* only when frames went out (or the session ended): the check wakes
-     * the clients, whose acknowledgements flush here again */
-    if ((produced || c->h2_dead || !px_h2_alive(c->h2)) && !c->h2_check_queued) {
-        c->h2_check_queued = true;
-        loop_defer(c->w->loop, h2u_check_cb, c);
+    if (!c->h2_send_queued) {
+        c->h2_send_queued = true;
+        loop_defer(c->w->loop, h2u_send_cb, c);
     }
 }
 

@@ -766,6 +766,23 @@ void px_h2_detach(px_h2_stream_t *s)
     resume(s);
 }
 
+void px_h2_finish(px_h2_stream_t *s)
+{
+    if (s->detached)
+        return;
+    if (s->h->client && s->id > 0 && s->out_end && !s->in_end) {
+        /* the response's framing ended inside the DATA that carries
+         * END_STREAM, before the frame itself was processed: the stream
+         * closes on its own, a reset would only cost the peer */
+        s->detached = true;
+        s->user = NULL;
+        px_h2_ack(s);
+        resume(s);
+        return;
+    }
+    px_h2_detach(s);
+}
+
 void *px_h2_user(const px_h2_stream_t *s)
 {
     return s->detached ? NULL : s->user;

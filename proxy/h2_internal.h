@@ -106,6 +106,11 @@ void px_h2_ack(px_h2_stream_t *s);
  * out; otherwise (or if the peer's message is unfinished on the server) the
  * stream is reset. No callbacks for it afterwards. */
 void px_h2_detach(px_h2_stream_t *s);
+/* Client: the engine read the whole response and sent the whole request:
+ * lets the stream go like px_h2_detach, without resetting it when the
+ * peer's END_STREAM has not been processed yet (it is on its way: a reset
+ * for every stream would count against the peer's reset limits). */
+void px_h2_finish(px_h2_stream_t *s);
 /* The engine's pointer of a stream (NULL once detached). */
 void *px_h2_user(const px_h2_stream_t *s);
 /* The stream's id. */
