@@ -20,6 +20,7 @@ struct loop_io {
     loop_t *loop;
     int fd;
     unsigned events; /* interest, LOOP_EDGE included */
+    unsigned armed;  /* what epoll has: events, or events plus a READ kept on */
     loop_io_cb cb;
     void *arg;
     bool dead;
@@ -287,6 +288,7 @@ loop_io_t *loop_io_add(loop_t *l, int fd, unsigned events, loop_io_cb cb, void *
     io->loop = l;
     io->fd = fd;
     io->events = events;
+    io->armed = events;
     io->cb = cb;
     io->arg = arg;
     struct epoll_event ev = {.events = to_epoll(events), .data.ptr = io};
@@ -303,6 +305,22 @@ loop_io_t *loop_io_add(loop_t *l, int fd, unsigned events, loop_io_cb cb, void *
     return io;
 }
 
+/* Dropping READ from a level-triggered watcher costs no system call: the
+ * READ stays armed until it fires while unwanted (dispatch then disarms it).
+ * A request/response connection stops reading while its response is on the
+ * way and reads again afterwards; the peer rarely sends in between, so both
+ * changes usually go without epoll_ctl. */
+static int io_arm(loop_io_t *io, unsigned events)
+{
+    if (events == io->armed)
+        return 0;
+    struct epoll_event ev = {.events = to_epoll(events), .data.ptr = io};
+    if (epoll_ctl(io->loop->epfd, EPOLL_CTL_MOD, io->fd, &ev) < 0)
+        return -1;
+    io->armed = events;
+    return 0;
+}
+
 int loop_io_modify(loop_io_t *io, unsigned events)
 {
     if (io->dead)
@@ -310,8 +328,8 @@ int loop_io_modify(loop_io_t *io, unsigned events)
     events |= io->events & LOOP_EDGE;
     if (events == io->events)
         return 0;
-    struct epoll_event ev = {.events = to_epoll(events), .data.ptr = io};
-    if (epoll_ctl(io->loop->epfd, EPOLL_CTL_MOD, io->fd, &ev) < 0)
+    bool lazy = !(events & LOOP_EDGE) && (io->armed & LOOP_READ) && (events | LOOP_READ) == io->armed;
+    if (!lazy && io_arm(io, events) < 0)
         return -1;
     io->events = events;
     return 0;
@@ -467,6 +485,13 @@ int loop_run_once(loop_t *l, int timeout_ms)
             ev |= LOOP_WRITE;
         if (e & (EPOLLERR | EPOLLHUP))
             ev |= LOOP_ERROR | LOOP_READ | LOOP_WRITE;
+        if ((ev & LOOP_READ) && !(io->events & LOOP_READ) && !(ev & LOOP_ERROR)) {
+            /* a READ kept armed by loop_io_modify fired: disarm it now */
+            io_arm(io, io->events);
+            ev &= ~LOOP_READ;
+            if (ev == 0)
+                continue;
+        }
         io->cb(io, io->fd, ev, io->arg);
         dispatched++;
     }

@@ -137,6 +137,26 @@ static int buf_str(buf_t *b, const char *s)
     return buf_add(b, s, strlen(s));
 }
 
+/* Appends v in decimal. */
+static int buf_u64(buf_t *b, uint64_t v)
+{
+    char t[20];
+    size_t i = sizeof(t);
+    do
+        t[--i] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    return buf_add(b, t + i, sizeof(t) - i);
+}
+
+/* Copies at most n - 1 bytes of src (len bytes) into dst, NUL-terminated. */
+static void copy_trunc(char *dst, size_t n, const char *src, size_t len)
+{
+    if (len >= n)
+        len = n - 1;
+    memcpy(dst, src, len);
+    dst[len] = 0;
+}
+
 static void buf_consume(buf_t *b, size_t n)
 {
     memmove(b->data, b->data + n, b->len - n);
@@ -1168,6 +1188,14 @@ static ssize_t conn_recv(int fd, px_tls_conn_t *t, void *p, size_t n, unsigned *
     if (t)
         return px_tls_read(t, p, n, want);
     return recv(fd, p, n, 0);
+}
+
+/* A plaintext read that got less than it asked for emptied the socket:
+ * another would only return EAGAIN (the watcher is level-triggered, so bytes
+ * arriving later wake us again). TLS reads return a record at a time. */
+static inline bool recv_drained(const px_tls_conn_t *t, ssize_t got, size_t asked)
+{
+    return t == NULL && (size_t)got < asked;
 }
 
 /* Sends what b holds on fd (through TLS when t) until it is empty or the
@@ -2279,7 +2307,7 @@ static void start_attempt(dconn_t *d)
         d->tried_prio |= prio_bit(ep);
     }
     d->endpoint = ep;
-    snprintf(d->upstream_host, sizeof(d->upstream_host), "%s", ep->address);
+    copy_trunc(d->upstream_host, sizeof(d->upstream_host), ep->address, strlen(ep->address));
     if (d->ep && d->ep->n)
         d->ep->n--;
     d->ep = active_for(w, ep->address);
@@ -2514,7 +2542,7 @@ static void start_request(dconn_t *d)
     CINC(w->st.rq_total);
     d->start_ms = loop_now(w->loop);
     clock_gettime(CLOCK_REALTIME, &d->start_wall);
-    snprintf(d->method, sizeof(d->method), "%.*s", (int)(m->method_len < 15 ? m->method_len : 15), m->method);
+    copy_trunc(d->method, sizeof(d->method), m->method, m->method_len);
     d->path_log = slice_dup(m->target, m->target_len);
     d->path = m->target;
     d->path_len = m->target_len;
@@ -2855,10 +2883,9 @@ static int write_downstream_head(dconn_t *d, const px_h1_msg_t *r)
     const px_vhost_t *vh = d->vhost;
     const px_weighted_t *wc = d->weighted;
     const px_route_config_t *rc = d->chain->route_config;
-    char line[256];
-    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %.*s\r\n", r->status_code, (int)r->reason_len,
-                     r->reason ? r->reason : "");
-    if (buf_add(b, line, (size_t)n) < 0)
+    /* the parser took a three-digit code and a reason of value characters */
+    if (buf_str(b, "HTTP/1.1 ") < 0 || buf_u64(b, (uint64_t)r->status_code) < 0 || buf_str(b, " ") < 0 ||
+        buf_add(b, r->reason ? r->reason : "", r->reason_len) < 0 || buf_str(b, "\r\n") < 0)
         return -1;
     bool inbound = is_inbound(d);
     const px_options_t *o = &d->w->srv->opt;
@@ -2890,8 +2917,8 @@ static int write_downstream_head(dconn_t *d, const px_h1_msg_t *r)
         (vh && add_ops(b, &vh->resp) < 0) || (rc && add_ops(b, &rc->resp) < 0))
         return -1;
     d->upstream_ms = (int64_t)(loop_now(d->w->loop) - d->start_ms);
-    n = snprintf(line, sizeof(line), "x-envoy-upstream-service-time: %lld\r\n", (long long)d->upstream_ms);
-    if (buf_add(b, line, (size_t)n) < 0)
+    if (buf_str(b, "x-envoy-upstream-service-time: ") < 0 ||
+        buf_u64(b, d->upstream_ms > 0 ? (uint64_t)d->upstream_ms : 0) < 0 || buf_str(b, "\r\n") < 0)
         return -1;
     if (d->resp_chunked_out && buf_str(b, "transfer-encoding: chunked\r\n") < 0)
         return -1;
@@ -3387,10 +3414,11 @@ static void uconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
                 upstream_failed(d, "internal error");
                 return;
             }
-            ssize_t n = conn_recv(fd, u->tls, u->in.data + u->in.len, u->in.cap - u->in.len, &u->tls_want);
+            size_t ask = u->in.cap - u->in.len;
+            ssize_t n = conn_recv(fd, u->tls, u->in.data + u->in.len, ask, &u->tls_want);
             if (n > 0) {
                 u->in.len += (size_t)n;
-                if (u->in.len > 4 * 1024 * 1024)
+                if (u->in.len > 4 * 1024 * 1024 || recv_drained(u->tls, n, ask))
                     break;
                 continue;
             }
@@ -3620,9 +3648,12 @@ static void dconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
                 dconn_close(d);
                 return;
             }
-            ssize_t n = conn_recv(fd, d->tls, d->in.data + d->in.len, cap - d->in.len, &d->tls_want);
+            size_t ask = cap - d->in.len;
+            ssize_t n = conn_recv(fd, d->tls, d->in.data + d->in.len, ask, &d->tls_want);
             if (n > 0) {
                 d->in.len += (size_t)n;
+                if (recv_drained(d->tls, n, ask))
+                    break;
                 continue;
             }
             if (n == 0) {
@@ -4008,6 +4039,8 @@ static void h2u_on_io(uconn_t *c, int fd, unsigned ev)
                     uconn_close(c);
                     return;
                 }
+                if (recv_drained(c->tls, n, sizeof(buf)))
+                    break;
                 continue;
             }
             if (n == 0) {
@@ -4263,6 +4296,8 @@ static void h2d_on_io(dconn_t *d, unsigned ev)
             if (n > 0) {
                 if (h2d_input(d, buf, (size_t)n) < 0)
                     return;
+                if (recv_drained(d->tls, n, sizeof(buf)))
+                    break;
                 continue;
             }
             if (n == 0) {
@@ -4312,7 +4347,8 @@ static void start_tcp(dconn_t *d)
         dconn_close(d);
         return;
     }
-    snprintf(d->upstream_host, sizeof(d->upstream_host), "%s", ep_of(d, c, ei)->address);
+    const char *ua = ep_of(d, c, ei)->address;
+    copy_trunc(d->upstream_host, sizeof(d->upstream_host), ua, strlen(ua));
     d->cluster = c;
     px_metric_t *m = metric_for(d, true);
     if (m)

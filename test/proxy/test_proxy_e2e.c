@@ -48,7 +48,8 @@ static void serve_echo(ph_backend_t *b, int fd)
 }
 
 /* Answers "backend=NAME path=PATH host=HOST xff=XFF rid=yes|no route=X-ROUTE
- * body=LEN" with "server: test"; a body over 64 KiB is counted and dropped
+ * body=LEN" with "server: test" (".../long-reason": with a 600-byte reason
+ * phrase); a body over 64 KiB is counted and dropped
  * as it comes; a WebSocket upgrade switches protocols, then echoes; "/slow"
  * waits 800 ms; "/a/close-late" drops the connection 100 ms after the answer. */
 static void serve_http(ph_backend_t *b, int fd)
@@ -113,7 +114,13 @@ static void serve_http(ph_backend_t *b, int fd)
         int bl = snprintf(body, sizeof(body), "backend=%s path=%.*s host=%s xff=%s rid=%s route=%s body=%zu\n",
                           b->name, (int)m->target_len, m->target, host, xff, rid, xt, body_len);
         atomic_fetch_add(&b->reqs, 1);
-        if (ph_h1_reply(fd, "200 OK", "server: test\r\n", body, (size_t)bl) < 0)
+        char status[640] = "200 OK";
+        if (memmem(m->target, m->target_len, "/long-reason", 12)) {
+            memcpy(status, "200 ", 4); /* a 600-byte reason phrase */
+            memset(status + 4, 'R', 600);
+            status[604] = 0;
+        }
+        if (ph_h1_reply(fd, status, "server: test\r\n", body, (size_t)bl) < 0)
             goto out;
         if (m->target_len >= 12 && memcmp(m->target, "/a/close-late", 12) == 0) {
             /* a keep-alive response, then the connection is dropped a little
@@ -262,6 +269,13 @@ static void test_routing_by_path_and_header(void **state)
     assert_null(strstr(r.head, "server:"));
     assert_int_equal(get(f->port, "/a", NULL, &r), 0);
     assert_non_null(strstr(r.head, "server: test"));
+    /* a long reason phrase goes through whole, followed by the headers */
+    assert_int_equal(get(f->port, "/a/long-reason", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    char want[640] = "HTTP/1.1 200 ";
+    memset(want + 13, 'R', 600);
+    memcpy(want + 613, "\r\n", 3);
+    assert_memory_equal(r.head, want, 615);
     /* absolute-form target: routed on its path, Host from the URI */
     int afd = ph_connect(f->port);
     assert_int_equal(ph_roundtrip(afd, "GET http://svc.other/a/abs?x=1 HTTP/1.1\r\nHost: ignored\r\n\r\n", &r), 0);
