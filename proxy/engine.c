@@ -76,14 +76,20 @@ typedef struct buf {
     size_t len, cap;
 } buf_t;
 
-/* A worker thread keeps the buffers its connections let go of, in the two
- * sizes most of them start with, for the next ones: malloc's large-block
- * path stays off the request path. Only worker threads cache (buf_cache is
- * set by worker_main, which frees what is left when its loop ends). */
+/* A worker thread keeps the blocks its connections let go of for the next
+ * ones: buffers in the two sizes most of them start with, connection
+ * structures (an HTTP/2 stream gets one) and a response head's parse
+ * result. Blocks of a kilobyte or more take malloc's slow path (it
+ * consolidates its small free chunks first), which stays off the request
+ * path this way. Only worker threads cache (buf_cache is set by
+ * worker_main, which frees what is left when its loop ends). */
 #define BUF_CACHE_MAX 64
 typedef struct buf_cache {
     char *small[BUF_CACHE_MAX], *large[BUF_CACHE_MAX]; /* 4 KiB and 16 KiB blocks */
     size_t nsmall, nlarge;
+    struct dconn *conns[BUF_CACHE_MAX];
+    size_t nconns;
+    px_h1_msg_t *msg; /* one: a response head is parsed and done with at once */
 } buf_cache_t;
 static __thread buf_cache_t *buf_cache;
 
@@ -93,6 +99,31 @@ static void buf_cache_drain(buf_cache_t *c)
         free(c->small[--c->nsmall]);
     while (c->nlarge)
         free(c->large[--c->nlarge]);
+    while (c->nconns)
+        free(c->conns[--c->nconns]);
+    free(c->msg);
+    c->msg = NULL;
+}
+
+/* A message to parse into, and back when done with it. */
+static px_h1_msg_t *msg_take(void)
+{
+    buf_cache_t *c = buf_cache;
+    if (c && c->msg) {
+        px_h1_msg_t *m = c->msg;
+        c->msg = NULL;
+        return m;
+    }
+    return malloc(sizeof(px_h1_msg_t));
+}
+
+static void msg_give(px_h1_msg_t *m)
+{
+    buf_cache_t *c = buf_cache;
+    if (c && c->msg == NULL)
+        c->msg = m;
+    else
+        free(m);
 }
 
 static int buf_reserve(buf_t *b, size_t n)
@@ -2995,7 +3026,7 @@ static void relay_response(dconn_t *d, uconn_t *u, bool eof)
 {
     for (;;) {
         if (!d->resp_head_done) {
-            px_h1_msg_t *r = malloc(sizeof(*r));
+            px_h1_msg_t *r = msg_take();
             const char *err;
             if (r == NULL) {
                 upstream_failed(d, "internal error");
@@ -3003,13 +3034,13 @@ static void relay_response(dconn_t *d, uconn_t *u, bool eof)
             }
             int n = px_h1_parse_response(u->in.data, u->in.len, d->req.is_head, false, r, &err);
             if (n == -2) {
-                free(r);
+                msg_give(r);
                 if (eof)
                     upstream_failed(d, "connection termination");
                 return;
             }
             if (n < 0) {
-                free(r);
+                msg_give(r);
                 if (u)
                     uconn_close(u);
                 d->u = NULL;
@@ -3019,7 +3050,7 @@ static void relay_response(dconn_t *d, uconn_t *u, bool eof)
             if (r->status_code >= 100 && r->status_code < 200 && r->status_code != 101) {
                 /* interim responses are absorbed (100-continue was answered here) */
                 buf_consume(&u->in, (size_t)n);
-                free(r);
+                msg_give(r);
                 continue;
             }
             if (d->cluster && r->status_code >= 200)
@@ -3029,7 +3060,7 @@ static void relay_response(dconn_t *d, uconn_t *u, bool eof)
                  px_retry_grpc(&d->route->retry, grpc_status_of(r)))) {
                 /* a retriable status: the response is dropped with its connection */
                 if (maybe_retry(d, true)) {
-                    free(r);
+                    msg_give(r);
                     return;
                 }
                 if (d->route->retry.num_retries && d->attempts > d->route->retry.num_retries)
@@ -3055,14 +3086,14 @@ static void relay_response(dconn_t *d, uconn_t *u, bool eof)
                 d->resp_chunked_out = true;
             }
             if (r->status_code == 101 && !d->req.upgrade) {
-                free(r);
+                msg_give(r);
                 uconn_close(u);
                 d->u = NULL;
                 local_reply(d, 502, "UPE", "unexpected upgrade", NULL, true);
                 return;
             }
             int wr = write_downstream_head(d, r);
-            free(r);
+            msg_give(r);
             if (wr < 0) {
                 upstream_failed(d, "internal error");
                 return;
@@ -3466,6 +3497,17 @@ static void uconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
 
 /* ---- downstream connections ---- */
 
+static dconn_t *dconn_new(void)
+{
+    buf_cache_t *c = buf_cache;
+    if (c && c->nconns) {
+        dconn_t *d = c->conns[--c->nconns];
+        memset(d, 0, sizeof(*d));
+        return d;
+    }
+    return calloc(1, sizeof(dconn_t));
+}
+
 static void dconn_free_cb(void *arg)
 {
     dconn_t *d = arg;
@@ -3481,7 +3523,11 @@ static void dconn_free_cb(void *arg)
     px_snapshot_unref(d->tls_snap);
     px_snapshot_unref(d->snap);
     px_h2_free(d->h2);
-    free(d);
+    buf_cache_t *c = buf_cache;
+    if (c && c->nconns < BUF_CACHE_MAX)
+        c->conns[c->nconns++] = d;
+    else
+        free(d);
 }
 
 static void dconn_close(dconn_t *d)
@@ -4156,7 +4202,7 @@ static void *h2d_on_request(void *ud, px_h2_stream_t *s, const char *head, size_
     worker_t *w = p->w;
     if (p->closed || p->h2_goaway)
         return NULL;
-    dconn_t *c = calloc(1, sizeof(*c));
+    dconn_t *c = dconn_new();
     if (c == NULL)
         return NULL;
     c->w = w;
@@ -4577,7 +4623,7 @@ static void accept_cb(loop_io_t *io, int fd, unsigned ev, void *arg)
         for (size_t k = 0; w->snap && k < w->snap->nlisteners; k++)
             if (strcmp(w->snap->listeners[k].name, wl->name) == 0)
                 l = &w->snap->listeners[k];
-        dconn_t *d = l ? calloc(1, sizeof(*d)) : NULL;
+        dconn_t *d = l ? dconn_new() : NULL;
         if (d) {
             memcpy(&d->remote, &ss, sizeof(ss));
             bool orig = (l->original_dst || l->use_original_dst) && original_dst(cfd, &d->local);
