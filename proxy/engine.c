@@ -44,6 +44,7 @@
 #include "../common/loop.h"
 #include <openssl/ssl.h>
 
+#include "blkcache.h"
 #include "config_internal.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "h2_internal.h"
@@ -76,17 +77,14 @@ typedef struct buf {
     size_t len, cap;
 } buf_t;
 
-/* A worker thread keeps the blocks its connections let go of for the next
- * ones: buffers in the two sizes most of them start with, connection
- * structures (an HTTP/2 stream gets one) and a response head's parse
- * result. Blocks of a kilobyte or more take malloc's slow path (it
- * consolidates its small free chunks first), which stays off the request
- * path this way. Only worker threads cache (buf_cache is set by
- * worker_main, which frees what is left when its loop ends). */
+/* A worker thread keeps the connection structures its connections let go
+ * of (an HTTP/2 stream gets one) and a response head's parse result, for
+ * the next ones, as blkcache does for buffers: objects of a kilobyte or
+ * more take malloc's slow path, which stays off the request path this way.
+ * Only worker threads cache (buf_cache is set by worker_main, which frees
+ * what is left when its loop ends). */
 #define BUF_CACHE_MAX 64
 typedef struct buf_cache {
-    char *small[BUF_CACHE_MAX], *large[BUF_CACHE_MAX]; /* 4 KiB and 16 KiB blocks */
-    size_t nsmall, nlarge;
     struct dconn *conns[BUF_CACHE_MAX];
     size_t nconns;
     px_h1_msg_t *msg; /* one: a response head is parsed and done with at once */
@@ -95,10 +93,6 @@ static __thread buf_cache_t *buf_cache;
 
 static void buf_cache_drain(buf_cache_t *c)
 {
-    while (c->nsmall)
-        free(c->small[--c->nsmall]);
-    while (c->nlarge)
-        free(c->large[--c->nlarge]);
     while (c->nconns)
         free(c->conns[--c->nconns]);
     free(c->msg);
@@ -126,27 +120,16 @@ static void msg_give(px_h1_msg_t *m)
         free(m);
 }
 
+/* Buffers grow in powers of two from 4 KiB; up to 16 KiB they come from
+ * and go back to the worker's block cache. */
 static int buf_reserve(buf_t *b, size_t n)
 {
     if (b->cap - b->len >= n)
         return 0;
-    buf_cache_t *c = buf_cache;
-    if (b->cap == 0 && c) {
-        if (n <= 4096 && c->nsmall) {
-            b->data = c->small[--c->nsmall];
-            b->cap = 4096;
-            return 0;
-        }
-        if (n > 4096 && n <= 16384 && c->nlarge) {
-            b->data = c->large[--c->nlarge];
-            b->cap = 16384;
-            return 0;
-        }
-    }
     size_t cap = b->cap ? b->cap : 4096;
     while (cap - b->len < n)
         cap *= 2;
-    char *d = realloc(b->data, cap);
+    char *d = px_blk_grow(b->data, b->len, b->cap, cap);
     if (d == NULL)
         return -1;
     b->data = d;
@@ -196,13 +179,7 @@ static void buf_consume(buf_t *b, size_t n)
 
 static void buf_free(buf_t *b)
 {
-    buf_cache_t *c = buf_cache;
-    if (c && b->cap == 4096 && c->nsmall < BUF_CACHE_MAX)
-        c->small[c->nsmall++] = b->data;
-    else if (c && b->cap == 16384 && c->nlarge < BUF_CACHE_MAX)
-        c->large[c->nlarge++] = b->data;
-    else
-        free(b->data);
+    px_blk_put(b->data, b->cap);
     memset(b, 0, sizeof(*b));
 }
 
@@ -4933,9 +4910,11 @@ static void *worker_main(void *arg)
     worker_t *w = arg;
     buf_cache_t cache = {0};
     buf_cache = &cache;
+    px_blk_enable();
     loop_run(w->loop);
     buf_cache = NULL;
     buf_cache_drain(&cache);
+    px_blk_disable();
     return NULL;
 }
 

@@ -17,6 +17,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "blkcache.h"
 #include "h2_internal.h"
 #include "http1_internal.h"
 
@@ -36,11 +37,11 @@ static int hb_add(hbuf_t *b, const void *p, size_t n)
         memmove(b->data, b->data + b->off, b->len);
         b->off = 0;
     }
-    if (b->off + b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->off + b->len + n)
+    if (b->off + b->len + n > b->cap) { /* off is 0 here */
+        size_t cap = b->cap ? b->cap : PX_BLK_MIN;
+        while (cap < b->len + n)
             cap *= 2;
-        char *d = realloc(b->data, cap);
+        char *d = px_blk_grow(b->data, b->len, b->cap, cap);
         if (d == NULL)
             return -1;
         b->data = d;
@@ -72,7 +73,7 @@ static void hb_consume(hbuf_t *b, size_t n)
 
 static void hb_free(hbuf_t *b)
 {
-    free(b->data);
+    px_blk_put(b->data, b->cap);
     memset(b, 0, sizeof(*b));
 }
 
