@@ -4,15 +4,17 @@
  */
 #include "http1_internal.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
-/* tchar of RFC 9110 section 5.6.2. */
+/* tchar of RFC 9110 section 5.6.2: ALPHA, DIGIT and !#$%&'*+-.^_`|~, as
+ * bits of the ASCII codes 0-63 and 64-127 (every header name byte passes
+ * here). */
 static bool is_tchar(unsigned char c)
 {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return true;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+    static const uint64_t lo = 0x03ff6cfa00000000ull, hi = 0x57ffffffc7fffffeull;
+    return c < 64 ? (lo >> c) & 1 : c < 128 ? (hi >> (c - 64)) & 1 : false;
 }
 
 /* field-vchar / obs-text / SP / HTAB: what a field value may hold. */
