@@ -81,17 +81,17 @@ typedef struct buf {
  * of (an HTTP/2 stream gets one) and a response head's parse result, for
  * the next ones, as blkcache does for buffers: objects of a kilobyte or
  * more take malloc's slow path, which stays off the request path this way.
- * Only worker threads cache (buf_cache is set by worker_main, which frees
+ * Only worker threads cache (obj_cache is set by worker_main, which frees
  * what is left when its loop ends). */
-#define BUF_CACHE_MAX 64
-typedef struct buf_cache {
-    struct dconn *conns[BUF_CACHE_MAX];
+#define OBJ_CACHE_MAX 64
+typedef struct obj_cache {
+    struct dconn *conns[OBJ_CACHE_MAX];
     size_t nconns;
     px_h1_msg_t *msg; /* one: a response head is parsed and done with at once */
-} buf_cache_t;
-static __thread buf_cache_t *buf_cache;
+} obj_cache_t;
+static __thread obj_cache_t *obj_cache;
 
-static void buf_cache_drain(buf_cache_t *c)
+static void obj_cache_drain(obj_cache_t *c)
 {
     while (c->nconns)
         free(c->conns[--c->nconns]);
@@ -102,7 +102,7 @@ static void buf_cache_drain(buf_cache_t *c)
 /* A message to parse into, and back when done with it. */
 static px_h1_msg_t *msg_take(void)
 {
-    buf_cache_t *c = buf_cache;
+    obj_cache_t *c = obj_cache;
     if (c && c->msg) {
         px_h1_msg_t *m = c->msg;
         c->msg = NULL;
@@ -113,7 +113,7 @@ static px_h1_msg_t *msg_take(void)
 
 static void msg_give(px_h1_msg_t *m)
 {
-    buf_cache_t *c = buf_cache;
+    obj_cache_t *c = obj_cache;
     if (c && c->msg == NULL)
         c->msg = m;
     else
@@ -2837,6 +2837,24 @@ static void dconn_process(dconn_t *d)
 
 /* After a request was routed (forwarded or answered): drops its head from
  * d->in (r bytes), forwards the body bytes that came with it, flushes. */
+/* Sends the request bytes queued for d's upstream and watches it again.
+ * False when d is done with here: the upstream failed (answered or retried)
+ * or, for an HTTP/2 stream, its codec ended the stream inside the flush. */
+static bool forward_request(dconn_t *d)
+{
+    if (d->u == NULL || d->u->state != U_ACTIVE)
+        return true;
+    if (u_flush(d->u) < 0) {
+        upstream_failed(d, "connection failure");
+        return false;
+    }
+    if (d->closed)
+        return false;
+    if (d->u)
+        u_update_interest(d->u);
+    return true;
+}
+
 static void after_start(dconn_t *d, size_t r)
 {
     if (d->closed)
@@ -2850,18 +2868,8 @@ static void after_start(dconn_t *d, size_t r)
             upstream_failed(d, "protocol error");
             return;
         }
-        if (d->state == D_PROXY && d->u && d->u->state == U_ACTIVE) {
-            if (u_flush(d->u) < 0) {
-                upstream_failed(d, "connection failure");
-                return;
-            }
-            /* an HTTP/2 stream's flush runs its codec, which may have
-             * ended the stream (and retried or answered the request) */
-            if (d->closed)
-                return;
-            if (d->u)
-                u_update_interest(d->u);
-        }
+        if (d->state == D_PROXY && !forward_request(d))
+            return;
     }
     if (d->state == D_LOCAL && d->out.len == 0)
         goto next;
@@ -3476,7 +3484,7 @@ static void uconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
 
 static dconn_t *dconn_new(void)
 {
-    buf_cache_t *c = buf_cache;
+    obj_cache_t *c = obj_cache;
     if (c && c->nconns) {
         dconn_t *d = c->conns[--c->nconns];
         memset(d, 0, sizeof(*d));
@@ -3500,8 +3508,8 @@ static void dconn_free_cb(void *arg)
     px_snapshot_unref(d->tls_snap);
     px_snapshot_unref(d->snap);
     px_h2_free(d->h2);
-    buf_cache_t *c = buf_cache;
-    if (c && c->nconns < BUF_CACHE_MAX)
+    obj_cache_t *c = obj_cache;
+    if (c && c->nconns < OBJ_CACHE_MAX)
         c->conns[c->nconns++] = d;
     else
         free(d);
@@ -3736,16 +3744,8 @@ static void dconn_on_io(loop_io_t *io, int fd, unsigned ev, void *arg)
                 upstream_failed(d, "protocol error");
                 return;
             }
-            if (d->u && d->u->state == U_ACTIVE) {
-                if (u_flush(d->u) < 0) {
-                    upstream_failed(d, "connection failure");
-                    return;
-                }
-                if (d->closed) /* the stream's codec ended it (see after_start) */
-                    return;
-                if (d->u)
-                    u_update_interest(d->u);
-            }
+            if (!forward_request(d))
+                return;
             if (eof && !d->req_body_done) {
                 dconn_close(d);
                 return;
@@ -4908,12 +4908,12 @@ struct px_secrets *px_server_secrets(px_server_t *s)
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
-    buf_cache_t cache = {0};
-    buf_cache = &cache;
+    obj_cache_t cache = {0};
+    obj_cache = &cache;
     px_blk_enable();
     loop_run(w->loop);
-    buf_cache = NULL;
-    buf_cache_drain(&cache);
+    obj_cache = NULL;
+    obj_cache_drain(&cache);
     px_blk_disable();
     return NULL;
 }
